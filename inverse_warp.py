@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 ROTATION_MODES = ('euler', 'quat')
 PADDING_MODES = ('zeros', 'border')
+GRID_TOLERANCE = 1e-5  # normalised coordinates this close outside [-1, 1] count as inside (float round-off)
 
 
 def _check_shape(name, tensor, shape):
@@ -177,9 +178,9 @@ def sample_image(img, pixels, padding_mode='zeros'):
     h, w = img.shape[-2:]
     scale = pixels.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)]).view(1, 2, 1, 1)
     grid = (pixels * scale - 1).permute(0, 2, 3, 1)
-    valid = (grid.abs() <= 1).all(dim=-1, keepdim=True)
+    valid = (grid.abs() <= 1 + GRID_TOLERANCE).all(dim=-1, keepdim=True)
     if padding_mode == 'zeros':
-        grid = torch.where(valid, grid, torch.full_like(grid, 2.0))
+        grid = torch.where(valid, grid.clamp(-1, 1), torch.full_like(grid, 2.0))
     sampled = F.grid_sample(img, grid, mode='bilinear', padding_mode=padding_mode, align_corners=True)
     return sampled, valid.permute(0, 3, 1, 2).to(img.dtype)
 
@@ -246,13 +247,25 @@ def inverse_warp_mof(img, tgt_depth, ref_depth, motion_field, K, padding_mode='z
     return sampled[:, :-1], valid, sampled[:, -1:], computed_depth, flow
 
 
+def upscale_intrinsics(K, scale):
+    """Intrinsics of an image upsampled ``scale`` times, with pixel centres at integers in both.
+
+    Pixel ``u'`` of the upsampled image sits at ``(u' + 0.5) / scale - 0.5`` in the original one.
+    """
+    offset = 0.5 * (scale - 1)
+    top = K[:, :2] * scale
+    top = torch.cat([top[:, :, :2], top[:, :, 2:] + offset], dim=2)
+    return torch.cat([top, K[:, 2:]], dim=1)
+
+
 def splat_depth(depth, transform, K, upscale=3):
     """Forward-project a depth map into another view with a z-buffer (the first projection's splat).
 
-    The depth is upsampled ``upscale`` times (nearest) and back-projected with ``K`` scaled
-    accordingly, transformed, projected with the original ``K`` and truncated to integer pixels.
-    Where several points land on one pixel the nearest (largest inverse depth) wins, through
-    ``scatter_reduce(reduce='amax')``.
+    The depth is upsampled ``upscale`` times (nearest), so every pixel ``u`` is represented by
+    ``upscale`` sub-samples at ``u + (j - (upscale - 1) / 2) / upscale`` (the same pixel-centre
+    convention as everywhere else, via ``K`` scaled accordingly); the points are transformed,
+    projected with the original ``K`` and rounded to the nearest pixel.  Where several points land
+    on one pixel the nearest (largest inverse depth) wins, through ``scatter_reduce(reduce='amax')``.
 
     Args:
         depth: ``[B,1,H,W]`` source depth.
@@ -263,12 +276,11 @@ def splat_depth(depth, transform, K, upscale=3):
     """
     b, _, h, w = depth.shape
     depth_up = F.interpolate(depth, scale_factor=upscale, mode='nearest')
-    K_up = torch.cat([K[:, :2] * upscale, K[:, 2:]], dim=1)
-    points = transform_points(pixel2cam(depth_up, torch.linalg.inv(K_up)), transform)
+    points = transform_points(pixel2cam(depth_up, torch.linalg.inv(upscale_intrinsics(K, upscale))), transform)
     projected = K @ points.reshape(b, 3, -1)
     z = projected[:, 2]
-    u = torch.floor(projected[:, 0] / z.clamp(min=1e-3))
-    v = torch.floor(projected[:, 1] / z.clamp(min=1e-3))
+    u = torch.round(projected[:, 0] / z.clamp(min=1e-3))
+    v = torch.round(projected[:, 1] / z.clamp(min=1e-3))
     inside = (z > 1e-3) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
     index = torch.where(inside, v * w + u, torch.zeros_like(u)).long()
     inv_depth = torch.where(inside, 1.0 / z.clamp(min=1e-3), torch.zeros_like(z))

@@ -1,0 +1,102 @@
+"""Checkpoint files: atomic saving and safe, strict loading.
+
+A checkpoint is ``torch.save({'epoch': int, 'state_dict': {...}, ...})`` as in the official
+release; a bare state dict is accepted too.  Files are read with ``weights_only=True``, so a
+checkpoint can never run code.
+"""
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable or does not fit the network (one-line message)."""
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    An interrupted save never leaves a half-written file in place of a good one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def save_checkpoint(path, state_dict, epoch, **extra):
+    """Write ``{'epoch': epoch, 'state_dict': state_dict, **extra}`` atomically to ``path``."""
+    atomic_torch_save({'epoch': epoch, 'state_dict': state_dict, **extra}, path)
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """Read a checkpoint and return it as a dict with a ``'state_dict'`` entry.
+
+    A bare state dict (every value a tensor) is wrapped as ``{'state_dict': ...}``; the
+    ``module.`` prefix of checkpoints saved from ``DataParallel`` is removed.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+    if isinstance(checkpoint, dict) and 'state_dict' not in checkpoint and checkpoint \
+            and all(torch.is_tensor(v) for v in checkpoint.values()):
+        checkpoint = {'state_dict': checkpoint}
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get('state_dict'), dict):
+        raise CheckpointError(f"{path}: not a checkpoint (expected a state dict or a dict with 'state_dict')")
+    state_dict = checkpoint['state_dict']
+    if state_dict and all(key.startswith('module.') for key in state_dict):
+        checkpoint['state_dict'] = {key[len('module.'):]: value for key, value in state_dict.items()}
+    return checkpoint
+
+
+def _first(keys, count=3):
+    keys = sorted(keys)
+    shown = ', '.join(keys[:count])
+    return shown + (f' (+{len(keys) - count} more)' if len(keys) > count else '')
+
+
+def check_state_dict_fits(net, state_dict, path):
+    """Raise CheckpointError naming the first missing/unexpected/mis-shaped keys, if any."""
+    expected = net.state_dict()
+    missing = set(expected) - set(state_dict)
+    unexpected = set(state_dict) - set(expected)
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_first(unexpected)}")
+    if not problems:
+        wrong = [f"{k} {list(state_dict[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
+                 if tuple(state_dict[k].shape) != tuple(v.shape)]
+        if wrong:
+            problems.append(f"shape mismatch: {_first(wrong)}")
+    if problems:
+        raise CheckpointError(f"{path}: does not fit {type(net).__name__}: " + '; '.join(problems))
+
+
+def load_network_weights(net, path, map_location='cpu'):
+    """Load the weights of ``path`` into ``net`` (strict) and return the checkpoint dict.
+
+    Raises:
+        CheckpointError: unreadable file, or keys/shapes that do not match ``net``.
+    """
+    checkpoint = load_checkpoint(path, map_location)
+    check_state_dict_fits(net, checkpoint['state_dict'], path)
+    net.load_state_dict(checkpoint['state_dict'], strict=True)
+    return checkpoint
