@@ -51,6 +51,7 @@ def test_identity_pose_returns_input(dtype):
     img = torch.rand(2, 3, H, W, dtype=dtype)
     depth = torch.rand(2, 1, H, W, dtype=dtype) * 10 + 1
     K = intrinsics(2, dtype)
+    tol = 1e-3 if dtype == torch.float32 else 1e-8  # random depths: round-off x steep neighbours
     warped, valid = inverse_warp(img, depth, torch.zeros(2, 6, dtype=dtype), K)
     assert warped.dtype == dtype
     assert torch.allclose(warped[INTERIOR], img[INTERIOR], atol=1e-5)
@@ -58,8 +59,8 @@ def test_identity_pose_returns_input(dtype):
     projected, valid_mof, projected_depth, computed_depth, flow = inverse_warp_mof(
         img, depth, depth * 2, torch.zeros(2, 6, H, W, dtype=dtype), K)
     assert torch.allclose(projected[INTERIOR], img[INTERIOR], atol=1e-5)
-    assert torch.allclose(projected_depth[INTERIOR], 2 * depth[INTERIOR], rtol=1e-5, atol=1e-5)
-    assert torch.allclose(computed_depth, depth, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(projected_depth[INTERIOR], 2 * depth[INTERIOR], atol=tol)
+    assert torch.allclose(computed_depth, depth, atol=tol)
     assert flow.abs().max() < 1e-3
 
 
