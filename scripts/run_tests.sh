@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Create the virtual environment .venv (if needed), install the pinned requirements, run the tests.
+# Extra arguments go to pytest (e.g. `bash scripts/run_tests.sh -k warp`). Exit code 5 of pytest
+# ("no tests collected") is a failure like any other non-zero code.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+exec .venv/bin/python -m pytest -q "$@"
