@@ -1,0 +1,1 @@
+"""KITTI Eigen-split evaluation: ground truth from raw velodyne scans, depth metrics, GT cache."""
