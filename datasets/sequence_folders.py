@@ -1,0 +1,235 @@
+"""Training samples of KITTI-VIS / Cityscapes-VIS with video-instance association (DESIGN section 8).
+
+Layout::
+
+    ROOT/image/SCENE/0000000000.jpg ...     frames (jpg, or png), and ROOT/image/SCENE/cam.txt
+    ROOT/segmentation/SCENE/0000000000.npy  [1+N,H,W] instance masks, channel 0 empty
+    ROOT/flow_f/SCENE/0000000000.flo        file k: flow frame k -> k+1   (F-1 files)
+    ROOT/flow_b/SCENE/0000000000.flo        file k: flow frame k+1 -> k   (F-1 files)
+    ROOT/train.txt, ROOT/val.txt            scene names, one per line
+
+Frames, masks and flows of a scene are paired by sorted file order, as in the official code.
+"""
+import math
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from datasets.association import (area_order, associate_pair, binary_instances, compose_flows,
+                                  drop_empty_pairs, pack_pairs)
+from datasets.association_cache import DEFAULT_SUBDIR, AssociationCache
+from datasets.io import DatasetError, read_cam, read_flo, read_image, read_segmentation
+
+
+@dataclass
+class Scene:
+    """Files of one scene; ``flows_forward[k]`` is frame k -> k+1, ``flows_backward[k]`` frame k+1 -> k."""
+    name: str
+    frames: list
+    segmentations: list
+    flows_forward: list
+    flows_backward: list
+    intrinsics: np.ndarray
+
+
+def read_scene_list(root, train):
+    """Scene names listed in ``ROOT/train.txt`` (``train``) or ``ROOT/val.txt``, blank lines ignored."""
+    list_path = Path(root) / ('train.txt' if train else 'val.txt')
+    if not list_path.is_file():
+        raise DatasetError(list_path, "scene list not found")
+    names = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DatasetError(list_path, "the scene list is empty")
+    return list_path, names
+
+
+def list_frames(folder):
+    """Sorted jpg frames of ``folder`` (png when it has no jpg)."""
+    frames = sorted(folder.glob('*.jpg'))
+    return frames if frames else sorted(folder.glob('*.png'))
+
+
+def crawl_scene(root, name):
+    """Find and check the files of one scene.
+
+    Raises:
+        DatasetError: a missing folder or ``cam.txt``, or different numbers of frames, masks and flows.
+    """
+    root = Path(root)
+    image_dir = root / 'image' / name
+    folders = {kind: root / kind / name for kind in ('segmentation', 'flow_f', 'flow_b')}
+    for folder in (image_dir, *folders.values()):
+        if not folder.is_dir():
+            raise DatasetError(folder, f"folder of scene '{name}' not found")
+    frames = list_frames(image_dir)
+    segmentations = sorted(folders['segmentation'].glob('*.npy'))
+    flows_forward = sorted(folders['flow_f'].glob('*.flo'))
+    flows_backward = sorted(folders['flow_b'].glob('*.flo'))
+    if len(segmentations) != len(frames):
+        raise DatasetError(folders['segmentation'], f"{len(segmentations)} segmentation files for {len(frames)} frames "
+                                                    f"in {image_dir}")
+    for kind, flows in (('flow_f', flows_forward), ('flow_b', flows_backward)):
+        if frames and len(flows) != len(frames) - 1:
+            raise DatasetError(folders[kind], f"{len(flows)} .flo files for {len(frames)} frames in {image_dir} "
+                                              f"(expected {len(frames) - 1}: one per consecutive pair)")
+    return Scene(name, frames, segmentations, flows_forward, flows_backward, read_cam(image_dir / 'cam.txt'))
+
+
+def reference_shifts(sequence_length):
+    """Offsets of the reference frames: ``[-d..-1, 1..d]`` with ``d = (sequence_length - 1) // 2``."""
+    if sequence_length < 3 or sequence_length % 2 == 0:
+        raise ValueError(f"sequence_length must be an odd number >= 3, got {sequence_length}")
+    demi = (sequence_length - 1) // 2
+    return [s for s in range(-demi, demi + 1) if s != 0]
+
+
+class SequenceFolder(torch.utils.data.Dataset):
+    """Target frame, reference frames and their associated instances.
+
+    ``__getitem__`` returns ``(tgt_img, ref_imgs, intrinsics, intrinsics_inv, tgt_insts, ref_insts)``:
+
+    * with the training transform: ``tgt_img`` ``[3,H,W]`` float tensor normalised to -1..1,
+      ``ref_imgs`` a list (one per reference, order t-d..t-1, t+1..t+d) of ``[3,H,W]``;
+    * with ``transform=None``: frames as ``[H,W,3]`` float32 arrays, pixel values 0-255;
+    * ``intrinsics``, ``intrinsics_inv``: ``[3,3]`` float32 arrays for the returned frames;
+    * ``tgt_insts[i]``, ``ref_insts[i]``: ``[1+mni,H,W]`` float32 (tensors after ``ArrayToTensor``)
+      for reference ``i``; channel 0 holds the number ``n`` of matched instances everywhere,
+      channel ``k`` (1..n) of both is the same object, channels above ``n`` are zero.
+
+    Args:
+        root: dataset folder.
+        train: read ``train.txt`` (else ``val.txt``).
+        seed: seeds the shuffle and the augmentation generator (see :meth:`generator`).
+        shuffle: shuffle the sample list (before ``proportion`` / ``begin_idx``).
+        max_num_instances: ``mni``, instance pairs kept per reference (0 = no instances).
+        sequence_length: odd number of frames per sample (3, 5, ...).
+        transform: a :mod:`datasets.custom_transforms` callable ``(images, masks, intrinsics, rng)``.
+        proportion: keep the first ``floor(len * proportion)`` samples.
+        begin_idx: then drop the samples before this index.
+        cache: cache associations on disk (``False`` recomputes them every time).
+        cache_dir: cache folder, default ``ROOT/.cache/association``.
+    """
+
+    def __init__(self, root, train=True, seed=None, shuffle=True, max_num_instances=20, sequence_length=3,
+                 transform=None, proportion=1, begin_idx=None, cache=True, cache_dir=None):
+        if max_num_instances < 0:
+            raise ValueError(f"max_num_instances must be >= 0, got {max_num_instances}")
+        self.root = Path(root)
+        self.seed = seed
+        self.mni = max_num_instances
+        self.transform = transform
+        self.shifts = reference_shifts(sequence_length)
+        self.scenes = self._crawl(train, sequence_length)
+        samples = [(s, t) for s, scene in enumerate(self.scenes)
+                   for t in range(-self.shifts[0], len(scene.frames) - self.shifts[-1])]
+        if shuffle:
+            random.Random(seed).shuffle(samples)
+        samples = samples[:int(math.floor(len(samples) * proportion))]
+        self.samples = samples[begin_idx:] if begin_idx else samples
+        self.cache = AssociationCache(cache_dir or self.root / DEFAULT_SUBDIR) if cache else None
+        self._rng = None
+        self._rng_key = None
+
+    def _crawl(self, train, sequence_length):
+        list_path, names = read_scene_list(self.root, train)
+        scenes = []
+        for name in names:
+            scene = crawl_scene(self.root, name)
+            if len(scene.frames) < sequence_length:
+                warnings.warn(f"{self.root / 'image' / name}: {len(scene.frames)} frames, fewer than the "
+                              f"sequence length {sequence_length}; scene skipped", RuntimeWarning)
+                continue
+            scenes.append(scene)
+        if not scenes:
+            raise DatasetError(list_path, f"no listed scene has at least {sequence_length} frames")
+        return scenes
+
+    def __len__(self):
+        return len(self.samples)
+
+    def generator(self):
+        """The augmentation generator of this process.
+
+        In the main process it is created once from ``seed`` and persists across epochs.  In a
+        DataLoader worker it is seeded from ``(seed, worker seed)``; the worker seed is drawn from
+        torch's generator at every epoch, so ``torch.manual_seed`` plus ``seed`` reproduce every
+        batch, and workers and epochs get different draws.
+        """
+        info = torch.utils.data.get_worker_info()
+        key = None if info is None else (info.id, info.seed)
+        if self._rng is None or key != self._rng_key:
+            if info is None:
+                entropy = self.seed
+            else:
+                entropy = [info.seed] if self.seed is None else [self.seed, info.seed]
+            self._rng = np.random.default_rng(entropy)
+            self._rng_key = key
+        return self._rng
+
+    def __getitem__(self, index):
+        scene_index, target = self.samples[index]
+        scene = self.scenes[scene_index]
+        frame_indices = [target] + [target + s for s in self.shifts]
+        images = self._read_frames(scene, frame_indices)
+        height, width = images[0].shape[:2]
+        masks = {k: binary_instances(read_segmentation(scene.segmentations[k], (height, width)))
+                 for k in frame_indices}
+        tgt_insts, ref_insts = [], []
+        for shift in self.shifts:
+            first, second = sorted((target, target + shift))
+            pairs = self._pair_matches(scene, first, second, masks[first], masks[second], (height, width))
+            inst_first, inst_second = pack_pairs(pairs - 1, masks[first], masks[second], self.mni)
+            tgt_insts.append(inst_first if shift > 0 else inst_second)
+            ref_insts.append(inst_second if shift > 0 else inst_first)
+        intrinsics = np.array(scene.intrinsics, np.float64)
+        if self.transform is not None:
+            images, insts, intrinsics = self.transform(images, tgt_insts + ref_insts, intrinsics, self.generator())
+            tgt_insts, ref_insts = insts[:len(self.shifts)], insts[len(self.shifts):]
+        for i in range(len(self.shifts)):
+            tgt_insts[i], ref_insts[i] = drop_empty_pairs(tgt_insts[i], ref_insts[i])
+        return (images[0], images[1:], intrinsics.astype(np.float32), np.linalg.inv(intrinsics).astype(np.float32),
+                tgt_insts, ref_insts)
+
+    def _read_frames(self, scene, frame_indices):
+        images = [read_image(scene.frames[k]).astype(np.float32) for k in frame_indices]
+        size = images[0].shape
+        for k, image in zip(frame_indices, images):
+            if image.shape != size:
+                raise DatasetError(scene.frames[k], f"frame is {image.shape[0]}x{image.shape[1]} (HxW), "
+                                                    f"{scene.frames[frame_indices[0]].name} is {size[0]}x{size[1]}")
+        return images
+
+    def _pair_matches(self, scene, first, second, masks_first, masks_second, frame_hw):
+        """Matches ``[k,2]`` (stored channel in ``first``, in ``second``) of two frames, ``first < second``."""
+        forward = scene.flows_forward[first:second]
+        backward = scene.flows_backward[first:second][::-1]
+        if self.cache is None:
+            return self._associate(masks_first, masks_second, forward, backward, frame_hw)
+        key = self.cache.key([scene.segmentations[first], scene.segmentations[second], *forward, *backward])
+        pairs = self.cache.load(key, len(masks_first), len(masks_second))
+        if pairs is None:
+            pairs = self._associate(masks_first, masks_second, forward, backward, frame_hw)
+            self.cache.store(key, pairs)
+        return pairs
+
+    @staticmethod
+    def _associate(masks_first, masks_second, forward_files, backward_files, frame_hw):
+        """Run the association on the stored channel numbering: ``[k,2]`` int64 channels (1-based)."""
+        flow_ab = compose_flows([_read_flow(path, frame_hw) for path in forward_files])
+        flow_ba = compose_flows([_read_flow(path, frame_hw) for path in backward_files])
+        order_a, order_b = area_order(masks_first), area_order(masks_second)
+        sorted_pairs = associate_pair(masks_first[order_a], masks_second[order_b], flow_ab, flow_ba)
+        return np.stack([order_a[sorted_pairs[:, 0]], order_b[sorted_pairs[:, 1]]], 1) + 1
+
+
+def _read_flow(path, frame_hw):
+    flow = read_flo(path)
+    if flow.shape[:2] != tuple(frame_hw):
+        raise DatasetError(path, f"flow is {flow.shape[0]}x{flow.shape[1]} (HxW), the frames are "
+                                 f"{frame_hw[0]}x{frame_hw[1]}")
+    return flow

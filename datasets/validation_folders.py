@@ -1,0 +1,83 @@
+"""Validation frames with ground-truth depth for ``--with-gt`` (DESIGN section 8).
+
+Layout: the scenes of ``ROOT/val.txt``; each frame ``ROOT/image/SCENE/XXXXXXXXXX.jpg`` has its depth
+map ``ROOT/image/SCENE/XXXXXXXXXX.npy`` (``[H,W]``, 0 = no measurement) next to it, and its
+instance segmentation ``ROOT/segmentation/SCENE/XXXXXXXXXX.npy`` (paired by sorted order) gives the
+foreground mask used to split the metrics into foreground and background pixels.
+"""
+from pathlib import Path
+
+import numpy as np
+import torch.utils.data
+
+from datasets.io import DatasetError, read_image, read_segmentation
+from datasets.sequence_folders import list_frames, read_scene_list
+
+
+def crawl_validation(root):
+    """``(frames, depths, segmentations)``: parallel lists of paths of every validation frame."""
+    root = Path(root)
+    _, names = read_scene_list(root, train=False)
+    frames, depths, segmentations = [], [], []
+    for name in names:
+        image_dir, seg_dir = root / 'image' / name, root / 'segmentation' / name
+        for folder in (image_dir, seg_dir):
+            if not folder.is_dir():
+                raise DatasetError(folder, f"folder of scene '{name}' not found")
+        scene_frames = list_frames(image_dir)
+        scene_segs = sorted(seg_dir.glob('*.npy'))
+        if len(scene_segs) != len(scene_frames):
+            raise DatasetError(seg_dir, f"{len(scene_segs)} segmentation files for {len(scene_frames)} frames in {image_dir}")
+        for frame in scene_frames:
+            depth = frame.with_suffix('.npy')
+            if not depth.is_file():
+                raise DatasetError(depth, f"ground-truth depth of {frame.name} not found")
+            depths.append(depth)
+        frames.extend(scene_frames)
+        segmentations.extend(scene_segs)
+    if not frames:
+        raise DatasetError(root / 'val.txt', "the listed scenes hold no frame")
+    return frames, depths, segmentations
+
+
+def read_depth(path, expected_hw):
+    """Read a ``[H,W]`` ground-truth depth ``.npy`` as float32 and check its size."""
+    try:
+        depth = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DatasetError(path, f"not a readable .npy array ({error})") from None
+    depth = np.squeeze(depth)
+    if depth.shape != tuple(expected_hw):
+        raise DatasetError(path, f"depth has shape {list(depth.shape)}, the frame is {expected_hw[0]}x{expected_hw[1]} (HxW)")
+    return depth.astype(np.float32)
+
+
+class ValidationSet(torch.utils.data.Dataset):
+    """Validation frames with depth and foreground masks.
+
+    ``__getitem__`` returns ``(img, depth, fg_mask)``: ``img`` ``[H,W,3]`` float32 0-255 (or the
+    transform's output, e.g. a ``[3,H,W]`` normalised tensor), ``depth`` ``[H,W]`` float32,
+    ``fg_mask`` ``[H,W]`` bool (pixel of any instance).
+
+    Args:
+        root: dataset folder (scenes from ``val.txt``).
+        transform: a deterministic :mod:`datasets.custom_transforms` callable, e.g. ``valid_transform()``.
+    """
+
+    def __init__(self, root, transform=None):
+        self.root = Path(root)
+        self.transform = transform
+        self.frames, self.depths, self.segmentations = crawl_validation(self.root)
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, index):
+        img = read_image(self.frames[index]).astype(np.float32)
+        hw = img.shape[:2]
+        depth = read_depth(self.depths[index], hw)
+        fg_mask = (np.asarray(read_segmentation(self.segmentations[index], hw)[1:]) > 0.5).any(axis=0)
+        if self.transform is not None:
+            images, _, _ = self.transform([img], [], None)
+            img = images[0]
+        return img, depth, fg_mask
