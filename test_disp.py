@@ -1,0 +1,206 @@
+"""Depth inference with DispResNet on a file list (the KITTI Eigen split by default).
+
+    python test_disp.py --pretrained-dispnet CKPT --dataset-dir KITTI_RAW \
+        --dataset-list kitti_eval/test_files_eigen.txt --output-dir OUT \
+        [--img-height 256 --img-width 832 --resnet-layers 18 --batch-size 4 --device auto]
+
+Writes ``OUT/predictions.npy`` (``[N,h,w]`` float32 depth at network resolution, list order).
+When the ground truth is available (``--gt-file`` exists, or the raw velodyne scans and
+calibration files are under ``--dataset-dir``) it also prints the metric table of the paper and
+writes ``OUT/metrics.json`` and ``OUT/metrics.txt`` (see ``kitti_eval/eval_depth.py``).
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from checkpoint_io import CheckpointError, load_network_weights
+from kitti_eval.eval_depth import CLI_ERRORS, DEFAULT_TEST_LIST, add_metric_options, evaluate_and_report
+from kitti_eval.kitti_raw import KittiFormatError, check_frame_files, locate_frame, missing_file, read_file_list
+from models import DispResNet
+
+IMAGE_MEAN, IMAGE_STD = 0.5, 0.5
+
+
+def select_device(name):
+    """``torch.device`` for ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return device
+
+
+def load_image(path, height, width):
+    """RGB image resized (bilinear) to ``height x width`` and normalised: ``[3,H,W]`` float32 in [-1,1]."""
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert('RGB').resize((width, height), Image.BILINEAR)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise KittiFormatError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (pixels - IMAGE_MEAN) / IMAGE_STD
+
+
+class ImageList(Dataset):
+    """The listed images, resized and normalised for the network."""
+
+    def __init__(self, paths, height, width):
+        self.paths, self.height, self.width = list(paths), height, width
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        return load_image(self.paths[index], self.height, self.width)
+
+
+def check_images(paths):
+    """One-line FileNotFoundError for the first listed image that does not exist."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise missing_file(path, 'listed image')
+
+
+def load_disp_net(path, resnet_layers, device):
+    """DispResNet with the weights of ``path`` (official checkpoints included), in eval mode."""
+    net = DispResNet(resnet_layers, pretrained=False)
+    load_network_weights(net, path)
+    return net.to(device).eval()
+
+
+def synchronize(device):
+    """Wait for queued GPU work (so timings measure it)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def predict_depths(net, loader, device, progress=True):
+    """Depth ``1/disp`` of every image of ``loader``: (``[N,h,w]`` float32, seconds spent in the network)."""
+    depths, forward_seconds = [], 0.0
+    for images in tqdm(loader, desc='inference', unit='batch', disable=not progress):
+        images = images.to(device)
+        synchronize(device)
+        start = time.perf_counter()
+        disparity = net(images)
+        synchronize(device)
+        forward_seconds += time.perf_counter() - start
+        depths.append((1.0 / disparity[:, 0]).float().cpu().numpy())
+    return np.concatenate(depths), forward_seconds
+
+
+def save_array(path, array):
+    """``np.save`` through a temporary file and a rename (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(prefix='.' + path.name + '.', suffix='.tmp.npy', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            np.save(f, array)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def ground_truth_source(dataset_dir, files, gt_file):
+    """How the GT will be obtained: ``'cache'``, ``'raw'``, or ``None`` (no raw GT data at all).
+
+    Raises FileNotFoundError (one line) when the raw GT data is there for some frames only.
+    """
+    if gt_file is not None and Path(gt_file).is_file():
+        return 'cache'
+    missing = []
+    for entry in files:
+        try:
+            check_frame_files(locate_frame(dataset_dir, entry))
+        except FileNotFoundError as exc:
+            missing.append(exc)
+    if not missing:
+        return 'raw'
+    if len(missing) == len(files):
+        print(f"no ground truth to evaluate with ({missing[0]}): writing predictions only")
+        return None
+    raise missing[0]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--pretrained-dispnet', required=True, help='DispResNet checkpoint (.tar/.pth)')
+    parser.add_argument('--dataset-dir', required=True, help='raw KITTI root: the list entries are relative to it')
+    parser.add_argument('--dataset-list', default=str(DEFAULT_TEST_LIST),
+                        help='file list (default: kitti_eval/test_files_eigen.txt)')
+    parser.add_argument('--output-dir', default='outputs/eigen_test', help='where predictions.npy and metrics go')
+    parser.add_argument('--img-height', type=int, default=256, help='network input height (multiple of 32)')
+    parser.add_argument('--img-width', type=int, default=832, help='network input width (multiple of 32)')
+    parser.add_argument('--resnet-layers', type=int, default=18, choices=[18, 50], help='encoder depth')
+    parser.add_argument('--batch-size', type=int, default=4, help='images per forward pass')
+    parser.add_argument('--workers', type=int, default=0, help='image loading processes (0 = main process)')
+    parser.add_argument('--device', default='auto', help='auto (CUDA when available), cpu, cuda or cuda:N')
+    parser.add_argument('--no-eval', dest='evaluate', action='store_false', help='write predictions only')
+    parser.add_argument('--no-progress', dest='progress', action='store_false', help='no progress bars')
+    add_metric_options(parser, lambda name: ['--' + name.replace('_', '-')])
+    return parser
+
+
+def check_arguments(args):
+    """One-line ValueError for sizes the network cannot take."""
+    for name in ('img_height', 'img_width'):
+        value = getattr(args, name)
+        if value <= 0 or value % 32:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: must be a positive multiple of 32 "
+                             f"(e.g. 256x832)")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
+
+
+def run(args):
+    check_arguments(args)
+    device = select_device(args.device)
+    files = read_file_list(args.dataset_list)
+    image_paths = [Path(args.dataset_dir) / entry for entry in files]
+    check_images(image_paths)
+    gt_source = ground_truth_source(args.dataset_dir, files, args.gt_file) if args.evaluate else None
+    net = load_disp_net(args.pretrained_dispnet, args.resnet_layers, device)
+    print(f"{len(files)} files to test on {device}")
+
+    loader = DataLoader(ImageList(image_paths, args.img_height, args.img_width), batch_size=args.batch_size,
+                        num_workers=args.workers, pin_memory=device.type == 'cuda')
+    start = time.perf_counter()
+    depths, forward_seconds = predict_depths(net, loader, device, args.progress)
+    total_seconds = time.perf_counter() - start
+    print(f"inference: {len(depths)} frames, {len(depths) / forward_seconds:.1f} frames/s in the network "
+          f"({len(depths) / total_seconds:.1f} frames/s with image loading), batch size {args.batch_size}")
+    predictions_path = Path(args.output_dir) / 'predictions.npy'
+    save_array(predictions_path, depths)
+    print(f"wrote {predictions_path} {list(depths.shape)}")
+
+    if gt_source is not None:
+        evaluate_and_report(depths, files, args.dataset_dir, args.gt_file, args.min_depth, args.max_depth,
+                            args.median_scaling, args.velodyne_depth, args.output_dir, args.progress)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (CheckpointError, *CLI_ERRORS) as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == '__main__':
+    main()
