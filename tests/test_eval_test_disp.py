@@ -1,0 +1,145 @@
+"""test_disp.py and eval_depth.py end to end on a tiny raw drive with a random DispResNet."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import test_disp
+from checkpoint_io import save_checkpoint
+from kitti_eval import eval_depth
+from models import DispResNet, EgoPoseNet
+from test_eval_fixtures import raw_drive  # noqa: F401  (fixture)
+
+HEIGHT, WIDTH = 64, 96
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    """A randomly initialised DispResNet-18 checkpoint."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('ckpt') / 'dispnet_checkpoint.pth.tar'
+    save_checkpoint(path, DispResNet(18, pretrained=False).state_dict(), epoch=1)
+    return path
+
+
+def run_test_disp(root, checkpoint, output_dir, *extra):
+    test_disp.main(['--pretrained-dispnet', str(checkpoint), '--dataset-dir', str(root),
+                    '--dataset-list', str(root / 'test_files.txt'), '--output-dir', str(output_dir),
+                    '--img-height', str(HEIGHT), '--img-width', str(WIDTH), '--device', 'cpu',
+                    '--no-progress', *extra])
+
+
+def test_predictions_and_metrics_then_same_numbers_from_saved_predictions(raw_drive, checkpoint, tmp_path, capsys):
+    root, entries = raw_drive
+    out = tmp_path / 'out'
+    run_test_disp(root, checkpoint, out, '--batch-size', '2')
+    printed = capsys.readouterr().out
+    predictions = np.load(out / 'predictions.npy')
+    assert predictions.shape == (len(entries), HEIGHT, WIDTH) and predictions.dtype == np.float32
+    assert (predictions > 0).all()
+    assert 'frames/s' in printed and 'abs_rel' in printed
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert set(metrics) == {'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'a1', 'a2', 'a3'}
+    assert 0 < metrics['abs_rel'] < 10 and 0 <= metrics['a1'] <= 1
+    assert f"{metrics['abs_rel']:10.4f}" in (out / 'metrics.txt').read_text()
+
+    again = tmp_path / 'again'
+    eval_depth.main(['--kitti_dir', str(root), '--pred_file', str(out / 'predictions.npy'),
+                     '--test_file_list', str(root / 'test_files.txt'), '--output_dir', str(again), '--no-progress'])
+    assert json.loads((again / 'metrics.json').read_text()) == metrics
+    assert (again / 'metrics.txt').read_text() == (out / 'metrics.txt').read_text()
+
+
+def test_batch_size_does_not_change_predictions(raw_drive, checkpoint, tmp_path):
+    root, _ = raw_drive
+    run_test_disp(root, checkpoint, tmp_path / 'b1', '--batch-size', '1', '--no-eval')
+    run_test_disp(root, checkpoint, tmp_path / 'b3', '--batch-size', '3', '--no-eval')
+    np.testing.assert_allclose(np.load(tmp_path / 'b1' / 'predictions.npy'),
+                               np.load(tmp_path / 'b3' / 'predictions.npy'), rtol=1e-4)
+    assert not (tmp_path / 'b1' / 'metrics.json').exists()
+
+
+def test_gt_file_is_written_and_reused(raw_drive, checkpoint, tmp_path):
+    root, entries = raw_drive
+    gt_file = tmp_path / 'gt.npz'
+    run_test_disp(root, checkpoint, tmp_path / 'first', '--gt-file', str(gt_file))
+    assert gt_file.is_file()
+    for scan in (root / '2011_09_26' / '2011_09_26_drive_0001_sync' / 'velodyne_points' / 'data').iterdir():
+        scan.unlink()
+    eval_depth.main(['--pred-file', str(tmp_path / 'first' / 'predictions.npy'), '--gt-file', str(gt_file),
+                     '--test-file-list', str(root / 'test_files.txt'), '--output-dir', str(tmp_path / 'second'),
+                     '--no-progress'])
+    assert (tmp_path / 'second' / 'metrics.json').read_text() == (tmp_path / 'first' / 'metrics.json').read_text()
+
+
+def test_no_ground_truth_writes_predictions_only(raw_drive, checkpoint, tmp_path, capsys):
+    root, entries = raw_drive
+    for scan in (root / '2011_09_26' / '2011_09_26_drive_0001_sync' / 'velodyne_points' / 'data').iterdir():
+        scan.unlink()
+    run_test_disp(root, checkpoint, tmp_path / 'out')
+    assert 'writing predictions only' in capsys.readouterr().out
+    assert (tmp_path / 'out' / 'predictions.npy').is_file()
+    assert not (tmp_path / 'out' / 'metrics.json').exists()
+
+
+def one_line_error(call):
+    """The message of the SystemExit raised by ``call`` (checked to be a single line)."""
+    with pytest.raises(SystemExit) as info:
+        call()
+    message = str(info.value.code)
+    assert message.startswith('error: ') and '\n' not in message
+    return message
+
+
+def test_missing_image(raw_drive, checkpoint, tmp_path):
+    root, entries = raw_drive
+    (root / entries[1]).unlink()
+    message = one_line_error(lambda: run_test_disp(root, checkpoint, tmp_path / 'out'))
+    assert message == f"error: {root / entries[1]}: listed image not found"
+
+
+def test_some_velodyne_scans_missing(raw_drive, checkpoint, tmp_path):
+    root, entries = raw_drive
+    scan = root / entries[2].replace('image_02', 'velodyne_points').replace('.png', '.bin')
+    scan.unlink()
+    message = one_line_error(lambda: run_test_disp(root, checkpoint, tmp_path / 'out'))
+    assert message == f"error: {scan}: velodyne scan not found"
+    predictions = tmp_path / 'p.npy'
+    np.save(predictions, np.ones((3, 8, 8), np.float32))
+    message = one_line_error(lambda: eval_depth.main(['--kitti_dir', str(root), '--pred_file', str(predictions),
+                                                      '--test_file_list', str(root / 'test_files.txt')]))
+    assert message == f"error: {scan}: velodyne scan not found"
+
+
+def test_missing_calibration(raw_drive, tmp_path):
+    root, _ = raw_drive
+    (root / '2011_09_26' / 'calib_velo_to_cam.txt').unlink()
+    predictions = tmp_path / 'p.npy'
+    np.save(predictions, np.ones((3, 8, 8), np.float32))
+    message = one_line_error(lambda: eval_depth.main(['--kitti_dir', str(root), '--pred_file', str(predictions),
+                                                      '--test_file_list', str(root / 'test_files.txt')]))
+    assert message.endswith("calib_velo_to_cam.txt: velodyne calibration file not found")
+
+
+def test_prediction_count_differs_from_list(raw_drive, tmp_path):
+    root, _ = raw_drive
+    predictions = tmp_path / 'p.npy'
+    np.save(predictions, np.ones((2, 8, 8), np.float32))
+    message = one_line_error(lambda: eval_depth.main(['--kitti_dir', str(root), '--pred_file', str(predictions),
+                                                      '--test_file_list', str(root / 'test_files.txt')]))
+    assert message == f"error: {predictions}: holds 2 depth maps but the file list has 3"
+
+
+def test_checkpoint_of_another_network(raw_drive, tmp_path):
+    root, _ = raw_drive
+    wrong = tmp_path / 'ego.pth.tar'
+    save_checkpoint(wrong, EgoPoseNet(18, pretrained=False).state_dict(), epoch=1)
+    message = one_line_error(lambda: run_test_disp(root, wrong, tmp_path / 'out'))
+    assert message.startswith(f"error: {wrong}: does not fit DispResNet")
+
+
+def test_sizes_the_network_cannot_take(raw_drive, checkpoint, tmp_path):
+    root, _ = raw_drive
+    message = one_line_error(lambda: run_test_disp(root, checkpoint, tmp_path / 'out', '--img-width', '100'))
+    assert '--img-width 100: must be a positive multiple of 32' in message
