@@ -1,5 +1,9 @@
 """test_disp.py and eval_depth.py end to end on a tiny raw drive with a random DispResNet."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +147,29 @@ def test_sizes_the_network_cannot_take(raw_drive, checkpoint, tmp_path):
     root, _ = raw_drive
     message = one_line_error(lambda: run_test_disp(root, checkpoint, tmp_path / 'out', '--img-width', '100'))
     assert '--img-width 100: must be a positive multiple of 32' in message
+
+
+def run_script(env, tmp_path):
+    """Run scripts/run_eigen_test.sh with ``env`` added to the environment, in ``tmp_path``."""
+    script = Path(__file__).resolve().parent.parent / 'scripts' / 'run_eigen_test.sh'
+    full_env = {**os.environ, 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1', **env}
+    return subprocess.run(['sh', str(script)], env=full_env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_eigen_script_reports_a_missing_path(tmp_path):
+    result = run_script({'DATA_ROOT': str(tmp_path / 'nowhere')}, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"error: DATA_ROOT={tmp_path / 'nowhere'} is not a folder")
+
+
+def test_eigen_script_on_the_tiny_drive(raw_drive, checkpoint, tmp_path):
+    root, _ = raw_drive
+    env = {'DATA_ROOT': str(root), 'DISP_NET': str(checkpoint), 'TEST_FILE': str(root / 'test_files.txt'),
+           'IMG_HEIGHT': str(HEIGHT), 'IMG_WIDTH': str(WIDTH), 'DEVICE': 'cpu', 'RESULTS_DIR': 'results'}
+    result = run_script(env, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'abs_rel' in result.stdout
+    assert np.load(tmp_path / 'results' / 'predictions.npy').shape == (3, HEIGHT, WIDTH)
+    assert (tmp_path / 'results' / 'metrics.json').is_file()
+    assert (tmp_path / 'outputs' / 'gt_depths_test_files.npz').is_file()
