@@ -26,7 +26,7 @@ def binary_instances(seg):
 
 def area_order(masks):
     """Indices that sort ``[N,H,W]`` masks by area, largest first (stable for equal areas): ``[N]`` int64."""
-    areas = masks.reshape(masks.shape[0], -1).sum(axis=1)
+    areas = masks.sum(axis=(1, 2))
     return np.argsort(-areas, kind='stable')
 
 
