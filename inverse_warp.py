@@ -210,7 +210,7 @@ def inverse_warp(img, depth, pose, K, rotation_mode='euler', padding_mode='zeros
     return _inverse_warp_transform(img, depth, pose_vec2mat(pose, rotation_mode), K, padding_mode)
 
 
-def inverse_warp_mof(img, tgt_depth, ref_depth, motion_field, K, padding_mode='zeros'):
+def inverse_warp_mof(img, tgt_depth, ref_depth, motion_field, K, padding_mode='zeros', rotation_mode='euler'):
     """Inverse warp of a reference image with a per-pixel motion field (the second projection).
 
     Target pixels are back-projected with ``tgt_depth``, rotated by the (global) ego rotation and
@@ -222,7 +222,8 @@ def inverse_warp_mof(img, tgt_depth, ref_depth, motion_field, K, padding_mode='z
         img: ``[B,C,H,W]`` reference image.
         tgt_depth: ``[B,1,H,W]`` target depth.
         ref_depth: ``[B,1,H,W]`` reference depth.
-        motion_field: ``[B,6,H,W]``; channels 0..2 translation, 3..5 euler rotation (target -> reference).
+        motion_field: ``[B,6,H,W]``; channels 0..2 translation, 3..5 rotation (target -> reference),
+            euler angles or quaternion coefficients after ``rotation_mode``.
         K: ``[B,3,3]`` intrinsics.
     Returns:
         ``projected_img [B,C,H,W]``: reference image sampled at the projections;
@@ -238,7 +239,7 @@ def inverse_warp_mof(img, tgt_depth, ref_depth, motion_field, K, padding_mode='z
     _check_shape('motion_field', motion_field, (tgt_depth.shape[0], 6) + tuple(tgt_depth.shape[2:]))
     _check_shape('K', K, (tgt_depth.shape[0], 3, 3))
     b, _, h, w = tgt_depth.shape
-    rot = euler2mat(motion_field[:, 3:].mean(dim=(2, 3)))
+    rot = rotation_matrix(motion_field[:, 3:].mean(dim=(2, 3)), rotation_mode)
     points = pixel2cam(tgt_depth, torch.linalg.inv(K))
     points = (rot @ points.reshape(b, 3, -1)).reshape(b, 3, h, w) + motion_field[:, :3]
     pixels, computed_depth = cam2pixel(points, K)

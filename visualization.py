@@ -1,0 +1,111 @@
+"""Colour maps and figures: TensorBoard images and the BREAKPOINT-1/2 debug figures of training."""
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def image_to_numpy(img):
+    """Normalised image ``[3,H,W]`` (range -1..1) -> ``[H,W,3]`` float array in [0, 1]."""
+    return (img.detach().float().cpu() * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def colorize(values, cmap='magma', vmin=None, vmax=None):
+    """``[H,W]`` map -> ``[H,W,3]`` float RGB in [0, 1] with a matplotlib colour map.
+
+    ``vmin``/``vmax`` default to the 1st and 99th percentiles, so outliers do not wash it out.
+    """
+    values = values.detach().float().cpu().numpy() if torch.is_tensor(values) else np.asarray(values, np.float32)
+    lo = np.percentile(values, 1) if vmin is None else vmin
+    hi = np.percentile(values, 99) if vmax is None else vmax
+    scaled = np.clip((values - lo) / max(hi - lo, 1e-12), 0, 1)
+    return plt.get_cmap(cmap)(scaled)[..., :3]
+
+
+def motion_to_rgb(translation, scale=None):
+    """``[2,H,W]`` horizontal (x) and forward (z) translations -> ``[H,W,3]`` colour wheel image.
+
+    Hue gives the direction in the x-z plane, saturation the magnitude relative to ``scale``
+    (default: the largest magnitude); zero motion is white.
+    """
+    translation = translation.detach().float().cpu().numpy()
+    magnitude = np.hypot(translation[0], translation[1])
+    scale = scale or max(float(magnitude.max()), 1e-12)
+    hue = (np.arctan2(translation[1], translation[0]) / (2 * np.pi)) % 1.0
+    hsv = np.stack([hue, np.clip(magnitude / scale, 0, 1), np.ones_like(hue)], -1)
+    return matplotlib.colors.hsv_to_rgb(hsv)
+
+
+def to_chw(rgb):
+    """``[H,W,3]`` array -> ``[3,H,W]`` float tensor (TensorBoard's layout)."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float()
+
+
+def tensorboard_images(outputs, sample=0):
+    """Images of one sample of a step for TensorBoard: ``{tag: [3,H,W]}``.
+
+    Target, its depth, the first reference ego-warped into the target (first projection), fully
+    warped (second projection), and the object part of the forward motion field.
+    """
+    pairs = outputs.pairs
+    object_motion = outputs.fields[sample, [0, 2]] - outputs.ego_poses[sample, [0, 2], None, None]
+    return {
+        'target': to_chw(image_to_numpy(pairs.views[sample])),
+        'depth': to_chw(colorize(1 / outputs.depths[sample, 0])),
+        'ref_ego_warped': to_chw(image_to_numpy(outputs.ego_warped[sample])),
+        'ref_fully_warped': to_chw(image_to_numpy(outputs.warped[sample] * outputs.valid[sample])),
+        'object_motion_field': to_chw(motion_to_rgb(object_motion)),
+    }
+
+
+def _show(ax, rgb_or_map, title, **kwargs):
+    ax.imshow(rgb_or_map, **kwargs)
+    ax.set_title(title, fontsize=8)
+    ax.axis('off')
+
+
+def save_breakpoint_figures(outputs, folder, batch_index, sample=0):
+    """Save the BREAKPOINT-1 and BREAKPOINT-2 figures of the official README for one sample.
+
+    BREAKPOINT-1 (after the first projection): references and target, ego-warped images both ways,
+    their valid masks and warped instance masks.  BREAKPOINT-2 (after the second projection):
+    fully warped images, photometric errors, and the forward/backward object motion fields.
+    Returns the two file paths.
+    """
+    os.makedirs(folder, exist_ok=True)
+    pairs = outputs.pairs
+    batch = pairs.batch_size
+    fwd, bwd = sample, pairs.num_refs * batch + sample  # (t, r_0) and (r_0, t)
+
+    fig, axes = plt.subplots(4, 2, figsize=(12, 9))
+    _show(axes[0, 0], image_to_numpy(pairs.sources[fwd]), 'reference r_0')
+    _show(axes[0, 1], image_to_numpy(pairs.views[fwd]), 'target t')
+    _show(axes[1, 0], image_to_numpy(outputs.ego_warped[bwd]), 't -> r_0 (ego only)')
+    _show(axes[1, 1], image_to_numpy(outputs.ego_warped[fwd]), 'r_0 -> t (ego only)')
+    _show(axes[2, 0], outputs.ego_valid[bwd, 0].cpu().numpy(), 'valid t -> r_0', vmin=0, vmax=1)
+    _show(axes[2, 1], outputs.ego_valid[fwd, 0].cpu().numpy(), 'valid r_0 -> t', vmin=0, vmax=1)
+    _show(axes[3, 0], outputs.ego_warped_masks[bwd].sum(0).cpu().numpy(), 'warped target instances')
+    _show(axes[3, 1], outputs.ego_warped_masks[fwd].sum(0).cpu().numpy(), 'warped reference instances')
+    fig.tight_layout()
+    first = os.path.join(folder, f'breakpoint1_batch{batch_index:04d}.png')
+    fig.savefig(first, dpi=80)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(4, 2, figsize=(12, 9))
+    for column, pair in enumerate((bwd, fwd)):
+        name = 't -> r_0' if pair == bwd else 'r_0 -> t'
+        error = (pairs.views[pair] - outputs.warped[pair]).abs().mean(0) * outputs.valid[pair, 0]
+        object_motion = outputs.fields[pair, [0, 2]] - outputs.ego_poses[pair, [0, 2], None, None]
+        _show(axes[0, column], image_to_numpy(outputs.warped[pair]), f'{name} (ego + objects)')
+        _show(axes[1, column], error.detach().cpu().numpy(), f'|error| {name}', cmap='bone', vmin=0, vmax=0.5)
+        _show(axes[2, column], colorize(1 / outputs.view_depths[pair, 0]), 'disparity of the view')
+        _show(axes[3, column], motion_to_rgb(object_motion), 'object motion field (x, z)')
+    fig.tight_layout()
+    second = os.path.join(folder, f'breakpoint2_batch{batch_index:04d}.png')
+    fig.savefig(second, dpi=80)
+    plt.close(fig)
+    return first, second
