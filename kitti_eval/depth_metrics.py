@@ -74,14 +74,10 @@ def evaluation_mask(gt, min_depth=1e-3, max_depth=80, crop='garg'):
 
 def median(values):
     """Median of a 1-D tensor, the mean of the two middle values for an even count (as ``np.median``)."""
-    ordered = values.sort().values
-    count = ordered.numel()
-    return (ordered[(count - 1) // 2] + ordered[count // 2]) / 2
-
-
-def median_scale(gt, pred, valid):
-    """``median(gt[valid]) / median(pred[valid])``: the per-image scale of a scale-free prediction."""
-    return median(gt[valid].double()) / median(pred[valid].double())
+    count = values.numel()
+    lower = values.kthvalue((count + 1) // 2).values
+    upper = values.kthvalue(count // 2 + 1).values if count % 2 == 0 else lower
+    return (lower + upper) / 2
 
 
 def errors_between(gt, pred):
@@ -120,19 +116,25 @@ def compute_errors(gt, pred, min_depth=1e-3, max_depth=80, crop='garg', median_s
     Raises:
         NoValidPixelsError: no pixel to evaluate.
     """
+    return compute_errors_and_scale(gt, pred, min_depth, max_depth, crop, median_scaling, mask, scale)[0]
+
+
+def compute_errors_and_scale(gt, pred, min_depth=1e-3, max_depth=80, crop='garg', median_scaling=True,
+                             mask=None, scale=None):
+    """:func:`compute_errors` and the scale applied to the prediction (a float; 1.0 without scaling)."""
     gt, pred = as_depth_map('gt', gt), as_depth_map('pred', pred)
     if gt.shape != pred.shape:
         raise ValueError(f"gt and pred must have the same size, got {list(gt.shape)} and {list(pred.shape)}")
     valid = evaluation_mask(gt, min_depth, max_depth, crop)
     if mask is not None:
         valid &= as_depth_map('mask', mask).to(device=valid.device, dtype=torch.bool)
-    if not bool(valid.any()):
+    gt_valid, pred_valid = gt[valid].double(), pred[valid].double()
+    if gt_valid.numel() == 0:
         raise NoValidPixelsError(f"no ground-truth pixel in ({min_depth}, {max_depth}) inside the "
                                  f"{crop or 'full'} crop")
     if scale is None:
-        scale = median_scale(gt, pred, valid) if median_scaling else 1.0
-    pred_valid = (pred[valid].double() * scale).clamp(min_depth, max_depth)
-    return errors_between(gt[valid], pred_valid)
+        scale = float(median(gt_valid) / median(pred_valid)) if median_scaling else 1.0
+    return errors_between(gt_valid, (pred_valid * scale).clamp(min_depth, max_depth)), float(scale)
 
 
 def compute_errors_split(gt, pred, fg_mask, **kwargs):
@@ -142,17 +144,13 @@ def compute_errors_split(gt, pred, fg_mask, **kwargs):
     validation).  Returns ``{'all': DepthErrors, 'fg': DepthErrors | None, 'bg': DepthErrors | None}``;
     a part with no valid pixel is ``None``.  ``kwargs`` go to :func:`compute_errors`.
     """
-    gt, pred = as_depth_map('gt', gt), as_depth_map('pred', pred)
-    fg_mask = as_depth_map('fg_mask', fg_mask).to(device=gt.device, dtype=torch.bool)
-    scale = kwargs.pop('scale', None)
-    if scale is None and kwargs.get('median_scaling', True):
-        valid = evaluation_mask(gt, kwargs.get('min_depth', 1e-3), kwargs.get('max_depth', 80),
-                                kwargs.get('crop', 'garg'))
-        scale = median_scale(gt, pred, valid) if bool(valid.any()) else None
-    results = {'all': compute_errors(gt, pred, scale=scale, **kwargs)}
+    fg_mask = as_depth_map('fg_mask', fg_mask).to(dtype=torch.bool)
+    all_errors, scale = compute_errors_and_scale(gt, pred, **kwargs)
+    kwargs['scale'] = scale
+    results = {'all': all_errors}
     for part, part_mask in (('fg', fg_mask), ('bg', ~fg_mask)):
         try:
-            results[part] = compute_errors(gt, pred, mask=part_mask, scale=scale, **kwargs)
+            results[part] = compute_errors(gt, pred, mask=part_mask, **kwargs)
         except NoValidPixelsError:
             results[part] = None
     return results

@@ -19,11 +19,10 @@ if __package__ in (None, ''):
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from kitti_eval.depth_metrics import TABLE_METRICS, NoValidPixelsError, average_errors, compute_errors, \
-    evaluation_mask, format_table, median_scale
+from kitti_eval.depth_metrics import TABLE_METRICS, NoValidPixelsError, average_errors, compute_errors_and_scale, \
+    format_table
 from kitti_eval.gt_cache import ground_truth_depths
 from kitti_eval.kitti_raw import KittiFormatError, missing_file, read_file_list
 
@@ -70,12 +69,13 @@ def evaluate_depths(gt_maps, predictions, files, min_depth=1e-3, max_depth=80, m
     per_image, scales = [], []
     for entry, gt, pred in tqdm(zip(files, gt_maps, predictions), total=len(files), desc='evaluate',
                                 unit='img', disable=not progress):
-        gt, pred = torch.from_numpy(gt), torch.from_numpy(resize_depth(pred, gt.shape))
-        valid = evaluation_mask(gt, min_depth, max_depth)
-        if not bool(valid.any()):
-            raise NoValidPixelsError(f"{entry}: no ground-truth pixel in ({min_depth}, {max_depth}) inside the crop")
-        scales.append(float(median_scale(gt, pred, valid)) if median_scaling else 1.0)
-        per_image.append(compute_errors(gt, pred, min_depth, max_depth, scale=scales[-1]))
+        pred = resize_depth(pred, gt.shape)
+        try:
+            errors, scale = compute_errors_and_scale(gt, pred, min_depth, max_depth, median_scaling=median_scaling)
+        except NoValidPixelsError as exc:
+            raise NoValidPixelsError(f"{entry}: {exc}") from None
+        per_image.append(errors)
+        scales.append(scale)
     return average_errors(per_image), np.array(scales)
 
 
