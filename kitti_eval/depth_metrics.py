@@ -142,10 +142,14 @@ def compute_errors_split(gt, pred, fg_mask, **kwargs):
 
     The median scale is taken over all valid pixels and reused for the two parts (as the official
     validation).  Returns ``{'all': DepthErrors, 'fg': DepthErrors | None, 'bg': DepthErrors | None}``;
-    a part with no valid pixel is ``None``.  ``kwargs`` go to :func:`compute_errors`.
+    a part with no valid pixel is ``None`` (all three when the image has none).  ``kwargs`` go to
+    :func:`compute_errors`.
     """
     fg_mask = as_depth_map('fg_mask', fg_mask).to(dtype=torch.bool)
-    all_errors, scale = compute_errors_and_scale(gt, pred, **kwargs)
+    try:
+        all_errors, scale = compute_errors_and_scale(gt, pred, **kwargs)
+    except NoValidPixelsError:
+        return {'all': None, 'fg': None, 'bg': None}
     kwargs['scale'] = scale
     results = {'all': all_errors}
     for part, part_mask in (('fg', fg_mask), ('bg', ~fg_mask)):

@@ -141,6 +141,7 @@ def test_foreground_background_split_reuses_the_scale_of_all_pixels():
     assert split['fg'].abs_rel == pytest.approx(2.0)
     assert split['all'].abs_rel == pytest.approx(2.0 * 0.2)
     assert compute_errors_split(gt, pred, np.zeros(SHAPE, bool))['fg'] is None
+    assert compute_errors_split(np.zeros(SHAPE), pred, fg) == {'all': None, 'fg': None, 'bg': None}
 
 
 def test_batch_and_average():
