@@ -5,12 +5,13 @@ Layout (no pickled objects, so it loads with ``allow_pickle=False``)::
     files    [N]    str      the list entries, in order
     shapes   [N,2]  int32    (H, W) of each ground-truth map (the png size)
     offsets  [N+1]  int64    points of image i are rows/cols/depth[offsets[i]:offsets[i+1]]
-    rows     [P]    uint16    pixel rows of the non-zero ground-truth pixels
-    cols     [P]    uint16    pixel columns
+    rows     [P]    uint16   pixel rows of the non-zero ground-truth pixels
+    cols     [P]    uint16   pixel columns
     depth    [P]    float32  their depth
     velodyne_depth  bool     whether depth is the velodyne x (True) or the camera depth (False)
 
-Storing only the lidar pixels (about 5% of a KITTI frame) keeps the Eigen split to a few MB.
+Storing only the lidar pixels (about 5% of a KITTI frame) takes tens of MB for the Eigen split
+instead of the 1.3 GB of its dense maps.
 """
 import os
 import tempfile
@@ -104,6 +105,8 @@ def check_same_files(path, stored, expected):
 
 def generate_gt_depths(kitti_dir, files, velodyne_depth=False, progress=True):
     """Ground truth of every list entry from the raw data: list of ``[H,W]`` float32 maps."""
+    if kitti_dir is None or not Path(kitti_dir).is_dir():
+        raise missing_file(kitti_dir, 'raw KITTI folder')
     frames = [locate_frame(kitti_dir, entry) for entry in files]
     return [generate_depth_map(frame, velodyne_depth)
             for frame in tqdm(frames, desc='ground truth', unit='img', disable=not progress)]

@@ -140,6 +140,8 @@ def test_export_command(raw_drive, tmp_path, capsys):
     with pytest.raises(SystemExit, match="error: .*missing.txt: file list not found"):
         export_gt_depth.main(['--kitti-dir', str(root), '--test-file-list', str(root / 'missing.txt'),
                               '--output', str(output)])
+    with pytest.raises(SystemExit, match=f"error: {tmp_path / 'nowhere'}: raw KITTI folder not found"):
+        export_gt_depth.main(['--kitti_dir', str(tmp_path / 'nowhere'), '--output', str(output)])
 
 
 def test_eigen_list_is_the_reference_one():
