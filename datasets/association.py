@@ -67,10 +67,12 @@ def non_occlusion_masks(flow_ab, flow_ba):
 
 
 def _consistent(flow, flow_back):
+    """Squared-norm form of the check (same result, no square roots): ``[H,W]`` bool."""
     back, inside = flow_warp(flow_back, flow)
-    error = torch.linalg.vector_norm(flow + back, dim=1)[0]
-    bound = torch.clamp(CONSISTENCY_REL * torch.linalg.vector_norm(flow, dim=1)[0], min=CONSISTENCY_ABS_PX)
-    return (error < bound) & (inside[0, 0] > 0)
+    error = flow + back
+    error_sq = error[0, 0] ** 2 + error[0, 1] ** 2
+    bound_sq = torch.clamp(CONSISTENCY_REL ** 2 * (flow[0, 0] ** 2 + flow[0, 1] ** 2), min=CONSISTENCY_ABS_PX ** 2)
+    return (error_sq < bound_sq) & (inside[0, 0] > 0)
 
 
 def soft_iou(warped, masks, valid):
@@ -180,11 +182,10 @@ def _pack(masks, indices, max_num_instances):
     height, width = masks.shape[1:]
     out = np.zeros((1 + max_num_instances, height, width), np.float32)
     out[0] = len(indices)
-    if len(indices):
-        selected = masks[indices]
-        claimed_before = np.zeros_like(selected)
-        claimed_before[1:] = np.logical_or.accumulate(selected[:-1], axis=0)
-        out[1:1 + len(indices)] = selected & ~claimed_before
+    claimed = np.zeros((height, width), bool)
+    for channel, index in enumerate(indices, start=1):
+        out[channel] = masks[index] & ~claimed
+        claimed |= masks[index]
     return out
 
 
@@ -200,7 +201,7 @@ def drop_empty_pairs(inst_a, inst_b):
     as_numpy = not torch.is_tensor(inst_a)
     a, b = torch.as_tensor(inst_a), torch.as_tensor(inst_b)
     count = int(round(float(a[0, 0, 0])))
-    nonempty = (a[1:1 + count] != 0).flatten(1).any(1) & (b[1:1 + count] != 0).flatten(1).any(1)
+    nonempty = (a[1:1 + count].flatten(1).amax(1) > 0) & (b[1:1 + count].flatten(1).amax(1) > 0)
     keep = 1 + torch.nonzero(nonempty).flatten()
     if len(keep) == count:
         return inst_a, inst_b

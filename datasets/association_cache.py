@@ -3,7 +3,7 @@
 One small ``.npy`` file per frame pair holds the accepted matches ``[k,2]`` (stored segmentation
 channel of the earlier frame, of the later frame), uncapped and in acceptance order, so the same
 entry serves every ``mni`` (capping keeps the first ``mni`` rows) and both samples that use the
-pair.  The file name is a hash of the pair's input files (resolved path, size, ``mtime_ns``) and of
+pair.  The file name is a hash of the pair's input files (absolute path, size, ``mtime_ns``) and of
 the algorithm version: editing, replacing or touching an input gives a new key, so stale entries are
 never read.  Entries are written atomically (temporary file + ``os.replace``), which makes concurrent
 DataLoader workers safe: two workers computing the same pair write identical content.
@@ -30,14 +30,14 @@ class AssociationCache:
         self._write_failed = False
 
     def key(self, files):
-        """Hex key of a list of input files from their resolved paths, sizes and ``mtime_ns``."""
+        """Hex key of a list of input files from their absolute paths, sizes and ``mtime_ns``."""
         stamps = [ALGORITHM_VERSION]
         for path in files:
             try:
                 stat = os.stat(path)
             except FileNotFoundError:
                 raise DatasetError(path, "file not found") from None
-            stamps.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+            stamps.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
         return hashlib.sha1(json.dumps(stamps).encode()).hexdigest()
 
     def path(self, key):

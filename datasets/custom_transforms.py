@@ -51,8 +51,8 @@ class RandomHorizontalFlip:
         if rng.random() >= self.probability:
             return images, masks, intrinsics
         width = images[0].shape[1]
-        images = [np.ascontiguousarray(image[:, ::-1]) for image in images]
-        masks = [np.ascontiguousarray(mask[:, :, ::-1]) for mask in masks]
+        images = [cv2.flip(image, 1).reshape(image.shape) for image in images]
+        masks = [mask[:, :, ::-1].copy() for mask in masks]
         return images, masks, flip_intrinsics(intrinsics, width)
 
 
@@ -85,7 +85,7 @@ class RandomScaleCrop:
         images = [_resize_image(image, scaled_w, scaled_h)[crop] for image in images]
         rows = _nearest_source(height, scaled_h, offset_y)
         cols = _nearest_source(width, scaled_w, offset_x)
-        masks = [mask[:, rows[:, None], cols[None, :]] for mask in masks]
+        masks = [mask.take(rows, axis=1).take(cols, axis=2) for mask in masks]
         return images, masks, scale_crop_intrinsics(intrinsics, scaled_w / width, scaled_h / height,
                                                     offset_x, offset_y)
 
