@@ -119,7 +119,8 @@ class ArrayToTensor:
     """``[H,W,C]`` arrays (0-255) -> ``[C,H,W]`` float tensors (0-1); masks -> float tensors."""
 
     def __call__(self, images, masks, intrinsics, rng=None):
-        images = [torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32)) / 255 for image in images]
+        images = [torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32)) / 255
+                  for image in images]
         masks = [torch.from_numpy(np.ascontiguousarray(mask, np.float32)) for mask in masks]
         return images, masks, intrinsics
 

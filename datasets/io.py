@@ -144,7 +144,7 @@ def read_cam(path):
     try:
         values = np.array(text.split(), dtype=np.float64)
     except ValueError:
-        raise DatasetError(path, "cam.txt must hold 9 numbers (a 3x3 intrinsics matrix); found non-numeric text") from None
+        raise DatasetError(path, "cam.txt must hold a 3x3 intrinsics matrix (9 numbers); found non-numeric text") from None
     if values.size != 9:
         raise DatasetError(path, f"cam.txt must hold a 3x3 intrinsics matrix (9 numbers), found {values.size}")
     if not np.all(np.isfinite(values)):

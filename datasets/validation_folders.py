@@ -27,7 +27,8 @@ def crawl_validation(root):
         scene_frames = list_frames(image_dir)
         scene_segs = sorted(seg_dir.glob('*.npy'))
         if len(scene_segs) != len(scene_frames):
-            raise DatasetError(seg_dir, f"{len(scene_segs)} segmentation files for {len(scene_frames)} frames in {image_dir}")
+            raise DatasetError(seg_dir, f"{len(scene_segs)} segmentation files for {len(scene_frames)} frames "
+                                        f"in {image_dir}")
         for frame in scene_frames:
             depth = frame.with_suffix('.npy')
             if not depth.is_file():
@@ -48,7 +49,8 @@ def read_depth(path, expected_hw):
         raise DatasetError(path, f"not a readable .npy array ({error})") from None
     depth = np.squeeze(depth)
     if depth.shape != tuple(expected_hw):
-        raise DatasetError(path, f"depth has shape {list(depth.shape)}, the frame is {expected_hw[0]}x{expected_hw[1]} (HxW)")
+        raise DatasetError(path, f"depth has shape {list(depth.shape)}, "
+                                 f"the frame is {expected_hw[0]}x{expected_hw[1]} (HxW)")
     return depth.astype(np.float32)
 
 

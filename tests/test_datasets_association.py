@@ -14,7 +14,8 @@ NUM_FRAMES = 5
 
 @pytest.fixture(scope='module')
 def toy(tmp_path_factory):
-    return write_toy_kitti_vis(tmp_path_factory.mktemp('toy'), num_scenes=3, num_frames=NUM_FRAMES, num_objects=5, seed=3)
+    return write_toy_kitti_vis(tmp_path_factory.mktemp('toy'), num_scenes=3, num_frames=NUM_FRAMES, num_objects=5,
+                               seed=3)
 
 
 def load_pair(toy, scene, first, second):

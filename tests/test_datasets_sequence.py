@@ -9,7 +9,7 @@ import torch
 
 from datasets import DatasetError, SequenceFolder, ValidationSet
 from datasets.custom_transforms import train_transform, valid_transform
-from datasets.io import read_segmentation, save_npy, write_flo
+from datasets.io import read_image, read_segmentation, save_npy, write_flo
 from datasets.toy_data import write_toy_kitti_vis
 
 H, W = 64, 96
@@ -80,7 +80,6 @@ def test_reference_order_and_images(toy):
     tgt_img, ref_imgs, *_ = dataset[1]
     scene_index, t = dataset.samples[1]
     assert t == 3
-    from datasets.io import read_image
     for k, image in zip([1, 2, 4, 5], ref_imgs):
         np.testing.assert_array_equal(image, read_image(frame_path(toy, 'image', toy.scenes[scene_index], k, 'jpg')))
 
@@ -240,6 +239,14 @@ def test_different_numbers_of_files(fresh, kind, ext, fragment):
     with pytest.raises(DatasetError) as excinfo:
         SequenceFolder(fresh.root)
     assert_error(excinfo, fresh.root / kind / fresh.scenes[0], fragment)
+
+
+def test_truncated_flow_in_a_scene(fresh):
+    path = frame_path(fresh, 'flow_f', fresh.scenes[0], 1, 'flo')
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DatasetError) as excinfo:
+        SequenceFolder(fresh.root, shuffle=False, cache=False)[0]
+    assert_error(excinfo, path, 'truncated .flo')
 
 
 def test_flow_size_different_from_the_frames(fresh):
