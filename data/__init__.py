@@ -1,0 +1,1 @@
+"""Data preparation and the synthetic driving world (``python -m data.synthetic``)."""
