@@ -4,12 +4,16 @@ Measures, on toy KITTI-VIS data (or ``--root``):
   * uncached: association recomputed for every sample (``cache=False``);
   * cold cache: first pass with an empty cache (computes and writes the entries);
   * warm cache: a pass with every entry cached;
-  * warm cache through a DataLoader with ``--workers`` workers (wall time of a whole epoch,
-    worker start-up included, divided by the number of samples).
+  * warm cache through a DataLoader with ``--workers`` persistent workers: wall time of the first
+    epoch (worker start-up included) and of the later epochs, divided by the number of samples.
+Each measurement is repeated ``--repeats`` times; the minimum (least disturbed by other processes
+on the machine) and the median are printed.
 
 Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_loader.py [--height 128 --width 416 --mni 3]
 """
 import argparse
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +40,7 @@ def parse_args():
     parser.add_argument('--sequence-length', type=int, default=3)
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--repeats', type=int, default=3, help='passes per measurement (the minimum is reported)')
     return parser.parse_args()
 
 
@@ -47,13 +52,24 @@ def seconds_per_sample(dataset):
     return (time.perf_counter() - start) / len(dataset)
 
 
-def loader_seconds_per_sample(dataset, workers, batch_size):
-    """Wall seconds of one DataLoader epoch (start-up included) divided by the number of samples."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=True)
+def loader_epochs(dataset, workers, batch_size, epochs):
+    """Seconds per sample of each epoch of one DataLoader with persistent workers (epoch 1 includes start-up)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=True,
+                                         persistent_workers=workers > 0)
+    times = []
     start = time.perf_counter()
-    for _ in loader:
-        pass
-    return (time.perf_counter() - start) / len(dataset)
+    for _ in range(epochs):
+        for _ in loader:
+            pass
+        now = time.perf_counter()
+        times.append((now - start) / len(dataset))
+        start = now
+    return times
+
+
+def summary(values):
+    """'min  (median)' of per-pass seconds per sample."""
+    return f"{min(values):.4f} s/sample  (median {statistics.median(values):.4f}, {len(values)} passes)"
 
 
 def main():
@@ -67,19 +83,23 @@ def main():
         options = dict(seed=0, max_num_instances=args.mni, sequence_length=args.sequence_length,
                        transform=train_transform())
         uncached = SequenceFolder(root, cache=False, **options)
-        cached = SequenceFolder(root, cache_dir=Path(tmp) / 'cache', **options)
-        print(f"data: {root if args.root else 'toy'}  {len(cached)} samples  "
+        print(f"data: {root if args.root else 'toy'}  {len(uncached)} samples  "
               f"{args.height}x{args.width}  mni={args.mni}  sequence_length={args.sequence_length}  "
-              f"torch threads={torch.get_num_threads()}")
-        results = [
-            ('uncached (association every sample)', seconds_per_sample(uncached)),
-            ('cold cache (first pass, writes entries)', seconds_per_sample(cached)),
-            ('warm cache', seconds_per_sample(cached)),
-            (f'warm cache, DataLoader {args.workers} workers, batch {args.batch_size}',
-             loader_seconds_per_sample(cached, args.workers, args.batch_size)),
+              f"torch threads={torch.get_num_threads()}  load average {os.getloadavg()[0]:.2f}")
+        cold = []
+        for repeat in range(args.repeats):
+            cached = SequenceFolder(root, cache_dir=Path(tmp) / f'cache{repeat}', **options)
+            cold.append(seconds_per_sample(cached))
+        rows = [
+            ('uncached (association every sample)', [seconds_per_sample(uncached) for _ in range(args.repeats)]),
+            ('cold cache (first pass, writes entries)', cold),
+            ('warm cache', [seconds_per_sample(cached) for _ in range(args.repeats)]),
         ]
-        for name, value in results:
-            print(f"{name:55s} {value:.4f} s/sample")
+        epochs = loader_epochs(cached, args.workers, args.batch_size, args.repeats + 1)
+        loader = f'warm cache, DataLoader {args.workers} workers, batch {args.batch_size}'
+        rows += [(f'{loader}, first epoch (start-up)', epochs[:1]), (f'{loader}, later epochs', epochs[1:])]
+        for name, values in rows:
+            print(f"{name:70s} {summary(values)}")
 
 
 if __name__ == '__main__':
