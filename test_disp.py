@@ -91,7 +91,8 @@ def synchronize(device):
 def predict_depths(net, loader, device, progress=True):
     """Depth ``1/disp`` of every image of ``loader``: (``[N,h,w]`` float32, seconds spent in the network)."""
     depths, forward_seconds = [], 0.0
-    for images in tqdm(loader, desc='inference', unit='batch', disable=not progress):
+    bar = tqdm(total=len(loader.dataset), desc='inference', unit='img', disable=not progress)
+    for images in loader:
         images = images.to(device)
         synchronize(device)
         start = time.perf_counter()
@@ -99,6 +100,8 @@ def predict_depths(net, loader, device, progress=True):
         synchronize(device)
         forward_seconds += time.perf_counter() - start
         depths.append((1.0 / disparity[:, 0]).float().cpu().numpy())
+        bar.update(len(images))
+    bar.close()
     return np.concatenate(depths), forward_seconds
 
 

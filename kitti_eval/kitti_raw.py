@@ -49,9 +49,10 @@ def camera_index(image_path):
 
 def locate_frame(kitti_dir, entry):
     """Paths of a list entry ``DATE/DRIVE/image_0X/data/NAME.png`` below ``kitti_dir`` (not checked)."""
-    image = Path(kitti_dir) / entry.strip()
-    if len(Path(entry.strip()).parts) < 5:
+    entry = entry.strip()
+    if len(Path(entry).parts) < 5:
         raise KittiFormatError(f"{entry!r}: list entry is not of the form DATE/DRIVE/image_0X/data/NAME.png")
+    image = Path(kitti_dir) / entry
     camera = camera_index(image)
     drive_dir = image.parent.parent.parent
     velodyne = drive_dir / 'velodyne_points' / 'data' / (image.stem + '.bin')

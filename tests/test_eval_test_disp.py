@@ -11,7 +11,7 @@ import torch
 
 import test_disp
 from checkpoint_io import save_checkpoint
-from kitti_eval import eval_depth
+from kitti_eval import eval_depth, save_depth
 from models import DispResNet, EgoPoseNet
 from test_eval_fixtures import raw_drive  # noqa: F401  (fixture)
 
@@ -173,3 +173,19 @@ def test_eigen_script_on_the_tiny_drive(raw_drive, checkpoint, tmp_path):
     assert np.load(tmp_path / 'results' / 'predictions.npy').shape == (3, HEIGHT, WIDTH)
     assert (tmp_path / 'results' / 'metrics.json').is_file()
     assert (tmp_path / 'outputs' / 'gt_depths_test_files.npz').is_file()
+
+
+def test_official_save_depth_command_writes_predictions_only(raw_drive, checkpoint, tmp_path):
+    root, _ = raw_drive
+    save_depth.main(['--img-height', str(HEIGHT), '--img-width', str(WIDTH), '--pretrained-dispnet', str(checkpoint),
+                     '--dataset-dir', str(root), '--dataset-list', str(root / 'test_files.txt'),
+                     '--output-dir', str(tmp_path), '--device', 'cpu', '--no-progress'])
+    assert np.load(tmp_path / 'predictions.npy').shape == (3, HEIGHT, WIDTH)
+    assert not (tmp_path / 'metrics.json').exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available here')
+def test_cuda_requested_without_cuda():
+    with pytest.raises(ValueError, match="--device cuda: CUDA is not available on this machine"):
+        test_disp.select_device('cuda')
+    assert test_disp.select_device('auto') == torch.device('cpu')
