@@ -120,13 +120,14 @@ def save_array(path, array):
         raise
 
 
-def ground_truth_source(dataset_dir, files, gt_file):
-    """How the GT will be obtained: ``'cache'``, ``'raw'``, or ``None`` (no raw GT data at all).
+def ground_truth_available(dataset_dir, files, gt_file):
+    """True when the GT can be had: ``gt_file`` exists, or the raw data of every frame is there.
 
-    Raises FileNotFoundError (one line) when the raw GT data is there for some frames only.
+    False (with a notice) when no frame has its raw GT data; a one-line FileNotFoundError when
+    only some frames have it (a broken download should not be evaluated on a subset silently).
     """
     if gt_file is not None and Path(gt_file).is_file():
-        return 'cache'
+        return True
     missing = []
     for entry in files:
         try:
@@ -134,10 +135,10 @@ def ground_truth_source(dataset_dir, files, gt_file):
         except FileNotFoundError as exc:
             missing.append(exc)
     if not missing:
-        return 'raw'
+        return True
     if len(missing) == len(files):
         print(f"no ground truth to evaluate with ({missing[0]}): writing predictions only")
-        return None
+        return False
     raise missing[0]
 
 
@@ -172,12 +173,13 @@ def check_arguments(args):
 
 
 def run(args):
+    """Predict depth for every listed image, save it, and evaluate it when the GT is available."""
     check_arguments(args)
     device = select_device(args.device)
     files = read_file_list(args.dataset_list)
     image_paths = [Path(args.dataset_dir) / entry for entry in files]
     check_images(image_paths)
-    gt_source = ground_truth_source(args.dataset_dir, files, args.gt_file) if args.evaluate else None
+    evaluate = args.evaluate and ground_truth_available(args.dataset_dir, files, args.gt_file)
     net = load_disp_net(args.pretrained_dispnet, args.resnet_layers, device)
     print(f"{len(files)} files to test on {device}")
 
@@ -192,7 +194,7 @@ def run(args):
     save_array(predictions_path, depths)
     print(f"wrote {predictions_path} {list(depths.shape)}")
 
-    if gt_source is not None:
+    if evaluate:
         evaluate_and_report(depths, files, args.dataset_dir, args.gt_file, args.min_depth, args.max_depth,
                             args.median_scaling, args.velodyne_depth, args.output_dir, args.progress)
 
