@@ -124,6 +124,7 @@ def evaluate_and_report(predictions, files, kitti_dir, gt_file=None, min_depth=1
     print(report)
     if output_dir is not None:
         write_metrics(output_dir, errors, report)
+        print(f"wrote {Path(output_dir) / 'metrics.json'} and metrics.txt")
     return errors
 
 
