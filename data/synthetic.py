@@ -69,7 +69,7 @@ from PIL import Image
 
 from data._synthetic_render import (NOTHING, camera_rays, cast_rays, cull_behind, geometric_flow,
                                     lidar_reflectance, shade_hits)
-from data._synthetic_world import sample_camera_path, sample_world
+from data._synthetic_world import StreetWorld, sample_camera_path, sample_world
 
 DATE = '2011_09_26'
 FLO_MAGIC = 202021.25
@@ -126,7 +126,7 @@ class SyntheticScene:
     occlusion_b: np.ndarray
     cam_to_world: np.ndarray
     objects: list
-    world: object
+    world: StreetWorld
 
     @property
     def frames(self):
@@ -149,8 +149,10 @@ def kitti_like_intrinsics(height, width):
     return np.array([[focal, 0.0, round(0.491 * width, 3)], [0.0, focal, round(0.461 * height, 3)], [0, 0, 1.0]])
 
 
-def check_settings(frames, height, width, scenes=1, max_cars=4):
+def check_settings(frames, height, width, scenes=1, max_cars=4, seed=0):
     """Raise ``SyntheticError`` for unusable generator settings."""
+    if seed < 0:
+        raise SyntheticError(f"--seed must be >= 0, got {seed}")
     if frames < 2:
         raise SyntheticError(f"--frames must be at least 2 (flows need pairs), got {frames}")
     if height < 16 or width < 16:
@@ -161,12 +163,12 @@ def check_settings(frames, height, width, scenes=1, max_cars=4):
         raise SyntheticError(f"--max-cars must be between 0 and 16, got {max_cars}")
 
 
-def render_frame(world, frame, cam_to_world, K, shape, rays):
+def render_frame(world, frame, cam_to_world, K, rays):
     """Render one frame.
 
     Args:
         world: ``StreetWorld``; frame: frame index; cam_to_world: ``[4,4]``; K: ``[3,3]``;
-        shape: ``(H, W)``; rays: ``[H*W,3]`` camera rays from :func:`camera_rays`.
+        rays: ``[H*W,3]`` camera rays from :func:`camera_rays`.
     Returns:
         dict with ``colour`` ``[H*W,3]`` float (linear, 0..1 before noise), ``depth`` ``[H*W]``
         (0 = sky), ``owner`` ``[H*W]`` (-1 sky, 0 static, j car j), ``points`` ``[H*W,3]`` world
@@ -177,9 +179,10 @@ def render_frame(world, frame, cam_to_world, K, shape, rays):
     origin = cam_to_world[:3, 3]
     t, index = cast_rays(boxes, origin, dirs)
     colour = shade_hits(world, boxes, index, t, origin, dirs, K[0, 0])
-    owner = np.where(index >= 0, boxes.owner[np.maximum(index, 0)] if len(boxes) else 0, 0)
-    owner = np.where(index == NOTHING, -1, owner)
     sky = index == NOTHING
+    owner = np.zeros(len(dirs), int)
+    owner[index >= 0] = boxes.owner[index[index >= 0]]
+    owner[sky] = -1
     depth = np.where(sky, 0.0, t)
     points = origin + np.where(sky, 0.0, t)[:, None] * dirs
     return {'colour': colour, 'depth': depth, 'owner': owner, 'points': points, 'dirs': dirs}
@@ -214,32 +217,41 @@ def render_scene(seed=0, index=0, height=128, width=416, frames=20, min_cars=0, 
                  min_mask_pixels=MIN_MASK_PIXELS):
     """Render scene ``index`` of the world of ``seed`` in memory (deterministic in ``(seed, index)``).
 
+    Frames are rendered in order; the flows of a pair are computed as soon as both frames exist,
+    so only two frames' 3-D points are held at a time.
+
     Returns:
         ``SyntheticScene`` (see the module docstring for every array's shape).
     """
-    check_settings(frames, height, width, max_cars=max_cars)
+    check_settings(frames, height, width, max_cars=max_cars, seed=seed)
     rng = np.random.default_rng([seed, index])
     cam_to_world = sample_camera_path(rng, frames)
     world = sample_world(rng, cam_to_world, min(min_cars, max_cars), max_cars)
     noise_rng = np.random.default_rng([seed, index, 1])
     K = kitti_like_intrinsics(height, width)
     rays = camera_rays(K, height, width)
-    renders = [render_frame(world, k, cam_to_world[k], K, (height, width), rays) for k in range(frames)]
-    images = np.stack([expose(r['colour'], noise_rng).reshape(height, width, 3) for r in renders])
-    depths = np.stack([r['depth'].reshape(height, width) for r in renders]).astype(np.float32)
-    instance_maps = np.stack([np.maximum(r['owner'], 0).reshape(height, width) for r in renders]).astype(np.int16)
-    masks, channels = zip(*(instance_masks(m, len(world.cars), noise_rng, min_mask_pixels) for m in instance_maps))
-    flows = [_pair_flows(world, renders, k, cam_to_world, K, (height, width)) for k in range(frames - 1)]
+    images, depths, instance_maps, masks, channels, flows = [], [], [], [], [], []
+    previous = None
+    for k in range(frames):
+        current = render_frame(world, k, cam_to_world[k], K, rays)
+        images.append(expose(current['colour'], noise_rng).reshape(height, width, 3))
+        depths.append(current['depth'].reshape(height, width).astype(np.float32))
+        instance_maps.append(np.maximum(current['owner'], 0).reshape(height, width).astype(np.int16))
+        frame_masks, frame_channels = instance_masks(instance_maps[-1], len(world.cars), noise_rng, min_mask_pixels)
+        masks.append(frame_masks)
+        channels.append(frame_channels)
+        if previous is not None:
+            flows.append(_pair_flows(world, previous, current, k - 1, cam_to_world, K, (height, width)))
+        previous = current
     flow_f, occ_f, flow_b, occ_b = (np.stack(part) for part in zip(*flows))
     objects = [ObjectTrack(str(car.kind), car.size.copy(), np.stack([car.pose(k) for k in range(frames)]),
                            np.array([c[j] for c in channels])) for j, car in enumerate(world.cars)]
-    return SyntheticScene(scene_name(index), seed, index, K, images, depths, instance_maps, list(masks), flow_f,
-                          flow_b, occ_f, occ_b, cam_to_world, objects, world)
+    return SyntheticScene(scene_name(index), seed, index, K, np.stack(images), np.stack(depths),
+                          np.stack(instance_maps), masks, flow_f, flow_b, occ_f, occ_b, cam_to_world, objects, world)
 
 
-def _pair_flows(world, renders, k, cam_to_world, K, shape):
-    """Forward (k -> k+1) and backward (k+1 -> k) flows and occlusion masks."""
-    first, second = renders[k], renders[k + 1]
+def _pair_flows(world, first, second, k, cam_to_world, K, shape):
+    """Forward (k -> k+1) and backward (k+1 -> k) flows and occlusion masks from two frames' renders."""
     forward = geometric_flow(world, first['points'], first['owner'], first['dirs'], k, k + 1, cam_to_world[k + 1],
                              K, shape)
     backward = geometric_flow(world, second['points'], second['owner'], second['dirs'], k + 1, k, cam_to_world[k],
@@ -521,8 +533,12 @@ def _commit_layout(staging, target):
 def generate(out, scenes=4, frames=20, height=128, width=416, seed=0, layout='both', preview=None,
              overwrite=False, max_cars=4):
     """Render ``scenes`` scenes and write the chosen layouts under ``out``; returns the scenes' names."""
-    check_settings(frames, height, width, scenes, max_cars)
+    check_settings(frames, height, width, scenes, max_cars, seed)
+    if layout not in ('vis', 'raw', 'both'):
+        raise SyntheticError(f"layout must be 'vis', 'raw' or 'both', got {layout!r}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SyntheticError(f"{out} exists and is not a folder")
     targets = {'vis': [out / 'vis'], 'raw': [out / 'raw'], 'both': [out / 'vis', out / 'raw']}[layout]
     for target in targets:
         _prepare_target(target, overwrite)
