@@ -365,7 +365,8 @@ def geometric_flow(world, points, owner, dirs, frame_a, frame_b, cam_to_world_b,
     pixel = projected[:, :2] / np.maximum(z, 1e-3)[:, None]
     v, u = np.mgrid[0:height, 0:width].astype(float)
     flow = pixel - np.stack([u.ravel(), v.ravel()], 1)
-    inside = (z > 1e-3) & (pixel[:, 0] >= 0) & (pixel[:, 0] <= width - 1) & (pixel[:, 1] >= 0) & (pixel[:, 1] <= height - 1)
+    inside = ((z > 1e-3) & (pixel[:, 0] >= 0) & (pixel[:, 0] <= width - 1)
+              & (pixel[:, 1] >= 0) & (pixel[:, 1] <= height - 1))
     visible = np.zeros(len(points), bool)
     boxes = cull_behind(world.boxes_at(frame_b), cam_to_world_b)
     check = np.flatnonzero(inside)

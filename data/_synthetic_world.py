@@ -210,22 +210,22 @@ def _car_shape(rng):
 
 
 def _car_motion(rng, kind, frames, camera_speed, cross_z):
-    """(yaw, ``[F,3]`` positions) of a car of ``kind``."""
-    k = np.arange(frames)[:, None]
+    """(yaw, ``[F,3]`` positions) of a car of ``kind``: parked, or a constant velocity along its heading."""
     if kind == 'parked':
         side = rng.choice([-1.0, 1.0])
-        start, velocity, yaw = [side * PARKING_CENTRE, 0.0, rng.uniform(4, 50)], [0.0, 0.0, 0.0], rng.choice([0.0, np.pi])
+        start, yaw, speed = [side * PARKING_CENTRE, 0.0, rng.uniform(4, 50)], rng.choice([0.0, np.pi]), 0.0
     elif kind == 'same':
+        start, yaw = [LANE_CENTRE + rng.uniform(-0.2, 0.2), 0.0, rng.uniform(7, 30)], 0.0
         speed = camera_speed * rng.uniform(0.7, 1.3)
-        start, velocity, yaw = [LANE_CENTRE + rng.uniform(-0.2, 0.2), 0.0, rng.uniform(7, 30)], [0.0, 0.0, speed], 0.0
     elif kind == 'opposite':
+        start, yaw = [-LANE_CENTRE + rng.uniform(-0.2, 0.2), 0.0, rng.uniform(15, 60)], np.pi
         speed = rng.uniform(0.5, 1.5)
-        start, velocity, yaw = [-LANE_CENTRE + rng.uniform(-0.2, 0.2), 0.0, rng.uniform(15, 60)], [0.0, 0.0, -speed], np.pi
     else:
-        direction, speed = rng.choice([-1.0, 1.0]), rng.uniform(0.5, 1.2)
-        start = [-direction * rng.uniform(8, 16), 0.0, cross_z - direction * LANE_CENTRE]
-        velocity, yaw = [direction * speed, 0.0, 0.0], direction * np.pi / 2
-    return float(yaw), np.asarray(start) + k * np.asarray(velocity)
+        direction = rng.choice([-1.0, 1.0])
+        start, yaw = [-direction * rng.uniform(8, 16), 0.0, cross_z - direction * LANE_CENTRE], direction * np.pi / 2
+        speed = rng.uniform(0.5, 1.2)
+    velocity = speed * np.array([np.sin(yaw), 0.0, np.cos(yaw)])
+    return float(yaw), np.asarray(start) + np.arange(frames)[:, None] * velocity
 
 
 def _collides(car, others, camera_circles):

@@ -95,9 +95,9 @@ def test_gt_flow_is_depth2flow_on_static_pixels_and_the_motion_field_flow_on_car
         rigid = depth2flow(as_map(scene.depths[a]), pose, torch.from_numpy(scene.K)[None])[0].permute(1, 2, 0).numpy()
         static = (scene.depths[a] > 0) & (scene.instance_maps[a] == 0)
         assert np.abs(rigid - scene.flow_f[a])[static].max() < 1e-3
+        field = as_map(synthetic.motion_field(scene, a, a + 1))
         _, _, _, _, flow = inverse_warp_mof(as_image(scene.images[a + 1]), as_map(scene.depths[a]),
-                                            as_map(scene.depths[a + 1]), as_map(synthetic.motion_field(scene, a, a + 1)),
-                                            torch.from_numpy(scene.K)[None])
+                                            as_map(scene.depths[a + 1]), field, torch.from_numpy(scene.K)[None])
         cars = scene.instance_maps[a] > 0
         assert cars.any()
         assert np.abs(flow[0].permute(1, 2, 0).numpy() - scene.flow_f[a])[cars].max() < 1e-3
@@ -181,7 +181,8 @@ def devkit_depth_samples(root, entry):
         the whole scan.
     """
     date_dir = root / entry.split('/')[0]
-    cam, velo = read_kitti_calib(date_dir / 'calib_cam_to_cam.txt'), read_kitti_calib(date_dir / 'calib_velo_to_cam.txt')
+    cam = read_kitti_calib(date_dir / 'calib_cam_to_cam.txt')
+    velo = read_kitti_calib(date_dir / 'calib_velo_to_cam.txt')
     velo_to_cam = np.vstack([np.column_stack([velo['R'].reshape(3, 3), velo['T']]), [0, 0, 0, 1]])
     rect = np.eye(4)
     rect[:3, :3] = cam['R_rect_00'].reshape(3, 3)
