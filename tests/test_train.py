@@ -1,0 +1,159 @@
+"""Training: the step, train.py end to end, resume, skipped non-finite steps, torchrun."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from checkpoint_io import load_network_weights
+from datasets.custom_transforms import valid_transform
+from datasets.sequence_folders import SequenceFolder
+from datasets.toy_data import write_toy_kitti_vis
+from models import DispResNet, EgoPoseNet, ObjPoseNet
+from projection import LossOptions, run_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ['--with-pretrain', '0', '-b', '2', '-j', '0', '-mni', '3', '--epoch-size', '2', '--image-freq', '1']
+
+
+@pytest.fixture(scope='module')
+def toy_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('toy')
+    write_toy_kitti_vis(str(root), num_frames=5, with_depth=True)
+    return str(root)
+
+
+def first_batch(root, mni=3, sequence_length=3, batch_size=2):
+    dataset = SequenceFolder(root, seed=0, max_num_instances=mni, sequence_length=sequence_length,
+                             transform=valid_transform())
+    tgt, refs, K, _, tgt_insts, ref_insts = next(iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size)))
+    return tgt, refs, K, tgt_insts, ref_insts
+
+
+def networks():
+    torch.manual_seed(0)
+    return DispResNet(18), EgoPoseNet(), ObjPoseNet()
+
+
+def test_overfitting_one_batch_lowers_the_loss(toy_root):
+    tgt, refs, K, tgt_insts, ref_insts = first_batch(toy_root)
+    assert tgt_insts[0][:, 0, 0, 0].sum() > 0, 'the toy batch should hold instances'
+    disp_net, ego_net, obj_net = networks()
+    params = list(disp_net.parameters()) + list(ego_net.parameters()) + list(obj_net.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-4)
+    options = LossOptions(with_ssim=True, with_mask=True, with_auto_mask=True)
+    totals = []
+    for _ in range(30):
+        outputs = run_step(disp_net, ego_net, obj_net, tgt, refs, K, tgt_insts, ref_insts, options)
+        optimizer.zero_grad()
+        outputs.total.backward()
+        optimizer.step()
+        totals.append(outputs.total.item())
+    assert totals[-1] < 0.7 * totals[0], totals
+
+
+def test_step_shapes_and_object_motion_only_for_existing_instances(toy_root):
+    tgt, refs, K, tgt_insts, ref_insts = first_batch(toy_root)
+    outputs = run_step(*networks(), tgt, refs, K, tgt_insts, ref_insts, LossOptions())
+    n = 4 * tgt.shape[0]
+    assert outputs.fields.shape == (n, 6) + tgt.shape[-2:]
+    assert outputs.obj_motion.shape == (n, 3, 3)
+    exists = outputs.pairs.view_masks.flatten(2).amax(2) > 0
+    assert (outputs.obj_motion[~exists] == 0).all() and (outputs.obj_motion[exists].abs().sum(1) > 0).all()
+    # the rotation channels of every field are the ego rotation, everywhere
+    assert torch.equal(outputs.fields[:, 3:], outputs.ego_poses[:, 3:, None, None].expand_as(outputs.fields[:, 3:]))
+    assert all(torch.isfinite(v) for v in outputs.losses.values())
+
+
+def test_rigid_ablation_with_mni_0_and_sequence_length_5(toy_root):
+    tgt, refs, K, tgt_insts, ref_insts = first_batch(toy_root, mni=0, sequence_length=5, batch_size=1)
+    assert len(refs) == 4 and tgt_insts[0].shape[1] == 1
+    outputs = run_step(*networks(), tgt, refs, K, tgt_insts, ref_insts, LossOptions(with_ssim=True))
+    assert outputs.losses['obj_size'] == 0 and outputs.obj_motion.numel() == 0
+    outputs.total.backward()
+
+
+def read_tsv(path):
+    with open(path) as f:
+        return list(csv.reader(f, delimiter='\t'))
+
+
+@pytest.mark.parametrize('with_gt', [True, False])
+def test_train_end_to_end_writes_every_output(toy_root, tmp_path, monkeypatch, with_gt):
+    monkeypatch.chdir(tmp_path)
+    argv = [toy_root, '--name', 'e2e', '--epochs', '2', '--save-freq', '1', '--debug-viz', '1',
+            '--with-ssim', '--with-mask', '--with-auto-mask'] + FAST + (['--with-gt'] if with_gt else [])
+    run_dir = train.main(argv)
+    assert run_dir.startswith(os.path.join('checkpoints', 'e2e'))
+    files = set(os.listdir(run_dir))
+    for prefix in ('dispnet', 'ego_pose', 'obj_pose'):
+        for suffix in ('checkpoint.pth.tar', 'model_best.pth.tar', 'checkpoint_ep001.pth.tar', 'checkpoint_ep002.pth.tar'):
+            assert f'{prefix}_{suffix}' in files
+    assert {'args.json', 'progress_log_summary.csv', 'progress_log_full.csv', 'training_state.pth.tar'} <= files
+    assert any(name.startswith('events.out.tfevents') for name in files)
+    assert sorted(os.listdir(os.path.join(run_dir, 'debug_viz'))) == ['breakpoint1_batch0000.png', 'breakpoint2_batch0000.png']
+    summary = read_tsv(os.path.join(run_dir, 'progress_log_summary.csv'))
+    assert summary[0] == ['train_loss', 'validation_loss'] and len(summary) == 3
+    full = read_tsv(os.path.join(run_dir, 'progress_log_full.csv'))
+    assert len(full) == 1 + 4 and len(full[0]) == 8
+    assert load_network_weights(DispResNet(18), os.path.join(run_dir, 'dispnet_checkpoint.pth.tar'))['epoch'] == 2
+    assert not any(name.endswith('.tmp') for name in files)
+
+
+def test_resume_continues_counters_and_optimizer(toy_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = train.main([toy_root, '--name', 'resume', '--epochs', '1'] + FAST)
+    first = torch.load(os.path.join(run_dir, 'training_state.pth.tar'), weights_only=True)
+    assert (first['epoch'], first['n_iter']) == (1, 2)
+    train.main([toy_root, '--name', 'resume', '--epochs', '2', '--resume', run_dir] + FAST)
+    second = torch.load(os.path.join(run_dir, 'training_state.pth.tar'), weights_only=True)
+    assert (second['epoch'], second['n_iter']) == (2, 4)
+    assert second['optimizer']['state'][0]['step'] == 4
+    assert len(read_tsv(os.path.join(run_dir, 'progress_log_summary.csv'))) == 3
+
+
+def test_non_finite_loss_skips_the_step(toy_root, tmp_path):
+    args = train.build_parser().parse_args([toy_root, '--name', 'nan'] + FAST)
+    nets = dict(zip(('disp', 'ego', 'obj'), networks()))
+    optimizer = train.build_optimizer(args, nets)
+    dataset = SequenceFolder(toy_root, seed=0, max_num_instances=3, transform=valid_transform())
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
+    poisoned = list(batch)
+    poisoned[0] = batch[0].clone()
+    poisoned[0][0, :, 10, 10] = float('nan')
+    before = {k: v.detach().clone() for k, v in nets['disp'].named_parameters()}
+    state = train.TrainingState()
+    logs = train.Logs(str(tmp_path), args, enabled=False)
+    train.train_one_epoch(args, nets, optimizer, [poisoned], torch.device('cpu'), LossOptions(), state, logs,
+                          train.Distributed('cpu'), str(tmp_path))
+    assert state.skipped_steps == 1 and state.n_iter == 1
+    assert all(torch.equal(before[k], v) for k, v in nets['disp'].named_parameters())
+    train.train_one_epoch(args, nets, optimizer, [batch], torch.device('cpu'), LossOptions(), state, logs,
+                          train.Distributed('cpu'), str(tmp_path))
+    assert state.skipped_steps == 1 and state.n_iter == 2
+    assert not torch.equal(before['decoder.dispconvs.0.conv.weight'], nets['disp'].decoder.dispconvs[0].conv.weight)
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r'error: .*train\.txt'):
+        train.main([str(tmp_path / 'nowhere'), '--name', 'x'] + FAST)
+
+
+def test_torchrun_two_processes_hold_the_same_weights(toy_root, tmp_path):
+    prefix = str(tmp_path / 'weights')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                             '--master_port', '29531', os.path.join(ROOT, 'tests', 'dist_step.py'), toy_root, prefix],
+                            capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(f'{prefix}.rank{r}.pt', weights_only=True) for r in (0, 1))
+    for net in ('disp', 'ego', 'obj'):
+        for key, value in rank0[net].items():
+            assert torch.equal(value, rank1[net][key]), (net, key)
+    initial = DispResNet(18)
+    torch.manual_seed(0)
+    assert not torch.equal(rank0['disp']['decoder.dispconvs.0.conv.weight'], initial.decoder.dispconvs[0].conv.weight)
