@@ -503,10 +503,10 @@ def contact_sheet(scene, rows=3):
 
 
 def save_preview(scene, path):
-    """Save :func:`contact_sheet` as a compact palette PNG at ``path``."""
+    """Save :func:`contact_sheet` at ``path`` as a 256-colour (octree, dithered) PNG of about 100 KB."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(contact_sheet(scene)).quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=0)
+    image = Image.fromarray(contact_sheet(scene)).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
     tmp = path.with_name(f'.{path.name}.tmp')
     image.save(tmp, format='PNG', optimize=True)
     tmp.replace(path)
