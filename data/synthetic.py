@@ -111,7 +111,21 @@ class ObjectTrack:
 
 @dataclass
 class SyntheticScene:
-    """One rendered sequence and its exact ground truth (shapes in the module docstring)."""
+    """One rendered sequence of ``F`` frames of ``H x W`` pixels and its exact ground truth.
+
+    Attributes:
+        name: KITTI-VIS scene name; seed, index: what :func:`render_scene` was called with.
+        K: ``[3,3]`` intrinsics (0-based pixel centres).
+        images: ``[F,H,W,3]`` uint8.  depths: ``[F,H,W]`` float32 z in metres, 0 for sky.
+        instance_maps: ``[F,H,W]`` int16, 0 background, ``j`` car ``j`` (``objects[j-1]``), every visible pixel.
+        masks: ``F`` uint8 arrays ``[1+N_k,H,W]``: channel 0 empty, then the cars with at least
+            ``min_mask_pixels`` pixels in random order (``ObjectTrack.mask_index`` says which is which).
+        flow_f, flow_b: ``[F-1,H,W,2]`` float32 flows k -> k+1 and k+1 -> k (u, v in pixels).
+        occlusion_f, occlusion_b: ``[F-1,H,W]`` bool, True where the pixel's point is hidden or
+            outside the image in the other frame.
+        cam_to_world: ``[F,4,4]`` camera-to-world poses.  objects: list of :class:`ObjectTrack`.
+        world: the ``StreetWorld`` (geometry, for lidar scans).
+    """
     name: str
     seed: int
     index: int
@@ -130,6 +144,7 @@ class SyntheticScene:
 
     @property
     def frames(self):
+        """Number of frames ``F``."""
         return len(self.images)
 
 
