@@ -417,8 +417,18 @@ def split_scenes(names):
     return list(names[:-n_val]), list(names[-n_val:])
 
 
+def _check_scenes(scenes, root):
+    """Writers need at least one scene, all of one image size."""
+    if not scenes:
+        raise SyntheticError(f"{root}: no scenes to write")
+    sizes = {s.images.shape[1:3] for s in scenes}
+    if len(sizes) > 1:
+        raise SyntheticError(f"{root}: scenes of different image sizes {sorted(sizes)} cannot share one calibration")
+
+
 def write_kitti_vis(scenes, root):
     """Write scenes in the KITTI-VIS layout under ``root`` (see the module docstring); GT depth for val."""
+    _check_scenes(scenes, root)
     root = Path(root)
     train, val = split_scenes([s.name for s in scenes])
     for scene in scenes:
@@ -451,6 +461,7 @@ def raw_gt_depth_path(root, entry):
 
 def write_raw_kitti(scenes, root):
     """Write scenes in the raw KITTI layout under ``root`` (frames, lidar scans, calibration, list, dense GT)."""
+    _check_scenes(scenes, root)
     root = Path(root)
     date_dir = root / DATE
     date_dir.mkdir(parents=True, exist_ok=True)
