@@ -593,10 +593,12 @@ def build_parser():
     parser.add_argument('--frames', type=int, default=20, help='frames per scene (default %(default)s)')
     parser.add_argument('--height', type=int, default=128, help='frame height in pixels (default %(default)s)')
     parser.add_argument('--width', type=int, default=416, help='frame width in pixels (default %(default)s)')
-    parser.add_argument('--seed', type=int, default=0, help='random seed, >= 0 (default %(default)s; same seed, same bytes)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='random seed, >= 0 (default %(default)s; same seed, same bytes)')
     parser.add_argument('--layout', choices=('vis', 'raw', 'both'), default='both',
                         help='KITTI-VIS (DIR/vis), raw KITTI (DIR/raw) or both (default %(default)s)')
-    parser.add_argument('--max-cars', type=int, default=4, help='at most this many cars per scene (default %(default)s)')
+    parser.add_argument('--max-cars', type=int, default=4,
+                        help='at most this many cars per scene (default %(default)s)')
     parser.add_argument('--preview', nargs='?', const='', default=None, metavar='PNG',
                         help='save a contact sheet of the first scene (default DIR/preview.png)')
     parser.add_argument('--overwrite', action='store_true',
