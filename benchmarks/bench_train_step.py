@@ -1,0 +1,121 @@
+"""Seconds per optimisation step of Insta-DM and peak memory, on pre-loaded batches.
+
+Usage: python benchmarks/bench_train_step.py [--height 128 --width 416 --batch 2 --mni 1 3 8 --steps 5 --device cpu]
+Settings of the measurement: all losses on (-p 2 -c 1 -s 0.1 -o 0.02 -mc 0.1 --with-ssim --with-mask
+--with-auto-mask), every frame holding ``mni`` matched instances.  Each mni runs in a fresh process so
+its peak resident memory is its own.  Also prints the time of the three networks' forward and backward
+passes alone, to show what the geometry and losses add.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from models import DispResNet, EgoPoseNet, ObjPoseNet  # noqa: E402
+from projection import LossOptions, run_step  # noqa: E402
+
+
+def make_batch(batch, height, width, mni, num_refs=2, seed=0):
+    """Smooth random frames and ``mni`` non-overlapping rectangular instances per frame."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def frame():
+        coarse = torch.rand(batch, 3, height // 8, width // 8, generator=generator) * 2 - 1
+        return torch.nn.functional.interpolate(coarse, size=(height, width), mode='bilinear', align_corners=False)
+
+    def instances(shift):
+        insts = torch.zeros(batch, 1 + mni, height, width)
+        insts[:, 0] = mni
+        box_w = max(width // (mni + 1) - 4, 4)
+        for k in range(mni):
+            left = 2 + k * (box_w + 4) + shift
+            insts[:, 1 + k, height // 3:height // 3 + height // 4, left:left + box_w] = 1
+        return insts
+
+    K = torch.tensor([[0.58 * width, 0, width / 2], [0, 1.92 * height, height / 2], [0, 0, 1]]).expand(batch, 3, 3)
+    return (frame(), [frame() for _ in range(num_refs)], K.clone(),
+            [instances(0) for _ in range(num_refs)], [instances(2) for _ in range(num_refs)])
+
+
+def median_time(fn, steps):
+    fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(args):
+    """One configuration in this process; prints a JSON line."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    nets = [DispResNet(18).to(device), EgoPoseNet().to(device), ObjPoseNet().to(device)]
+    params = [p for net in nets for p in net.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-4)
+    tgt, refs, K, tgt_insts, ref_insts = (x.to(device) if torch.is_tensor(x) else [t.to(device) for t in x]
+                                          for x in make_batch(args.batch, args.height, args.width, args.mni[0]))
+    options = LossOptions(with_ssim=True, with_mask=True, with_auto_mask=True)
+
+    def step():
+        outputs = run_step(*nets, tgt, refs, K, tgt_insts, ref_insts, options)
+        optimizer.zero_grad()
+        outputs.total.backward()
+        optimizer.step()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+
+    num_objects = 4 * args.batch * args.mni[0]
+
+    def networks_only():
+        disp = nets[0](torch.cat([tgt] + refs))
+        ego = nets[1](torch.cat([tgt] * 2 + refs), torch.cat(refs + [tgt] * 2))
+        loss = disp.mean() + ego.mean()
+        if num_objects:
+            objects = tgt[:1].expand(num_objects, -1, -1, -1)
+            loss = loss + nets[2](objects, objects).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+
+    result = {'mni': args.mni[0], 'step_s': median_time(step, args.steps),
+              'networks_s': median_time(networks_only, args.steps),
+              'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(json.dumps(result))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--height', type=int, default=128)
+    parser.add_argument('--width', type=int, default=416)
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--mni', type=int, nargs='+', default=[1, 3, 8])
+    parser.add_argument('--steps', type=int, default=5)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--single', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:
+        measure(args)
+        return
+    print(f"{args.height}x{args.width}, batch {args.batch}, device {args.device}, torch threads {torch.get_num_threads()}")
+    print(f"{'mni':>4} {'s/step':>8} {'nets fwd+bwd s':>15} {'peak RSS MiB':>13}")
+    for mni in args.mni:
+        command = [sys.executable, __file__, '--single', '--height', str(args.height), '--width', str(args.width),
+                   '--batch', str(args.batch), '--mni', str(mni), '--steps', str(args.steps), '--device', args.device]
+        line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        result = json.loads(line)
+        print(f"{mni:>4} {result['step_s']:>8.3f} {result['networks_s']:>15.3f} {result['peak_rss_mib']:>13.0f}")
+
+
+if __name__ == '__main__':
+    main()
