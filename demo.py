@@ -1,0 +1,424 @@
+"""Unified visual odometry: depth, ego-motion and object motion of a KITTI-VIS scene, headless.
+
+For consecutive frames ``(t, t+1)`` of one scene the demo runs the networks exactly as one training
+step does (``projection.py``): the instances of the two frames are associated as in training
+(forward-backward flow IoU, at most ``--mni`` pairs), EgoPoseNet sees the background-only images,
+the reference is forward-warped into the target with the ego-motion, and ObjPoseNet gives each
+object's translation.  The ego-motion ``t -> t+1`` is chained into a camera trajectory; associated
+instances keep one track id (and colour) across frames; an object's 3-D position is the mean of
+its back-projected pixels.
+
+Outputs in ``OUTPUT_DIR/NAME/TIMESTAMP/``:
+
+* ``trajectory.txt``: camera-to-world pose of every frame, KITTI odometry format (12 numbers a line);
+  the world frame is the camera of the first frame.
+* ``tracks.json``: per track id its frames, stored mask channels, 3-D positions (world and camera)
+  and per-frame motion (ObjPoseNet translation, in the world and as the network gives it).
+* ``pointclouds/FRAME.ply``: coloured point cloud of every frame in world coordinates (binary PLY).
+* with ``--save-fig``: ``figures/FRAME.png`` (image with instance overlays and motion arrows,
+  depth map, 3-D view of the trajectory with camera frusta and object tracks) and ``demo.gif``.
+
+Example::
+
+    python demo.py --data data/vis/image/SCENE --pretrained-disp ckpt/dispnet_model_best.pth.tar \\
+        --pretrained-ego-pose ckpt/ego_pose_model_best.pth.tar --pretrained-obj-pose ckpt/obj_pose_model_best.pth.tar \\
+        --mni 3 --save-fig
+"""
+import argparse
+import datetime
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+import demo_utils
+import models
+from checkpoint_io import CheckpointError, load_network_weights
+from datasets.association import area_order, associate_pair, binary_instances, pack_pairs
+from datasets.custom_transforms import valid_transform
+from datasets.io import DatasetError, read_cam, read_flo, read_image, read_segmentation
+from datasets.sequence_folders import list_frames
+from inverse_warp import pixel2cam
+from projection import estimate_ego_motion, estimate_object_motion, first_projection, make_directed_pairs
+
+SIZE_MULTIPLE = 32
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--data', required=True,
+                        help='scene folder ROOT/image/SCENE (frames + cam.txt; segmentation and flows are taken '
+                             'from ROOT/segmentation/SCENE, ROOT/flow_f/SCENE, ROOT/flow_b/SCENE), '
+                             'or the dataset ROOT together with --scene')
+    parser.add_argument('--scene', default=None, help='scene name when --data is the dataset root')
+    parser.add_argument('--pretrained-disp', default=None, help='DispResNet checkpoint')
+    parser.add_argument('--pretrained-ego-pose', default=None, help='EgoPoseNet checkpoint')
+    parser.add_argument('--pretrained-obj-pose', default=None, help='ObjPoseNet checkpoint')
+    parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=18, help='DispResNet encoder depth')
+    parser.add_argument('--mni', type=int, default=20, help='maximum number of instances per frame pair')
+    parser.add_argument('--name', default='demo', help='outputs go to OUTPUT_DIR/NAME/TIMESTAMP')
+    parser.add_argument('--output-dir', default='outputs', help='root of the output folders')
+    parser.add_argument('--save-fig', action='store_true', help='save per-frame figures and an animated GIF')
+    parser.add_argument('--max-frames', type=int, default=0, help='use only the first N frames (0: all)')
+    parser.add_argument('--arrow-frames', type=float, default=5.0,
+                        help='motion arrows show the per-frame object motion extrapolated over this many frames')
+    parser.add_argument('--fps', type=float, default=5.0, help='frame rate of the animation')
+    parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto', help='where to run the networks')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the random initialisation of untrained networks')
+    return parser
+
+
+@dataclass
+class DemoScene:
+    """Files of the scene; ``segmentations``/``flows_*`` are ``None`` when the dataset has none."""
+
+    name: str
+    folder: Path
+    frames: List[Path]
+    intrinsics: np.ndarray                  # [3,3]
+    segmentations: Optional[List[Path]]     # F files
+    flows_forward: Optional[List[Path]]     # F-1 files, k: frame k -> k+1
+    flows_backward: Optional[List[Path]]    # F-1 files, k: frame k+1 -> k
+
+
+@dataclass
+class Networks:
+    disp: torch.nn.Module
+    ego: torch.nn.Module
+    obj: torch.nn.Module
+
+
+@dataclass
+class Inference:
+    """Network outputs over the scene (``F`` frames)."""
+
+    depths: np.ndarray       # [F,H,W] depth
+    poses: np.ndarray        # [F-1,6] ego pose t -> t+1
+    matches: list            # F-1 int arrays [k,2]: stored instance channel in t, in t+1 (k <= mni)
+    obj_motion: list         # F-1 float arrays [k,3]: ObjPoseNet translation t -> t+1 of each match
+
+
+def scene_folder(data, scene):
+    """``(image folder, dataset root or None, scene name)`` from ``--data`` and ``--scene``."""
+    data = Path(data)
+    if scene:
+        image_root = data / 'image' if (data / 'image').is_dir() else data
+        return image_root / scene, (data if image_root != data else None), scene
+    root = data.parent.parent if data.parent.name == 'image' else None
+    return data, root, data.name
+
+
+def _companion_files(root, kind, name, pattern, expected, num_frames):
+    """Sorted ``pattern`` files of ``ROOT/kind/SCENE`` (``None`` without that folder); their count is checked."""
+    folder = None if root is None else root / kind / name
+    if folder is None or not folder.is_dir():
+        return None
+    files = sorted(folder.glob(pattern))
+    if len(files) != expected:
+        raise DatasetError(folder, f"{len(files)} {pattern} files, expected {expected} for the {num_frames} frames "
+                                   "of the scene")
+    return files
+
+
+def find_scene(data, scene=None, max_frames=0):
+    """Locate and check the files of the scene.
+
+    Raises:
+        DatasetError: missing folder, fewer than 2 frames, no ``cam.txt``, mismatched file counts.
+    """
+    folder, root, name = scene_folder(data, scene)
+    if not folder.is_dir():
+        raise DatasetError(folder, "scene folder not found (give --data ROOT/image/SCENE, "
+                                   "or --data ROOT --scene SCENE)")
+    frames = list_frames(folder)
+    if len(frames) < 2:
+        raise DatasetError(folder, f"{len(frames)} frame(s) (.jpg/.png) found; the demo needs at least 2 "
+                                   "consecutive frames")
+    if not (folder / 'cam.txt').is_file():
+        raise DatasetError(folder / 'cam.txt', "not found: the scene folder needs the 3x3 intrinsics of its frames")
+    intrinsics = read_cam(folder / 'cam.txt')
+    segmentations = _companion_files(root, 'segmentation', name, '*.npy', len(frames), len(frames))
+    flows = [_companion_files(root, kind, name, '*.flo', len(frames) - 1, len(frames)) for kind in ('flow_f', 'flow_b')]
+    count = len(frames) if max_frames <= 0 else max(2, min(max_frames, len(frames)))
+    return DemoScene(name, folder, frames[:count], intrinsics,
+                     None if segmentations is None else segmentations[:count],
+                     None if flows[0] is None else flows[0][:count - 1],
+                     None if flows[1] is None else flows[1][:count - 1])
+
+
+def select_device(name):
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda was given but no CUDA device is available')
+    return torch.device('cuda' if name != 'cpu' and torch.cuda.is_available() else 'cpu')
+
+
+def build_networks(args, device):
+    """The three networks, from ``--pretrained-*`` checkpoints or randomly initialised (said so)."""
+    torch.manual_seed(args.seed)
+    nets = Networks(models.DispResNet(args.resnet_layers, False), models.EgoPoseNet(18, False),
+                    models.ObjPoseNet(18, False))
+    for key, path in (('disp', args.pretrained_disp), ('ego', args.pretrained_ego_pose),
+                      ('obj', args.pretrained_obj_pose)):
+        net = getattr(nets, key)
+        if path:
+            load_network_weights(net, path)
+            print(f"=> {type(net).__name__} weights from {path}")
+        else:
+            print(f"=> {type(net).__name__}: no checkpoint given, using an untrained (randomly initialised) network")
+        setattr(nets, key, net.to(device).eval())
+    return nets
+
+
+def read_frame(path, expected_hw=None):
+    """A frame as ``[H,W,3]`` uint8; its size must be a multiple of 32 and equal to ``expected_hw``."""
+    image = read_image(path)
+    height, width = image.shape[:2]
+    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        raise DatasetError(path, f"frame is {height}x{width} (HxW); the networks need sizes that are multiples of "
+                                 f"{SIZE_MULTIPLE} (e.g. 256x832, 128x416): resize the scene first")
+    if expected_hw is not None and (height, width) != tuple(expected_hw):
+        raise DatasetError(path, f"frame is {height}x{width} (HxW), the first frame is "
+                                 f"{expected_hw[0]}x{expected_hw[1]}")
+    return image
+
+
+def frame_masks(scene, t, frame_hw):
+    """``[N,H,W]`` bool instance masks of frame ``t`` (stored channel ``i + 1``); none without segmentation."""
+    if scene.segmentations is None:
+        return np.zeros((0,) + tuple(frame_hw), bool)
+    return binary_instances(read_segmentation(scene.segmentations[t], frame_hw))
+
+
+def _flow(paths, t, frame_hw):
+    """Flow file ``t`` of ``paths`` as ``[H,W,2]``; zero flow when the scene has no flows (plain mask IoU)."""
+    if paths is None:
+        return np.zeros(tuple(frame_hw) + (2,), np.float32)
+    flow = read_flo(paths[t])
+    if flow.shape[:2] != tuple(frame_hw):
+        raise DatasetError(paths[t], f"flow is {flow.shape[0]}x{flow.shape[1]} (HxW), the frames are "
+                                     f"{frame_hw[0]}x{frame_hw[1]}")
+    return flow
+
+
+def match_instances(scene, t, masks_a, masks_b, mni):
+    """Associate the instances of frames ``t`` and ``t+1`` as training does.
+
+    Returns:
+        ``[k,2]`` int64 stored channels (frame t, frame t+1), ``k <= mni``, in training's order.
+    """
+    frame_hw = masks_a.shape[1:]
+    order_a, order_b = area_order(masks_a), area_order(masks_b)
+    pairs = associate_pair(masks_a[order_a], masks_b[order_b], _flow(scene.flows_forward, t, frame_hw),
+                           _flow(scene.flows_backward, t, frame_hw))
+    return (np.stack([order_a[pairs[:, 0]], order_b[pairs[:, 1]]], 1) + 1)[:mni]
+
+
+def to_network_input(image, device):
+    """``[H,W,3]`` uint8 frame -> ``[1,3,H,W]`` normalised tensor (the validation transform)."""
+    images, _, _ = valid_transform()([image.astype(np.float32)], [], None)
+    return images[0].unsqueeze(0).to(device)
+
+
+def instance_tensors(masks_a, masks_b, pairs, mni, device):
+    """``[1,1+mni,H,W]`` instance tensors of frames t and t+1 from their matches (training's packing)."""
+    inst_a, inst_b = pack_pairs(pairs - 1, masks_a, masks_b, mni)
+    return torch.from_numpy(inst_a).unsqueeze(0).to(device), torch.from_numpy(inst_b).unsqueeze(0).to(device)
+
+
+@torch.no_grad()
+def infer_pair(nets, img_a, img_b, inst_a, inst_b, depth_a, depth_b, K):
+    """Ego pose and object translations ``t -> t+1`` of one frame pair, as in a training step.
+
+    Args:
+        img_a, img_b: ``[1,3,H,W]`` normalised frames t and t+1.
+        inst_a, inst_b: ``[1,1+M,H,W]`` matched instance tensors.
+        depth_a, depth_b: ``[1,1,H,W]`` depths.
+        K: ``[1,3,3]``.
+    Returns:
+        ``(pose [6], object translations [M,3])`` for the direction t -> t+1.
+    """
+    pairs = make_directed_pairs(img_a, [img_b], [inst_a], [inst_b], K)
+    ego_poses = estimate_ego_motion(nets.ego, pairs)
+    warped, warped_masks, _ = first_projection(pairs, torch.cat([depth_b, depth_a]), ego_poses)
+    obj_motion = estimate_object_motion(nets.obj, pairs, warped, warped_masks)
+    return ego_poses[0], obj_motion[0]
+
+
+@torch.no_grad()
+def run_networks(scene, nets, mni, device):
+    """Depth of every frame and motion of every consecutive pair: an :class:`Inference`."""
+    frame_hw = read_frame(scene.frames[0]).shape[:2]
+    K = torch.from_numpy(scene.intrinsics).float().unsqueeze(0).to(device)
+    depths, poses, matches, obj_motion = [], [], [], []
+    previous = None
+    for t, path in enumerate(scene.frames):
+        img = to_network_input(read_frame(path, frame_hw), device)
+        depth = 1 / nets.disp(img)
+        masks = frame_masks(scene, t, frame_hw)
+        depths.append(depth[0, 0].cpu().numpy())
+        if previous is not None:
+            img_a, depth_a, masks_a = previous
+            pairs = match_instances(scene, t - 1, masks_a, masks, mni)
+            inst_a, inst_b = instance_tensors(masks_a, masks, pairs, mni, device)
+            pose, motion = infer_pair(nets, img_a, img, inst_a, inst_b, depth_a, depth, K)
+            poses.append(pose.cpu().numpy())
+            matches.append(pairs)
+            obj_motion.append(motion[:len(pairs)].cpu().numpy().astype(np.float64))
+        previous = img, depth, masks
+        print(f"\r=> networks: frame {t + 1}/{len(scene.frames)}", end='', flush=True)
+    print()
+    return Inference(np.stack(depths), np.stack(poses), matches, obj_motion)
+
+
+def camera_points(depth, intrinsics):
+    """``[H,W]`` depth -> ``[3,H,W]`` camera points (``pixel2cam``)."""
+    K_inv = torch.from_numpy(np.linalg.inv(np.asarray(intrinsics, np.float64))).unsqueeze(0)
+    return pixel2cam(torch.from_numpy(depth).double()[None, None], K_inv)[0].numpy()
+
+
+def build_tracks(scene, inference, cam_to_world, ids):
+    """Per track id: frames, stored channels, positions (world, camera) and motion (world, network).
+
+    ``motion[i]`` is the ObjPoseNet translation of frame ``frames[i]`` to the next frame, rotated into
+    the world (``cam_to_world[t+1]`` rotation: the network's translation is added in camera t+1);
+    ``None`` when the object is not associated with the next frame.
+    """
+    frame_hw = inference.depths.shape[1:]
+    tracks = {}
+    for t, channel_ids in enumerate(ids):
+        if not channel_ids:
+            continue
+        channels = sorted(channel_ids)
+        masks = frame_masks(scene, t, frame_hw)[np.array(channels) - 1]
+        centroids = demo_utils.object_centroids(camera_points(inference.depths[t], scene.intrinsics), masks)
+        forward = ({int(c): m for c, m in zip(inference.matches[t][:, 0], inference.obj_motion[t])}
+                   if t < len(inference.matches) else {})
+        for channel, centroid in zip(channels, centroids):
+            track = tracks.setdefault(channel_ids[channel], {'frames': [], 'frame_names': [], 'channels': [],
+                                                            'positions': [], 'positions_camera': [],
+                                                            'motion': [], 'motion_network': []})
+            track['frames'].append(t)
+            track['frame_names'].append(scene.frames[t].stem)
+            track['channels'].append(channel)
+            track['positions'].append(demo_utils.to_world(cam_to_world[t], centroid).tolist())
+            track['positions_camera'].append(centroid.tolist())
+            network = forward.get(channel)
+            track['motion_network'].append(None if network is None else network.tolist())
+            track['motion'].append(None if network is None else (cam_to_world[t + 1][:3, :3] @ network).tolist())
+    return tracks
+
+
+def cloud_of_frame(image, depth, intrinsics, cam_to_world):
+    """Coloured world point cloud of a frame (pixels with finite, positive depth).
+
+    Returns:
+        ``(points [N,3] world, colours [N,3] uint8, depths [N])``.
+    """
+    points = camera_points(depth, intrinsics).reshape(3, -1).T
+    depth = depth.reshape(-1)
+    keep = np.isfinite(points).all(1) & (depth > 0)
+    return demo_utils.to_world(cam_to_world, points[keep]), image.reshape(-1, 3)[keep], depth[keep]
+
+
+def figure_cloud_sample(points, colours, depths, rng):
+    """At most ``CLOUD_POINTS_IN_FIGURE`` random points of a cloud, among the nearest 95% of its depths."""
+    if len(points) == 0:
+        return points, colours
+    near = np.flatnonzero(depths <= np.percentile(depths, 95))
+    chosen = rng.choice(near, size=min(len(near), demo_utils.CLOUD_POINTS_IN_FIGURE), replace=False)
+    return points[chosen], colours[chosen]
+
+
+def make_output_folder(output_dir, name):
+    """A new ``OUTPUT_DIR/NAME/TIMESTAMP`` folder (a suffix is added if that second is taken)."""
+    base = Path(output_dir) / name / datetime.datetime.now().strftime('%m-%d-%H:%M:%S')
+    folder, suffix = base, 1
+    while folder.exists():
+        folder, suffix = Path(f"{base}-{suffix}"), suffix + 1
+    folder.mkdir(parents=True)
+    return folder
+
+
+def write_point_clouds(scene, inference, cam_to_world, out_dir):
+    """One PLY per frame; returns the figure samples ``[(points, colours)]`` of every frame."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for t, path in enumerate(scene.frames):
+        image = read_frame(path)
+        points, colours, depths = cloud_of_frame(image, inference.depths[t], scene.intrinsics, cam_to_world[t])
+        demo_utils.write_ply(out_dir / 'pointclouds' / f'{path.stem}.ply', points, colours)
+        samples.append(figure_cloud_sample(points, colours, depths, rng))
+    return samples
+
+
+def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir, args):
+    """Per-frame figures and the animated GIF."""
+    points = [cam_to_world[:, :3, 3]] + [s[0] for s in samples]
+    points += [np.asarray(track['positions']) for track in tracks.values()]
+    limits = demo_utils.scene_limits(np.concatenate(points))
+    frame_hw = inference.depths.shape[1:]
+    view = demo_utils.FrameView(K=np.asarray(scene.intrinsics, np.float64), image_hw=frame_hw,
+                                cam_to_world=cam_to_world, tracks=tracks, limits=limits,
+                                frustum_size=0.08 * limits[1], arrow_frames=args.arrow_frames)
+    animation = demo_utils.AnimationWriter(out_dir / 'demo.gif', args.fps)
+    try:
+        for t, path in enumerate(scene.frames):
+            masks = frame_masks(scene, t, frame_hw)
+            instances = {track_id: masks[channel - 1] for channel, track_id in ids[t].items()}
+            view.cloud = samples[t]
+            title = f"{scene.name}  frame {path.stem}  ({t + 1}/{len(scene.frames)})"
+            rgb = demo_utils.render_frame_figure(out_dir / 'figures' / f'{path.stem}.png', t, read_frame(path),
+                                                 inference.depths[t], instances, view, title)
+            animation.append(rgb)
+            print(f"\r=> figures: frame {t + 1}/{len(scene.frames)}", end='', flush=True)
+        print()
+    except BaseException:
+        animation.abort()
+        raise
+    animation.close()
+
+
+def run_demo(args):
+    """Run the demo; returns the output folder."""
+    scene = find_scene(args.data, args.scene, args.max_frames)
+    if scene.segmentations is None:
+        print(f"=> no segmentation folder for {scene.folder}: no instances, ego-motion and depth only")
+    elif scene.flows_forward is None or scene.flows_backward is None:
+        print(f"=> no flow_f/flow_b folders for {scene.folder}: instances are associated by plain mask IoU")
+        scene.flows_forward = scene.flows_backward = None
+    device = select_device(args.device)
+    nets = build_networks(args, device)
+    inference = run_networks(scene, nets, args.mni, device)
+    cam_to_world = demo_utils.chain_trajectory(inference.poses)
+    ids = demo_utils.assign_track_ids(inference.matches, len(scene.frames))
+    tracks = build_tracks(scene, inference, cam_to_world, ids)
+    out_dir = make_output_folder(args.output_dir, args.name)
+    demo_utils.write_kitti_trajectory(out_dir / 'trajectory.txt', cam_to_world)
+    demo_utils.write_json(out_dir / 'tracks.json', {
+        'scene': str(scene.folder), 'frames': [p.stem for p in scene.frames],
+        'world_frame': 'camera of the first frame: x right, y down, z forward (network scale)',
+        'tracks': {str(k): dict(v, colour=list(demo_utils.track_colour(k))) for k, v in sorted(tracks.items())}})
+    samples = write_point_clouds(scene, inference, cam_to_world, out_dir)
+    if args.save_fig:
+        write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir, args)
+    print(f"=> {len(scene.frames)} frames, {len(tracks)} tracked objects; outputs in {out_dir}")
+    return out_dir
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.mni < 0:
+        raise SystemExit(f"error: --mni must be >= 0, got {args.mni}")
+    try:
+        return run_demo(args)
+    except (DatasetError, CheckpointError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+if __name__ == '__main__':
+    main()
