@@ -151,9 +151,8 @@ class FileMasks:
             for extension in MASK_FILE_EXTENSIONS:
                 if (folder / f'{stem}{extension}').is_file():
                     return folder / f'{stem}{extension}'
-        raise PrepareError(f"{self.root / scene / stem}.npy: mask file of frame '{stem}' of scene '{scene}' not found "
-                           f"(looked for {scene}/{stem} and {stem} with {' or '.join(MASK_FILE_EXTENSIONS)} "
-                           f"in --masks-from {self.root})")
+        raise PrepareError(f"{self.root / scene / stem}.npy: mask file of frame '{stem}' not found (nor .png, "
+                           f"nor {stem}.npy/.png directly in --masks-from {self.root})")
 
     def __call__(self, image, scene, stem, geometry):
         return geometry.masks(read_instance_file(self.find(scene, stem)))
