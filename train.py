@@ -93,6 +93,8 @@ def build_parser():
     parser.add_argument('--debug-viz', type=int, default=0, metavar='N',
                         help='save the BREAKPOINT-1/2 figures of the first N batches to RUN/debug_viz')
     parser.add_argument('--no-cache', action='store_true', help='recompute the instance association every time')
+    parser.add_argument('--checkpoint-root', default='checkpoints', metavar='DIR',
+                        help='outputs go to DIR/NAME/TIMESTAMP')
     return parser
 
 
@@ -161,13 +163,21 @@ def select_device(name, local_rank=0):
 
 
 def make_run_folder(args):
-    """``checkpoints/NAME/TIMESTAMP`` (``checkpoints/debug/...`` in debug mode), or the resumed folder."""
+    """A new ``ROOT/NAME/TIMESTAMP`` (``ROOT/debug/...`` in debug mode), or the resumed folder.
+
+    Never an existing folder: a second run started in the same second gets ``TIMESTAMP-2``.
+    """
     if args.resume:
         if not os.path.isfile(os.path.join(args.resume, STATE_FILE)):
             raise SystemExit(f"error: {os.path.join(args.resume, STATE_FILE)}: not found; --resume takes a run folder")
         return args.resume
     timestamp = datetime.datetime.now().strftime('%m-%d-%H:%M:%S')
-    return os.path.join('checkpoints', 'debug' if args.debug_mode else args.name, timestamp)
+    run_dir = os.path.join(args.checkpoint_root, 'debug' if args.debug_mode else args.name, timestamp)
+    candidate, suffix = run_dir, 1
+    while os.path.exists(candidate):
+        suffix += 1
+        candidate = f'{run_dir}-{suffix}'
+    return candidate
 
 
 def make_loaders(args, dist_ctx):
