@@ -16,6 +16,7 @@ import imageio.v2 as imageio  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from datasets.io import DatasetError, atomic_open, atomic_write_bytes  # noqa: E402
 from inverse_warp import pose_vec2mat  # noqa: E402
@@ -207,11 +208,12 @@ def read_ply(path):
 
 
 def save_figure(fig, path):
-    """Save a matplotlib figure as PNG atomically and return it as an ``[H,W,3]`` uint8 array."""
+    """Render a matplotlib figure once, save it as PNG atomically and return it as ``[H,W,3]`` uint8."""
+    fig.set_dpi(FIGURE_DPI)
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     with atomic_open(path) as handle:
-        fig.savefig(handle, format='png', dpi=FIGURE_DPI)
+        Image.fromarray(rgb).save(handle, format='PNG')
     return rgb
 
 
