@@ -18,6 +18,7 @@ from data._prepare_sources import PrepareError
 MOVABLE_COCO_CLASSES = {1: 'person', 2: 'bicycle', 3: 'car', 4: 'motorcycle', 6: 'bus', 8: 'truck'}
 MASK_BINARY_THRESHOLD = 0.5
 RAFT_PADDING = 8
+RAFT_MIN_SIZE = 128  # its correlation pyramid needs feature maps of at least 16x16 (1/8 resolution)
 TORCHVISION_URL = 'https://download.pytorch.org/models/'
 RAFT_WEIGHTS = {'large': 'raft_large_C_T_SKHT_V2-ff5fadd5.pth', 'small': 'raft_small_C_T_V2-01064c6d.pth'}
 MASKRCNN_WEIGHTS = {'v2': 'maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth', 'v1': 'maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth'}
@@ -89,7 +90,11 @@ class DisFlow:
 
 
 class RaftFlow:
-    """torchvision RAFT (large or small) with weights from a file; frames padded to multiples of 8."""
+    """torchvision RAFT (large or small) with weights from a file.
+
+    Frames are padded (replicating the border) on the right and bottom to multiples of 8 and to at
+    least 128 pixels, and the flows cropped back.
+    """
 
     def __init__(self, weights, device):
         from torchvision.models.optical_flow import raft_large, raft_small
@@ -101,12 +106,17 @@ class RaftFlow:
         """Flows of two ``[H,W,3]`` uint8 RGB frames: ``(a -> b, b -> a)``, each ``[H,W,2]`` float32."""
         height, width = image_a.shape[:2]
         frames = torch.from_numpy(np.stack([image_a, image_b])).permute(0, 3, 1, 2).float() / 127.5 - 1
-        pad = (0, -width % RAFT_PADDING, 0, -height % RAFT_PADDING)
+        pad = (0, padded_size(width) - width, 0, padded_size(height) - height)
         frames = F.pad(frames, pad, mode='replicate').to(self.device)
         with torch.inference_mode():
             flows = self.model(frames, frames.flip(0))[-1][:, :, :height, :width]
         flows = flows.permute(0, 2, 3, 1).float().cpu().numpy()
         return flows[0], flows[1]
+
+
+def padded_size(size):
+    """Smallest multiple of 8 that is at least ``size`` and at least 128 (what RAFT accepts)."""
+    return max(size + (-size % RAFT_PADDING), RAFT_MIN_SIZE)
 
 
 class NoMasks:
@@ -117,13 +127,17 @@ class NoMasks:
 
 
 class MaskRcnnMasks:
-    """torchvision Mask R-CNN (COCO): movable classes above ``score_threshold``, binarised at 0.5."""
+    """torchvision Mask R-CNN (COCO): movable classes above ``score_threshold``, binarised at 0.5.
 
-    def __init__(self, weights, score_threshold, device):
+    ``min_size`` is the short side the detector resizes frames to (torchvision's default 800).
+    """
+
+    def __init__(self, weights, score_threshold, device, min_size=800):
         from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
         builder = maskrcnn_resnet50_fpn_v2 if weights.variant == 'v2' else maskrcnn_resnet50_fpn
         model = builder(weights=None, weights_backbone=None, num_classes=91,
-                        box_score_thresh=min(score_threshold, 0.05))
+                        box_score_thresh=min(score_threshold, 0.05), min_size=min_size,
+                        max_size=max(1333, 2 * min_size))
         self.model = load_state_dict(model, weights.path).to(device)
         self.score_threshold = score_threshold
         self.device = device

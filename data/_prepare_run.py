@@ -35,7 +35,8 @@ class Settings:
         output_hw: ``(H, W)`` of the stored frames; keep_fraction: see :class:`FrameGeometry`.
         flow: 'dis' or 'raft'; flow_weights: :class:`WeightsChoice` of RAFT or ``None``.
         masks: 'maskrcnn', 'none' or 'files'; mask_weights: Mask R-CNN :class:`WeightsChoice` or ``None``;
-        mask_score: detection score threshold; masks_from: folder of precomputed masks or ``''``.
+        mask_score: detection score threshold; mask_min_size: detector input short side;
+        masks_from: folder of precomputed masks or ``''``.
         jpeg_quality: quality of the stored jpg frames; device: 'auto', 'cpu' or 'cuda'.
     """
     output_hw: tuple
@@ -45,6 +46,7 @@ class Settings:
     masks: str
     mask_weights: object
     mask_score: float
+    mask_min_size: int
     masks_from: str
     jpeg_quality: int
     device: str = 'auto'
@@ -71,7 +73,7 @@ def build_models(settings):
     device = pick_device(settings.device)
     flow = RaftFlow(settings.flow_weights, device) if settings.flow == 'raft' else DisFlow()
     if settings.masks == 'maskrcnn':
-        masks = MaskRcnnMasks(settings.mask_weights, settings.mask_score, device)
+        masks = MaskRcnnMasks(settings.mask_weights, settings.mask_score, device, settings.mask_min_size)
     elif settings.masks == 'files':
         masks = FileMasks(settings.masks_from)
     else:

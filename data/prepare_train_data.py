@@ -45,7 +45,8 @@ def build_parser():
                         help='kind of input')
     parser.add_argument('--input', required=True, type=Path,
                         help='raw KITTI root (DATE/DATE_drive_XXXX_sync/...), Cityscapes root (leftImg8bit_sequence/, '
-                             'camera/), a folder of frames (or of frame folders), or a video file (or folder of videos)')
+                             'camera/), a folder of frames (or of frame folders), or a video file (or a folder '
+                             'of videos)')
     parser.add_argument('--output', required=True, type=Path, help='output dataset folder (KITTI-VIS layout)')
     parser.add_argument('--img-width', type=int, default=DEFAULT_SIZE[1], help='stored width (default %(default)s)')
     parser.add_argument('--img-height', type=int, default=DEFAULT_SIZE[0],
@@ -64,6 +65,9 @@ def build_parser():
                              '([1+N,H,W] or [N,H,W] .npy, or instance-id image with 0 = background)')
     parser.add_argument('--mask-score', type=float, default=0.5,
                         help='Mask R-CNN detection score threshold (default %(default)s)')
+    parser.add_argument('--mask-min-size', type=int, default=800,
+                        help='short side Mask R-CNN resizes frames to (default %(default)s as in torchvision; '
+                             'smaller is faster, misses small objects)')
     parser.add_argument('--val-scenes', type=int, default=None,
                         help='number of recordings (a KITTI drive with both cameras, a Cityscapes sequence, a '
                              'video) put in val.txt, chosen with a fixed seed (default: 10%%, at least 1)')
@@ -82,7 +86,8 @@ def build_parser():
                         help='KITTI static frames to drop (default data/kitti_static_frames.txt; none)')
     parser.add_argument('--cityscapes-splits', nargs='+', default=['train'],
                         help='Cityscapes splits of leftImg8bit_sequence to use (default: train)')
-    parser.add_argument('--jpeg-quality', type=int, default=95, help='jpg quality of stored frames (default %(default)s)')
+    parser.add_argument('--jpeg-quality', type=int, default=95,
+                        help='jpg quality of stored frames (default %(default)s)')
     return parser
 
 
@@ -95,11 +100,14 @@ def check_arguments(args):
     if args.source in ('kitti', 'cityscapes') and args.intrinsics is not None:
         raise PrepareError(f"--intrinsics is only for frames/video; {args.source} intrinsics come from its calibration")
     if args.intrinsics is not None and (args.intrinsics[0] <= 0 or args.intrinsics[1] <= 0):
-        raise PrepareError(f"--intrinsics: FX and FY must be positive, got {args.intrinsics[0]} and {args.intrinsics[1]}")
+        raise PrepareError(f"--intrinsics: FX and FY must be positive, got {args.intrinsics[0]} and "
+                           f"{args.intrinsics[1]}")
     if args.masks is not None and args.masks_from is not None:
         raise PrepareError("use either --masks or --masks-from, not both")
     if args.masks_from is not None and not args.masks_from.is_dir():
         raise PrepareError(f"{args.masks_from}: --masks-from folder not found")
+    if args.mask_min_size < 32:
+        raise PrepareError(f"--mask-min-size must be at least 32 pixels, got {args.mask_min_size}")
     if not 0 <= args.mask_score <= 1:
         raise PrepareError(f"--mask-score must be between 0 and 1, got {args.mask_score}")
     if args.val_depth and args.source != 'kitti':
@@ -124,6 +132,7 @@ def make_settings(args):
     return Settings(output_hw=(args.img_height, args.img_width), keep_fraction=keep, flow=args.flow,
                     flow_weights=flow_weights, masks=masks, mask_weights=mask_weights,
                     mask_score=args.mask_score if masks == 'maskrcnn' else 0.0,
+                    mask_min_size=args.mask_min_size if masks == 'maskrcnn' else 0,
                     masks_from=str(args.masks_from.resolve()) if args.masks_from else '',
                     jpeg_quality=args.jpeg_quality, device=args.device)
 
