@@ -1,5 +1,7 @@
 """data/prepare_train_data.py on the synthetic world's raw-KITTI drives (exact flows, masks, depth known)."""
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -208,3 +210,19 @@ def test_bad_kitti_inputs_give_one_line_errors(world, tmp_path, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error:')]
     assert code == 1 and len(errors) == 1
     assert "velodyne_points/data/0000000000.bin: velodyne scan not found" in errors[0]
+
+
+def test_prepare_kitti_script_runs_and_checks_its_input(world, tmp_path):
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts',
+                          'prepare_kitti_vis.sh')
+    env = dict(os.environ, KITTI_RAW=str(world['raw']), OUTPUT=str(tmp_path / 'out'), MASKS='none', WORKERS='1',
+               OMP_NUM_THREADS='1', PYTHON=sys.executable)
+    result = subprocess.run(['sh', script, '--img-width', '96', '--img-height', '32'], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert len((tmp_path / 'out' / 'train.txt').read_text().split()) == 1
+    val = (tmp_path / 'out' / 'val.txt').read_text().split()
+    assert len(val) == 1 and np.load(tmp_path / 'out' / 'image' / val[0] / '0000000000.npy').shape == (32, 96)
+    env['KITTI_RAW'] = str(tmp_path / 'missing')
+    result = subprocess.run(['sh', script], env=env, capture_output=True, text=True)
+    assert result.returncode == 1 and f"KITTI_RAW={tmp_path / 'missing'} is not a folder" in result.stderr

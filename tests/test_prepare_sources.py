@@ -1,5 +1,8 @@
 """data/prepare_train_data.py on Cityscapes, frame folders and videos; resizing, cropping and mask files."""
 import json
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -197,3 +200,18 @@ def test_argument_errors_are_one_line(tmp_path, capsys):
         assert prepare_train_data.main(argv) == 1, message
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error:')]
         assert len(errors) == 1 and message in errors[0], (message, errors)
+
+
+def test_prepare_cityscapes_script_runs_and_checks_its_input(tmp_path):
+    write_cityscapes(tmp_path / 'cs')
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts',
+                          'prepare_cityscapes_vis.sh')
+    env = dict(os.environ, CITYSCAPES=str(tmp_path / 'cs'), OUTPUT=str(tmp_path / 'out'), MASKS='none',
+               WORKERS='1', OMP_NUM_THREADS='1', PYTHON=sys.executable)
+    result = subprocess.run(['sh', script, '--img-width', '64', '--img-height', '24'], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert read_image(tmp_path / 'out' / 'image' / 'aachen_000000_000000' / '0000000000.jpg').shape == (24, 64, 3)
+    env['CITYSCAPES'] = str(tmp_path / 'missing')
+    result = subprocess.run(['sh', script], env=env, capture_output=True, text=True)
+    assert result.returncode == 1 and 'has no leftImg8bit_sequence/ folder' in result.stderr
