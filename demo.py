@@ -33,6 +33,7 @@ from typing import List, Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import demo_utils
 import models
@@ -256,7 +257,7 @@ def run_networks(scene, nets, mni, device):
     K = torch.from_numpy(scene.intrinsics).float().unsqueeze(0).to(device)
     depths, poses, matches, obj_motion = [], [], [], []
     previous = None
-    for t, path in enumerate(scene.frames):
+    for t, path in enumerate(tqdm(scene.frames, desc='networks', unit='frame')):
         img = to_network_input(read_frame(path, frame_hw), device)
         depth = 1 / nets.disp(img)
         masks = frame_masks(scene, t, frame_hw)
@@ -270,8 +271,6 @@ def run_networks(scene, nets, mni, device):
             matches.append(pairs)
             obj_motion.append(motion[:len(pairs)].cpu().numpy().astype(np.float64))
         previous = img, depth, masks
-        print(f"\r=> networks: frame {t + 1}/{len(scene.frames)}", end='', flush=True)
-    print()
     return Inference(np.stack(depths), np.stack(poses), matches, obj_motion)
 
 
@@ -367,7 +366,7 @@ def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir,
                                 frustum_size=0.08 * limits[1], arrow_frames=args.arrow_frames)
     animation = demo_utils.AnimationWriter(out_dir / 'demo.gif', args.fps)
     try:
-        for t, path in enumerate(scene.frames):
+        for t, path in enumerate(tqdm(scene.frames, desc='figures', unit='frame')):
             masks = frame_masks(scene, t, frame_hw)
             instances = {track_id: masks[channel - 1] for channel, track_id in ids[t].items()}
             view.cloud = samples[t]
@@ -375,8 +374,6 @@ def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir,
             rgb = demo_utils.render_frame_figure(out_dir / 'figures' / f'{path.stem}.png', t, read_frame(path),
                                                  inference.depths[t], instances, view, title)
             animation.append(rgb)
-            print(f"\r=> figures: frame {t + 1}/{len(scene.frames)}", end='', flush=True)
-        print()
     except BaseException:
         animation.abort()
         raise
