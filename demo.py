@@ -383,6 +383,7 @@ def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir,
 def run_demo(args):
     """Run the demo; returns the output folder."""
     scene = find_scene(args.data, args.scene, args.max_frames)
+    read_frame(scene.frames[0])
     if scene.segmentations is None:
         print(f"=> no segmentation folder for {scene.folder}: no instances, ego-motion and depth only")
     elif scene.flows_forward is None or scene.flows_backward is None:

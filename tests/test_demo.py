@@ -9,6 +9,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy.spatial.transform import Rotation
 
 import demo
@@ -211,6 +212,13 @@ def test_scene_without_cam_txt_is_one_clear_line(vis_root, tmp_path):
     (scene / 'cam.txt').unlink()
     message = _error_of(['--data', str(scene)])
     assert str(scene / 'cam.txt') in message and 'intrinsics' in message
+
+
+def test_frame_size_not_a_multiple_of_32_is_one_clear_line(vis_root, tmp_path):
+    scene = _copy_scene(vis_root, tmp_path, [], frames=2)
+    Image.open(scene / f'{0:010d}.jpg').resize((400, HEIGHT)).save(scene / f'{0:010d}.jpg')
+    message = _error_of(['--data', str(scene)])
+    assert f'{0:010d}.jpg: frame is 128x400 (HxW)' in message and 'multiples of 32' in message
 
 
 def test_segmentation_count_mismatch_and_bad_checkpoint_are_one_clear_line(vis_root, tmp_path):
