@@ -305,12 +305,17 @@ def frame_folder_scenes(root, intrinsics, frame_step=1):
     for folder in folders:
         frames = _frame_files(folder)[::frame_step]
         if len(frames) < MIN_SCENE_FRAMES:
-            raise PrepareError(f"{folder}: {len(frames)} frames, at least {MIN_SCENE_FRAMES} are needed")
+            if folder == root:
+                raise PrepareError(f"{folder}: {len(frames)} frames, at least {MIN_SCENE_FRAMES} are needed")
+            print(f"note: {folder} skipped: {len(frames)} frames, fewer than {MIN_SCENE_FRAMES}")
+            continue
         stems = [f.stem for f in frames]
         if len(set(stems)) != len(stems):
             raise PrepareError(f"{folder}: several frames share a file name stem (e.g. 0001.png and 0001.jpg)")
         jobs.append(SceneJob(name=folder.name, group=folder.name, frames=tuple(map(str, frames)), stems=tuple(stems),
                              intrinsics=intrinsics, input_hw=_read_hw(frames[0]), expected_frames=len(frames)))
+    if not jobs:
+        raise PrepareError(f"{root}: no sub-folder holds at least {MIN_SCENE_FRAMES} frames")
     return jobs
 
 

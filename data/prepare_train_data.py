@@ -208,6 +208,9 @@ def prepare(args):
     skipped = len(jobs) - len(pending)
     if settings.masks == 'none':
         print(NO_MASKS_NOTE)
+    if args.img_width % 32 or args.img_height % 32:
+        print(f"note: {args.img_width}x{args.img_height} is not a multiple of 32 in both sides; the networks "
+              f"need multiples of 32 (832x256, 416x128, ...)")
     print(f"{len(jobs)} scene(s) from {args.input}: {skipped} already prepared, {len(pending)} to prepare "
           f"at {args.img_width}x{args.img_height} with {args.workers} worker(s)")
     total = sum(job.expected_frames for job, _ in pending)

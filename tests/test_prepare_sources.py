@@ -215,3 +215,14 @@ def test_prepare_cityscapes_script_runs_and_checks_its_input(tmp_path):
     env['CITYSCAPES'] = str(tmp_path / 'missing')
     result = subprocess.run(['sh', script], env=env, capture_output=True, text=True)
     assert result.returncode == 1 and 'has no leftImg8bit_sequence/ folder' in result.stderr
+
+
+def test_short_sub_folders_are_skipped(tmp_path, capsys):
+    for clip, count in (('long', 4), ('short', 2)):
+        for k in range(count):
+            save_rgb(tmp_path / 'clips' / clip / f'{k}.png', textured(k, 32, 64))
+    argv = ['--source', 'frames', '--input', str(tmp_path / 'clips'), '--output', str(tmp_path / 'out'),
+            '--img-width', '64', '--img-height', '32', '--intrinsics', '50', '50', '32', '16', '--masks', 'none']
+    assert prepare_train_data.main(argv) == 0
+    assert 'short skipped: 2 frames' in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / 'out' / 'image').iterdir()) == ['long']
