@@ -82,6 +82,7 @@ def build_models(settings):
 
 
 def marker_path(root, name):
+    """``ROOT/.prepare/NAME.json``: written last, when the scene is complete."""
     return Path(root) / MARKER_DIR / f'{name}.json'
 
 
@@ -106,7 +107,7 @@ def is_prepared(root, name, settings, with_depth):
     if marker.get('depth') != with_depth:
         return False
     frames = marker.get('frames', -1)
-    if frames < MIN_SCENE_FRAMES:
+    if frames < MIN_SCENE_FRAMES:  # a finished scene too short to keep (its files were removed)
         return frames >= 0
     dirs = scene_dirs(root, name)
     counts = {'jpg': len(list(dirs['image'].glob('*.jpg'))), 'seg': len(list(dirs['segmentation'].glob('*.npy'))),
@@ -127,6 +128,7 @@ def clear_scene(root, name):
 
 
 def remove_empty_scene_dirs(root, name):
+    """Remove the scene's four folders when they are empty."""
     for folder in scene_dirs(root, name).values():
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -270,4 +272,5 @@ def read_prepared_frames(root, names):
 
 
 def scene_list_bytes(names):
+    """Contents of ``train.txt`` / ``val.txt``: one scene name a line."""
     return ''.join(f'{name}\n' for name in names).encode()
