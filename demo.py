@@ -26,7 +26,6 @@ Example::
 """
 import argparse
 import datetime
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
