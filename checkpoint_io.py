@@ -5,9 +5,10 @@ release; a bare state dict is accepted too.  Files are read with ``weights_only=
 checkpoint can never run code.
 """
 import os
-import tempfile
 
 import torch
+
+from fileio import atomic_open
 
 
 class CheckpointError(ValueError):
@@ -15,23 +16,9 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj, path):
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
-
-    An interrupted save never leaves a half-written file in place of a good one.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    """``torch.save`` through :func:`fileio.atomic_open`: an interrupted save never replaces a good file."""
+    with atomic_open(path) as handle:
+        torch.save(obj, handle)
 
 
 def save_checkpoint(path, state_dict, epoch, **extra):

@@ -4,13 +4,12 @@ Every reader raises :class:`DatasetError` with a one-line message ``"<path>: <wh
 input.  Every writer is atomic: it writes a temporary file in the destination folder and renames it
 with ``os.replace``, so a reader (or a crash) never sees half a file.
 """
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from fileio import atomic_open  # noqa: F401  (re-exported for the writers below and their users)
 
 FLO_MAGIC = 202021.25
 FLO_HEADER_BYTES = 12
@@ -24,22 +23,6 @@ class DatasetError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
-
-
-@contextlib.contextmanager
-def atomic_open(path):
-    """Open a temporary binary file next to ``path``; on success it replaces ``path`` (``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            yield handle
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
 
 
 def atomic_write_bytes(path, data):

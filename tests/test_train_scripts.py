@@ -1,8 +1,6 @@
 """The training scripts pass the official hyper-parameters and refuse a missing TRAIN_SET."""
 import os
-import shlex
 import subprocess
-import sys
 
 import pytest
 
