@@ -1,0 +1,26 @@
+"""The quick start script, in a reduced form (tiny frames, one iteration), through the same script."""
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, '.venv', 'bin', 'python')),
+                    reason='the quick start runs in the repository virtual environment .venv')
+def test_quickstart_runs_end_to_end(tmp_path):
+    out = tmp_path / 'qs'
+    env = dict(os.environ, QS_SKIP_INSTALL='1', QS_OUT=str(out), QS_HEIGHT='64', QS_WIDTH='192', QS_SCENES='2',
+               QS_FRAMES='5', QS_EPOCHS='1', QS_EPOCH_SIZE='1', QS_BATCH='2', QS_WORKERS='0', QS_DEMO_FRAMES='3',
+               QS_DEVICE='cpu', OMP_NUM_THREADS='2')
+    result = subprocess.run(['sh', os.path.join(ROOT, 'scripts', 'quickstart.sh')], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Abs Rel on the held-out synthetic drive: untrained' in result.stdout
+    for net in ('untrained', 'trained'):
+        assert (out / f'eval_{net}' / 'metrics.json').is_file()
+    run = next((out / 'checkpoints' / 'quickstart').iterdir())
+    assert (run / 'dispnet_checkpoint.pth.tar').is_file()
+    demo = next((out / 'demo' / 'quickstart').iterdir())
+    assert (demo / 'demo.gif').is_file() and (demo / 'trajectory.txt').is_file()
