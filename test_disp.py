@@ -10,9 +10,7 @@ calibration files are under ``--dataset-dir``) it also prints the metric table o
 writes ``OUT/metrics.json`` and ``OUT/metrics.txt`` (see ``kitti_eval/eval_depth.py``).
 """
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from checkpoint_io import CheckpointError, load_network_weights
+from fileio import atomic_open
 from kitti_eval.eval_depth import CLI_ERRORS, DEFAULT_TEST_LIST, add_metric_options, evaluate_and_report
 from kitti_eval.kitti_raw import KittiFormatError, check_frame_files, locate_frame, missing_file, read_file_list
 from models import DispResNet
@@ -106,18 +105,9 @@ def predict_depths(net, loader, device, progress=True):
 
 
 def save_array(path, array):
-    """``np.save`` through a temporary file and a rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix='.' + path.name + '.', suffix='.tmp.npy', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.save(f, array)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    """``np.save`` atomically (never a half-written file)."""
+    with atomic_open(path) as handle:
+        np.save(handle, array)
 
 
 def ground_truth_available(dataset_dir, files, gt_file):

@@ -9,9 +9,7 @@
 """
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 if __package__ in (None, ''):
@@ -21,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from fileio import atomic_open
 from kitti_eval.depth_metrics import TABLE_METRICS, NoValidPixelsError, average_errors, compute_errors_and_scale, \
     format_table
 from kitti_eval.gt_cache import ground_truth_depths
@@ -89,18 +88,9 @@ def metrics_report(errors, scales, median_scaling, count):
 
 
 def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix='.' + path.name + '.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    """Write ``text`` to ``path`` atomically (never a half-written file)."""
+    with atomic_open(path) as handle:
+        handle.write(text.encode())
 
 
 def write_metrics(output_dir, errors, report):

@@ -13,13 +13,12 @@ Layout (no pickled objects, so it loads with ``allow_pickle=False``)::
 Storing only the lidar pixels (about 5% of a KITTI frame) takes tens of MB for the Eigen split
 instead of the 1.3 GB of its dense maps.
 """
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from fileio import atomic_open
 from kitti_eval.kitti_raw import KittiFormatError, generate_depth_map, locate_frame, missing_file
 
 GT_KEYS = ('files', 'shapes', 'offsets', 'rows', 'cols', 'depth', 'velodyne_depth')
@@ -56,18 +55,9 @@ def save_gt_depths(path, files, depth_maps, velodyne_depth=False):
     """Write the ground truth of ``files`` to the compressed ``.npz`` ``path`` (atomically)."""
     if len(files) != len(depth_maps):
         raise ValueError(f"{len(files)} files but {len(depth_maps)} depth maps")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix='.' + path.name + '.', suffix='.tmp.npz', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez_compressed(f, files=np.array(files, dtype=str), velodyne_depth=np.bool_(velodyne_depth),
-                                **pack_depth_maps(depth_maps))
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_open(path) as handle:
+        np.savez_compressed(handle, files=np.array(files, dtype=str), velodyne_depth=np.bool_(velodyne_depth),
+                            **pack_depth_maps(depth_maps))
 
 
 def load_gt_depths(path, files=None, velodyne_depth=None):
