@@ -59,7 +59,7 @@ def build_parser():
     parser.add_argument('--momentum', type=float, default=0.9, metavar='M', help='Adam beta1')
     parser.add_argument('--beta', type=float, default=0.999, metavar='M', help='Adam beta2')
     parser.add_argument('--weight-decay', '--wd', type=float, default=0, metavar='W', help='weight decay')
-    parser.add_argument('--print-freq', type=int, default=10, metavar='N', help='iterations between printed/CSV summaries')
+    parser.add_argument('--print-freq', type=int, default=10, metavar='N', help='iterations between printed loss lines')
     parser.add_argument('--save-freq', type=int, default=3, metavar='N', help='epochs between kept checkpoint copies')
     parser.add_argument('--image-freq', type=int, default=250, metavar='N', help='iterations between TensorBoard images')
     parser.add_argument('--resnet-layers', type=int, default=18, choices=[18, 50], help='ResNet depth of DispResNet')
@@ -375,6 +375,9 @@ def train_one_epoch(args, nets, optimizer, loader, device, options, state, logs,
             logs.iteration(state.n_iter, outputs.losses, total)
             if args.image_freq and state.n_iter % args.image_freq == 0:
                 logs.images(outputs, state.n_iter)
+            if args.print_freq and state.n_iter % args.print_freq == 0:
+                tqdm.write(f"iteration {state.n_iter}: total {total:.4f} | " +
+                           ' '.join(f'{name} {value.item():.4f}' for name, value in outputs.losses.items()))
         state.n_iter += 1
         seconds = time.time() - end
         end = time.time()
@@ -472,6 +475,10 @@ def main(argv=None):
                 tqdm.write(f"epoch {state.epoch}: train loss {train_loss:.4f} | " +
                            ', '.join(f'{k} {v:.4f}' for k, v in errors.items() if '/' not in k))
             dist_ctx.barrier()
+    except DatasetError as error:
+        logs.close()
+        dist_ctx.close()
+        raise SystemExit(f"error: {error}")
     except KeyboardInterrupt:
         if dist_ctx.is_main:
             save_run(run_dir, nets, optimizer, state)
