@@ -49,7 +49,7 @@ RUN=${RUN%/}
 
 echo "== 4/6 depth evaluation on the held-out synthetic drive (test_disp.py)"
 for NET in untrained trained; do
-    if [ "$NET" = untrained ]; then CKPT="$OUT/untrained_dispnet.pth.tar"; else CKPT="$RUN/dispnet_checkpoint.pth.tar"; fi
+    if [ "$NET" = untrained ]; then CKPT="$OUT/untrained_dispnet.pth.tar"; else CKPT="$RUN/dispnet_model_best.pth.tar"; fi
     $PY test_disp.py --pretrained-dispnet "$CKPT" --dataset-dir "$OUT/synthetic_test/raw" \
         --dataset-list "$OUT/synthetic_test/raw/test_files.txt" --output-dir "$OUT/eval_$NET" \
         --img-height "$HEIGHT" --img-width "$WIDTH" --device "$DEVICE" --no-progress
@@ -57,8 +57,8 @@ done
 
 echo "== 5/6 unified visual odometry demo on a validation scene"
 VAL_SCENE=$(head -n 1 "$OUT/synthetic/vis/val.txt")
-$PY demo.py --data "$OUT/synthetic/vis/image/$VAL_SCENE" --pretrained-disp "$RUN/dispnet_checkpoint.pth.tar" \
-    --pretrained-ego-pose "$RUN/ego_pose_checkpoint.pth.tar" --pretrained-obj-pose "$RUN/obj_pose_checkpoint.pth.tar" \
+$PY demo.py --data "$OUT/synthetic/vis/image/$VAL_SCENE" --pretrained-disp "$RUN/dispnet_model_best.pth.tar" \
+    --pretrained-ego-pose "$RUN/ego_pose_model_best.pth.tar" --pretrained-obj-pose "$RUN/obj_pose_model_best.pth.tar" \
     --mni "$MNI" --name quickstart --output-dir "$OUT/demo" --max-frames "$DEMO_FRAMES" --save-fig --device "$DEVICE"
 DEMO=$(ls -td "$OUT"/demo/quickstart/*/ | head -n 1)
 
