@@ -1,8 +1,11 @@
 """Seconds per optimisation step of Insta-DM and peak memory, on pre-loaded batches.
 
 Usage: python benchmarks/bench_train_step.py [--height 128 --width 416 --batch 2 --mni 1 3 8 --steps 5 --device cpu]
+                                            [--data KITTI_VIS_DIR]
 Settings of the measurement: all losses on (-p 2 -c 1 -s 0.1 -o 0.02 -mc 0.1 --with-ssim --with-mask
---with-auto-mask), every frame holding ``mni`` matched instances.  Each mni runs in a fresh process so
+--with-auto-mask).  Without ``--data`` every frame holds exactly ``mni`` matched instances (the worst
+case); with ``--data`` the batches are the first training batches of that dataset (with the training
+augmentation), so the instance counts are the association's, and the mean count is printed.  Each mni runs in a fresh process so
 its peak resident memory is its own.  Also prints the time of the three networks' forward and backward
 passes alone, to show what the geometry and losses add.
 """
@@ -45,6 +48,28 @@ def make_batch(batch, height, width, mni, num_refs=2, seed=0):
             [instances(0) for _ in range(num_refs)], [instances(2) for _ in range(num_refs)])
 
 
+def load_batches(args, count=4):
+    """Pre-loaded batches: synthetic rectangles, or the first ``count`` batches of ``--data``."""
+    if not args.data:
+        return [make_batch(args.batch, args.height, args.width, args.mni[0])]
+    from datasets.custom_transforms import train_transform
+    from datasets.sequence_folders import SequenceFolder
+    dataset = SequenceFolder(args.data, seed=0, max_num_instances=args.mni[0], transform=train_transform())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=False)
+    batches = []
+    for tgt, refs, K, _, tgt_insts, ref_insts in loader:
+        batches.append((tgt, refs, K, tgt_insts, ref_insts))
+        if len(batches) == count:
+            break
+    return batches
+
+
+def objects_per_step(batch):
+    """ObjPoseNet passes of one step: every instance of every directed pair."""
+    tgt_insts, ref_insts = batch[3], batch[4]
+    return int(sum(insts[:, 0, 0, 0].sum() for insts in tgt_insts + ref_insts))
+
+
 def median_time(fn, steps):
     fn()
     times = []
@@ -62,11 +87,13 @@ def measure(args):
     nets = [DispResNet(18).to(device), EgoPoseNet().to(device), ObjPoseNet().to(device)]
     params = [p for net in nets for p in net.parameters()]
     optimizer = torch.optim.Adam(params, lr=1e-4)
-    tgt, refs, K, tgt_insts, ref_insts = (x.to(device) if torch.is_tensor(x) else [t.to(device) for t in x]
-                                          for x in make_batch(args.batch, args.height, args.width, args.mni[0]))
+    batches = [[x.to(device) if torch.is_tensor(x) else [t.to(device) for t in x] for x in batch]
+               for batch in load_batches(args)]
     options = LossOptions(with_ssim=True, with_mask=True, with_auto_mask=True)
+    counter = iter(range(10 ** 9))
 
     def step():
+        tgt, refs, K, tgt_insts, ref_insts = batches[next(counter) % len(batches)]
         outputs = run_step(*nets, tgt, refs, K, tgt_insts, ref_insts, options)
         optimizer.zero_grad()
         outputs.total.backward()
@@ -74,7 +101,8 @@ def measure(args):
         if device.type == 'cuda':
             torch.cuda.synchronize()
 
-    num_objects = 4 * args.batch * args.mni[0]
+    num_objects = round(sum(objects_per_step(batch) for batch in batches) / len(batches))
+    tgt, refs = batches[0][0], batches[0][1]
 
     def networks_only():
         disp = nets[0](torch.cat([tgt] + refs))
@@ -88,7 +116,7 @@ def measure(args):
         if device.type == 'cuda':
             torch.cuda.synchronize()
 
-    result = {'mni': args.mni[0], 'step_s': median_time(step, args.steps),
+    result = {'mni': args.mni[0], 'objects': num_objects, 'step_s': median_time(step, args.steps),
               'networks_s': median_time(networks_only, args.steps),
               'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print(json.dumps(result))
@@ -102,19 +130,23 @@ def main():
     parser.add_argument('--mni', type=int, nargs='+', default=[1, 3, 8])
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--data', default=None, help='KITTI-VIS folder to take the batches from')
     parser.add_argument('--single', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
         measure(args)
         return
     print(f"{args.height}x{args.width}, batch {args.batch}, device {args.device}, torch threads {torch.get_num_threads()}")
-    print(f"{'mni':>4} {'s/step':>8} {'nets fwd+bwd s':>15} {'peak RSS MiB':>13}")
+    print(f"batches: {args.data or 'synthetic rectangles, mni instances in every frame'}")
+    print(f"{'mni':>4} {'objects/step':>13} {'s/step':>8} {'nets fwd+bwd s':>15} {'peak RSS MiB':>13}")
     for mni in args.mni:
         command = [sys.executable, __file__, '--single', '--height', str(args.height), '--width', str(args.width),
                    '--batch', str(args.batch), '--mni', str(mni), '--steps', str(args.steps), '--device', args.device]
+        if args.data:
+            command += ['--data', args.data]
         line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         result = json.loads(line)
-        print(f"{mni:>4} {result['step_s']:>8.3f} {result['networks_s']:>15.3f} {result['peak_rss_mib']:>13.0f}")
+        print(f"{mni:>4} {result['objects']:>13} {result['step_s']:>8.3f} {result['networks_s']:>15.3f} {result['peak_rss_mib']:>13.0f}")
 
 
 if __name__ == '__main__':
