@@ -6,7 +6,7 @@ first frame; ``cam_to_world[t]`` maps camera-t points to the world.
 """
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 
 import matplotlib
@@ -222,8 +222,8 @@ class AnimationWriter:
 
     def __init__(self, path, fps):
         self.path = str(path)
-        fd, self.tmp_path = tempfile.mkstemp(dir=os.path.dirname(self.path) or '.', prefix='.anim.', suffix='.gif')
-        os.close(fd)
+        folder, name = os.path.split(self.path)
+        self.tmp_path = os.path.join(folder or '.', f'.{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp.gif')
         self.writer = imageio.get_writer(self.tmp_path, format='GIF', mode='I', duration=1000.0 / fps, loop=0)
 
     def append(self, rgb):
