@@ -106,6 +106,8 @@ class Distributed:
         self.rank = int(os.environ.get('RANK', '0'))
         self.local_rank = int(os.environ.get('LOCAL_RANK', '0'))
         if self.enabled:
+            if device_kind == 'cuda':
+                torch.cuda.set_device(self.local_rank)
             dist.init_process_group('nccl' if device_kind == 'cuda' else 'gloo')
 
     @property
