@@ -20,7 +20,7 @@ The steps, each a function below:
 7. ``compute_losses``: photometric, geometry, smoothness, object size, motion-field consistency,
    height prior and depth mean terms, and their weighted total.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
@@ -97,7 +97,6 @@ class StepOutputs:
     fields: torch.Tensor            # [N,6,H,W]
     warped: torch.Tensor            # [N,3,H,W] source warped into the view (second projection)
     valid: torch.Tensor             # [N,1,H,W]
-    extras: dict = field(default_factory=dict)
 
 
 def instance_masks(insts):
