@@ -5,6 +5,7 @@ release; a bare state dict is accepted too.  Files are read with ``weights_only=
 checkpoint can never run code.
 """
 import os
+import zipfile
 
 import torch
 
@@ -37,8 +38,7 @@ def load_checkpoint(path, map_location='cpu'):
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load raises many types on foreign or damaged files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_load_failure(path, exc)})") from None
     if isinstance(checkpoint, dict) and 'state_dict' not in checkpoint and checkpoint \
             and all(torch.is_tensor(v) for v in checkpoint.values()):
         checkpoint = {'state_dict': checkpoint}
@@ -48,6 +48,15 @@ def load_checkpoint(path, map_location='cpu'):
     if state_dict and all(key.startswith('module.') for key in state_dict):
         checkpoint['state_dict'] = {key[len('module.'):]: value for key, value in state_dict.items()}
     return checkpoint
+
+
+def _load_failure(path, exc):
+    """A short reason why ``torch.load(weights_only=True)`` failed (never advice to disable the safety)."""
+    if not zipfile.is_zipfile(path):
+        return 'not a file written by torch.save, or truncated'
+    if 'Weights only load failed' in str(exc):
+        return 'it holds objects other than tensors and plain containers; refused, as loading it could run code'
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _first(keys, count=3):

@@ -434,16 +434,16 @@ def main(argv=None):
     device = select_device(args.device, dist_ctx.local_rank)
     torch.manual_seed(args.seed)
     run_dir = make_run_folder(args)
-    if dist_ctx.is_main:
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, 'args.json'), 'w') as f:
-            json.dump(vars(args), f, indent=2)
-        print(f"=> saving to {run_dir} | device {device} | processes {dist_ctx.world_size}")
     try:
         train_loader, val_loader = make_loaders(args, dist_ctx)
         nets = build_networks(args, device)
     except (DatasetError, CheckpointError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}")
+    if dist_ctx.is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, 'args.json'), 'w') as f:
+            json.dump(vars(args), f, indent=2)
+        print(f"=> saving to {run_dir} | device {device} | processes {dist_ctx.world_size}")
     print(f"=> {len(train_loader.dataset)} training samples, {len(val_loader.dataset)} validation samples")
     optimizer = build_optimizer(args, nets)
     state = TrainingState()
