@@ -27,18 +27,23 @@ def save_checkpoint(path, state_dict, epoch, **extra):
     atomic_torch_save({'epoch': epoch, 'state_dict': state_dict, **extra}, path)
 
 
+def load_file(path, map_location='cpu'):
+    """``torch.load(path, weights_only=True)`` with one-line :class:`CheckpointError` messages."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch.load raises many types on foreign or damaged files
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_load_failure(path, exc)})") from None
+
+
 def load_checkpoint(path, map_location='cpu'):
     """Read a checkpoint and return it as a dict with a ``'state_dict'`` entry.
 
     A bare state dict (every value a tensor) is wrapped as ``{'state_dict': ...}``; the
     ``module.`` prefix of checkpoints saved from ``DataParallel`` is removed.
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch.load raises many types on foreign or damaged files
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_load_failure(path, exc)})") from None
+    checkpoint = load_file(path, map_location)
     if isinstance(checkpoint, dict) and 'state_dict' not in checkpoint and checkpoint \
             and all(torch.is_tensor(v) for v in checkpoint.values()):
         checkpoint = {'state_dict': checkpoint}

@@ -24,7 +24,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 import models
-from checkpoint_io import CheckpointError, atomic_torch_save, load_network_weights, save_checkpoint
+from checkpoint_io import CheckpointError, atomic_torch_save, load_file, load_network_weights, save_checkpoint
 from datasets.custom_transforms import train_transform, valid_transform
 from datasets.io import DatasetError
 from datasets.sequence_folders import SequenceFolder
@@ -274,7 +274,7 @@ def resume_run(run_dir, nets, optimizer, state, device):
     """Restore networks, optimiser and counters from a run folder written by :func:`save_run`."""
     for key, prefix in NETWORK_FILES.items():
         load_network_weights(unwrap(nets[key]), os.path.join(run_dir, f'{prefix}_checkpoint.pth.tar'), device)
-    saved = torch.load(os.path.join(run_dir, STATE_FILE), map_location=device, weights_only=True)
+    saved = load_file(os.path.join(run_dir, STATE_FILE), device)
     optimizer.load_state_dict(saved['optimizer'])
     for name in state.as_dict():
         setattr(state, name, saved[name])
@@ -448,7 +448,10 @@ def main(argv=None):
     optimizer = build_optimizer(args, nets)
     state = TrainingState()
     if args.resume:
-        resume_run(run_dir, nets, optimizer, state, device)
+        try:
+            resume_run(run_dir, nets, optimizer, state, device)
+        except CheckpointError as error:
+            raise SystemExit(f"error: {error}")
         print(f"=> resumed {run_dir} at epoch {state.epoch}, iteration {state.n_iter}")
     dist_ctx.broadcast_state(nets.values())
     if device.type == 'cuda' and torch.cuda.device_count() > 1 and not dist_ctx.enabled:
