@@ -37,7 +37,8 @@ from tqdm import tqdm
 import demo_utils
 import models
 from checkpoint_io import CheckpointError, load_network_weights
-from datasets.association import area_order, associate_pair, binary_instances, pack_pairs
+from devices import select_device
+from datasets.association import associate_stored, binary_instances, pack_pairs
 from datasets.custom_transforms import valid_transform
 from datasets.io import DatasetError, read_cam, read_flo, read_image, read_segmentation
 from datasets.sequence_folders import list_frames
@@ -150,13 +151,6 @@ def find_scene(data, scene=None, max_frames=0):
                      None if flows[1] is None else flows[1][:count - 1])
 
 
-def select_device(name):
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('error: --device cuda was given but no CUDA device is available')
-    return torch.device('cuda' if name != 'cpu' and torch.cuda.is_available() else 'cpu')
-
-
 def build_networks(args, device):
     """The three networks, from ``--pretrained-*`` checkpoints or randomly initialised (said so)."""
     torch.manual_seed(args.seed)
@@ -212,10 +206,9 @@ def match_instances(scene, t, masks_a, masks_b, mni):
         ``[k,2]`` int64 stored channels (frame t, frame t+1), ``k <= mni``, in training's order.
     """
     frame_hw = masks_a.shape[1:]
-    order_a, order_b = area_order(masks_a), area_order(masks_b)
-    pairs = associate_pair(masks_a[order_a], masks_b[order_b], _flow(scene.flows_forward, t, frame_hw),
-                           _flow(scene.flows_backward, t, frame_hw))
-    return (np.stack([order_a[pairs[:, 0]], order_b[pairs[:, 1]]], 1) + 1)[:mni]
+    pairs = associate_stored(masks_a, masks_b, _flow(scene.flows_forward, t, frame_hw),
+                             _flow(scene.flows_backward, t, frame_hw))
+    return pairs[:mni]
 
 
 def to_network_input(image, device):
@@ -413,7 +406,7 @@ def main(argv=None):
         raise SystemExit(f"error: --mni must be >= 0, got {args.mni}")
     try:
         return run_demo(args)
-    except (DatasetError, CheckpointError) as error:
+    except (DatasetError, CheckpointError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

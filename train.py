@@ -29,6 +29,7 @@ from datasets.custom_transforms import train_transform, valid_transform
 from datasets.io import DatasetError
 from datasets.sequence_folders import SequenceFolder
 from datasets.validation_folders import ValidationSet
+from devices import select_device
 from kitti_eval.depth_metrics import METRIC_NAMES, compute_errors_split
 from projection import LOSS_NAMES, LossOptions, run_step, unwrap
 from visualization import save_breakpoint_figures, tensorboard_images
@@ -153,15 +154,6 @@ class Distributed:
     def close(self):
         if self.enabled:
             dist.destroy_process_group()
-
-
-def select_device(name, local_rank=0):
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('error: --device cuda was given but no CUDA device is available')
-    if name == 'cpu' or not torch.cuda.is_available():
-        return torch.device('cpu')
-    return torch.device('cuda', local_rank)
 
 
 def make_run_folder(args):
@@ -430,8 +422,11 @@ def validate_without_gt(nets, loader, device, options):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    dist_ctx = Distributed('cuda' if args.device != 'cpu' and torch.cuda.is_available() else 'cpu')
-    device = select_device(args.device, dist_ctx.local_rank)
+    try:
+        device = select_device(args.device, int(os.environ.get('LOCAL_RANK', '0')))
+    except ValueError as error:
+        raise SystemExit(f"error: {error}")
+    dist_ctx = Distributed(device.type)
     torch.manual_seed(args.seed)
     run_dir = make_run_folder(args)
     try:

@@ -18,6 +18,7 @@ sys.path.insert(0, ROOT)
 import demo  # noqa: E402
 import demo_utils  # noqa: E402
 from data import synthetic  # noqa: E402
+from devices import select_device  # noqa: E402
 
 
 def timed(fn, *args):
@@ -39,7 +40,7 @@ def measure(scene_dir, out_dir, mni, device_name):
     args = demo.build_parser().parse_args(['--data', str(scene_dir), '--mni', str(mni), '--device', device_name,
                                            '--output-dir', str(out_dir), '--save-fig'])
     scene = demo.find_scene(args.data)
-    device = demo.select_device(args.device)
+    device = select_device(args.device)
     nets = demo.build_networks(args, device)
     inference, t_networks = timed(demo.run_networks, scene, nets, mni, device)
     cam_to_world = demo_utils.chain_trajectory(inference.poses)

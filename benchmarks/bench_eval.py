@@ -20,7 +20,8 @@ import torch  # noqa: E402
 from kitti_eval.eval_depth import evaluate_depths  # noqa: E402
 from kitti_eval.gt_cache import load_gt_depths, save_gt_depths  # noqa: E402
 from models import DispResNet  # noqa: E402
-from test_disp import select_device, synchronize  # noqa: E402
+from devices import select_device  # noqa: E402
+from test_disp import synchronize  # noqa: E402
 
 KITTI_SHAPE = (375, 1242)
 LIDAR_DENSITY = 0.045  # fraction of KITTI pixels with a velodyne point (~21k per frame)

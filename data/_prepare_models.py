@@ -68,15 +68,6 @@ def load_state_dict(model, path):
     return model.eval()
 
 
-def pick_device(name):
-    """``torch.device`` for ``auto|cpu|cuda`` (auto = cuda when available)."""
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if name == 'cuda' and not torch.cuda.is_available():
-        raise PrepareError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return torch.device(name)
-
-
 class DisFlow:
     """OpenCV DIS optical flow (MEDIUM preset) on grey images."""
 

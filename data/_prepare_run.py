@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import torch
 
-from data._prepare_models import DisFlow, FileMasks, MaskRcnnMasks, NoMasks, RaftFlow, pick_device
+from data._prepare_models import DisFlow, FileMasks, MaskRcnnMasks, NoMasks, RaftFlow
+from devices import select_device
 from data._prepare_sources import MIN_SCENE_FRAMES, FrameGeometry, PrepareError, iter_frames
 from datasets.io import atomic_write_bytes, save_npy, write_cam, write_flo, write_image, write_segmentation
 from kitti_eval.kitti_raw import project_points, read_velodyne_points, velodyne_to_image_matrix
@@ -70,7 +71,7 @@ class Models:
 
 def build_models(settings):
     """Flow and mask estimators of ``settings`` (loads weights; call once per process)."""
-    device = pick_device(settings.device)
+    device = select_device(settings.device)
     flow = RaftFlow(settings.flow_weights, device) if settings.flow == 'raft' else DisFlow()
     if settings.masks == 'maskrcnn':
         masks = MaskRcnnMasks(settings.mask_weights, settings.mask_score, device, settings.mask_min_size)

@@ -160,6 +160,18 @@ def associate_pair(masks_a, masks_b, flow_ab, flow_ba):
     return accept_without_overlap(mutual_matches(iou_ab, iou_ba), masks_a, masks_b)
 
 
+def associate_stored(masks_a, masks_b, flow_ab, flow_ba):
+    """:func:`associate_pair` on masks in their stored order (any order; sorted by area here).
+
+    Returns:
+        ``[k,2]`` int64 stored channel numbers (1-based: channel 0 of a segmentation file is empty)
+        of the accepted pairs, in area order of a's instances.
+    """
+    order_a, order_b = area_order(masks_a), area_order(masks_b)
+    sorted_pairs = associate_pair(masks_a[order_a], masks_b[order_b], flow_ab, flow_ba)
+    return np.stack([order_a[sorted_pairs[:, 0]], order_b[sorted_pairs[:, 1]]], 1) + 1
+
+
 def pack_pairs(pairs, masks_a, masks_b, max_num_instances):
     """Build the instance tensors of a pair from its accepted matches.
 

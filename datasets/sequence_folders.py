@@ -20,8 +20,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from datasets.association import (area_order, associate_pair, binary_instances, compose_flows,
-                                  drop_empty_pairs, pack_pairs)
+from datasets.association import associate_stored, binary_instances, compose_flows, drop_empty_pairs, pack_pairs
 from datasets.association_cache import DEFAULT_SUBDIR, AssociationCache
 from datasets.io import DatasetError, read_cam, read_flo, read_image, read_segmentation
 
@@ -222,9 +221,7 @@ class SequenceFolder(torch.utils.data.Dataset):
         """Run the association on the stored channel numbering: ``[k,2]`` int64 channels (1-based)."""
         flow_ab = compose_flows([_read_flow(path, frame_hw) for path in forward_files])
         flow_ba = compose_flows([_read_flow(path, frame_hw) for path in backward_files])
-        order_a, order_b = area_order(masks_first), area_order(masks_second)
-        sorted_pairs = associate_pair(masks_first[order_a], masks_second[order_b], flow_ab, flow_ba)
-        return np.stack([order_a[sorted_pairs[:, 0]], order_b[sorted_pairs[:, 1]]], 1) + 1
+        return associate_stored(masks_first, masks_second, flow_ab, flow_ba)
 
 
 def _read_flow(path, frame_hw):
