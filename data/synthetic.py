@@ -70,9 +70,10 @@ from PIL import Image
 from data._synthetic_render import (NOTHING, camera_rays, cast_rays, cull_behind, geometric_flow,
                                     lidar_reflectance, shade_hits)
 from data._synthetic_world import StreetWorld, sample_camera_path, sample_world
+from datasets.io import save_npy, write_cam, write_flo, write_image
+from fileio import atomic_open
 
 DATE = '2011_09_26'
-FLO_MAGIC = 202021.25
 JPEG_QUALITY = 95
 CONFIG_FILE = 'synthetic_config.json'
 ILLUMINATION_JITTER = 0.02
@@ -384,15 +385,6 @@ def calib_velo_to_cam_text():
                       f'delta_c: {_numbers(np.zeros(2))}']) + '\n'
 
 
-def write_flo(path, flow):
-    """Write a Middlebury ``.flo`` file: ``[H,W,2]`` flow (u, v) in pixels, little endian."""
-    flow = np.asarray(flow, np.float32)
-    if flow.ndim != 3 or flow.shape[2] != 2:
-        raise SyntheticError(f"{path}: flow must be [H,W,2], got {list(flow.shape)}")
-    header = np.array([FLO_MAGIC], '<f4').tobytes() + np.array([flow.shape[1], flow.shape[0]], '<i4').tobytes()
-    Path(path).write_bytes(header + flow.astype('<f4').tobytes())
-
-
 def poses_json(scene):
     """The ground-truth poses of a scene as a JSON-ready dict."""
     return {'scene': scene.name, 'seed': scene.seed, 'frames': scene.frames,
@@ -435,12 +427,12 @@ def write_kitti_vis(scenes, root):
         folders = {kind: root / kind / scene.name for kind in ('image', 'segmentation', 'flow_f', 'flow_b')}
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
-        np.savetxt(folders['image'] / 'cam.txt', scene.K, fmt='%.9e')
+        write_cam(folders['image'] / 'cam.txt', scene.K)
         for k in range(scene.frames):
-            Image.fromarray(scene.images[k]).save(folders['image'] / f'{k:010d}.jpg', quality=JPEG_QUALITY)
-            np.save(folders['segmentation'] / f'{k:010d}.npy', scene.masks[k])
+            write_image(folders['image'] / f'{k:010d}.jpg', scene.images[k], jpeg_quality=JPEG_QUALITY)
+            save_npy(folders['segmentation'] / f'{k:010d}.npy', scene.masks[k])
             if scene.name in val:
-                np.save(folders['image'] / f'{k:010d}.npy', scene.depths[k])
+                save_npy(folders['image'] / f'{k:010d}.npy', scene.depths[k])
         for k in range(scene.frames - 1):
             write_flo(folders['flow_f'] / f'{k:010d}.flo', scene.flow_f[k])
             write_flo(folders['flow_b'] / f'{k:010d}.flo', scene.flow_b[k])
@@ -533,9 +525,8 @@ def save_preview(scene, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(contact_sheet(scene)).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    image.save(tmp, format='PNG', optimize=True)
-    tmp.replace(path)
+    with atomic_open(path) as handle:
+        image.save(handle, format='PNG', optimize=True)
 
 
 def _prepare_target(path, overwrite):
