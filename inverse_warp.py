@@ -268,6 +268,10 @@ def splat_depth(depth, transform, K, upscale=3):
     projected with the original ``K`` and rounded to the nearest pixel.  Where several points land
     on one pixel the nearest (largest inverse depth) wins, through ``scatter_reduce(reduce='amax')``.
 
+    Back-projection, rigid motion and projection are folded into one affine map per sample,
+    ``d * (K R K_up^-1) (u', v', 1) + K t``, evaluated on the sub-sample grid without building the
+    upsampled depth map.
+
     Args:
         depth: ``[B,1,H,W]`` source depth.
         transform: ``[B,3,4]`` source -> destination transform.
@@ -276,18 +280,23 @@ def splat_depth(depth, transform, K, upscale=3):
         ``(depth_w [B,1,H,W], valid [B,1,H,W])``: splatted depth (0 where nothing landed) and its mask.
     """
     b, _, h, w = depth.shape
-    depth_up = F.interpolate(depth, scale_factor=upscale, mode='nearest')
-    points = transform_points(pixel2cam(depth_up, torch.linalg.inv(upscale_intrinsics(K, upscale))), transform)
-    projected = K @ points.reshape(b, 3, -1)
-    z = projected[:, 2]
-    u = torch.round(projected[:, 0] / z.clamp(min=1e-3))
-    v = torch.round(projected[:, 1] / z.clamp(min=1e-3))
-    inside = (z > 1e-3) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
-    index = torch.where(inside, v * w + u, torch.zeros_like(u)).long()
-    inv_depth = torch.where(inside, 1.0 / z.clamp(min=1e-3), torch.zeros_like(z))
+    s = upscale
+    rays_to_pixels = K @ transform[:, :, :3] @ torch.linalg.inv(upscale_intrinsics(K, s))
+    offset = K @ transform[:, :, 3:]
+    columns = torch.arange(w * s, dtype=depth.dtype, device=depth.device)
+    rows = torch.arange(h * s, dtype=depth.dtype, device=depth.device)[:, None]
+    m = rays_to_pixels[..., None, None]
+    rays = m[:, :, 0] * columns + (m[:, :, 1] * rows + m[:, :, 2])
+    projected = (rays.view(b, 3, h, s, w, s) * depth.view(b, 1, h, 1, w, 1)).view(b, 3, -1) + offset
+    z = projected[:, 2].clamp(min=1e-3)
+    u = torch.round(projected[:, 0] / z)
+    v = torch.round(projected[:, 1] / z)
+    inside = (projected[:, 2] > 1e-3) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    index = torch.where(inside, v * w + u, 0).long()
+    inv_depth = torch.where(inside, z.reciprocal(), 0)
     zbuffer = inv_depth.new_zeros(b, h * w).scatter_reduce(1, index, inv_depth, reduce='amax', include_self=True)
     valid = (zbuffer > 0).view(b, 1, h, w)
-    depth_w = torch.where(valid, 1.0 / zbuffer.clamp(min=1e-12).view(b, 1, h, w), torch.zeros_like(valid, dtype=depth.dtype))
+    depth_w = torch.where(valid, 1.0 / zbuffer.clamp(min=1e-12).view(b, 1, h, w), 0)
     return depth_w, valid.to(depth.dtype)
 
 

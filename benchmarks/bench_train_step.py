@@ -1,13 +1,16 @@
 """Seconds per optimisation step of Insta-DM and peak memory, on pre-loaded batches.
 
 Usage: python benchmarks/bench_train_step.py [--height 128 --width 416 --batch 2 --mni 1 3 8 --steps 5 --device cpu]
-                                            [--data KITTI_VIS_DIR]
+                                            [--counts 1 2] [--data KITTI_VIS_DIR]
 Settings of the measurement: all losses on (-p 2 -c 1 -s 0.1 -o 0.02 -mc 0.1 --with-ssim --with-mask
---with-auto-mask).  Without ``--data`` every frame holds exactly ``mni`` matched instances (the worst
-case); with ``--data`` the batches are the first training batches of that dataset (with the training
-augmentation), so the instance counts are the association's, and the mean count is printed.  Each mni runs in a fresh process so
-its peak resident memory is its own.  Also prints the time of the three networks' forward and backward
-passes alone, to show what the geometry and losses add.
+--with-auto-mask), the optimiser of train.py.  Without ``--data`` every frame holds exactly ``mni``
+matched instances (the worst case), and one more row uses ``mni`` 3 with ``--counts`` instances in the
+frames of the successive samples (default 1 and 2: 12 ObjPoseNet passes per step, a KITTI-like
+density); with ``--data`` the batches are the first training batches of that dataset (with the
+training augmentation), so the instance counts are the association's, and the mean count is printed.
+Each configuration runs in a fresh process so its peak resident memory is its own.  Also prints the
+time of the three networks' forward and backward passes alone, to show what the geometry, the losses
+and the optimiser add.
 """
 import argparse
 import json
@@ -24,11 +27,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from models import DispResNet, EgoPoseNet, ObjPoseNet  # noqa: E402
 from projection import LossOptions, run_step  # noqa: E402
+from train import build_optimizer, build_parser  # noqa: E402
 
 
-def make_batch(batch, height, width, mni, num_refs=2, seed=0):
-    """Smooth random frames and ``mni`` non-overlapping rectangular instances per frame."""
+def make_batch(batch, height, width, mni, num_refs=2, seed=0, counts=None):
+    """Smooth random frames and non-overlapping rectangular instances.
+
+    Sample ``b`` holds ``counts[b % len(counts)]`` instances in every frame (default: ``mni``).
+    """
     generator = torch.Generator().manual_seed(seed)
+    counts = counts or [mni]
 
     def frame():
         coarse = torch.rand(batch, 3, height // 8, width // 8, generator=generator) * 2 - 1
@@ -36,11 +44,13 @@ def make_batch(batch, height, width, mni, num_refs=2, seed=0):
 
     def instances(shift):
         insts = torch.zeros(batch, 1 + mni, height, width)
-        insts[:, 0] = mni
         box_w = max(width // (mni + 1) - 4, 4)
-        for k in range(mni):
-            left = 2 + k * (box_w + 4) + shift
-            insts[:, 1 + k, height // 3:height // 3 + height // 4, left:left + box_w] = 1
+        for b in range(batch):
+            count = counts[b % len(counts)]
+            insts[b, 0] = count
+            for k in range(count):
+                left = 2 + k * (box_w + 4) + shift
+                insts[b, 1 + k, height // 3:height // 3 + height // 4, left:left + box_w] = 1
         return insts
 
     K = torch.tensor([[0.58 * width, 0, width / 2], [0, 1.92 * height, height / 2], [0, 0, 1]]).expand(batch, 3, 3)
@@ -51,7 +61,7 @@ def make_batch(batch, height, width, mni, num_refs=2, seed=0):
 def load_batches(args, count=4):
     """Pre-loaded batches: synthetic rectangles, or the first ``count`` batches of ``--data``."""
     if not args.data:
-        return [make_batch(args.batch, args.height, args.width, args.mni[0])]
+        return [make_batch(args.batch, args.height, args.width, args.mni[0], counts=args.counts)]
     from datasets.custom_transforms import train_transform
     from datasets.sequence_folders import SequenceFolder
     dataset = SequenceFolder(args.data, seed=0, max_num_instances=args.mni[0], transform=train_transform())
@@ -85,8 +95,7 @@ def measure(args):
     device = torch.device(args.device)
     torch.manual_seed(0)
     nets = [DispResNet(18).to(device), EgoPoseNet().to(device), ObjPoseNet().to(device)]
-    params = [p for net in nets for p in net.parameters()]
-    optimizer = torch.optim.Adam(params, lr=1e-4)
+    optimizer = build_optimizer(build_parser().parse_args(['unused', '--name', 'bench']), dict(zip(('disp', 'ego', 'obj'), nets)))
     batches = [[x.to(device) if torch.is_tensor(x) else [t.to(device) for t in x] for x in batch]
                for batch in load_batches(args)]
     options = LossOptions(with_ssim=True, with_mask=True, with_auto_mask=True)
@@ -122,12 +131,26 @@ def measure(args):
     print(json.dumps(result))
 
 
+def run_configuration(args, mni, counts=None):
+    """Measure one configuration in a fresh process (so its peak memory is its own)."""
+    command = [sys.executable, __file__, '--single', '--height', str(args.height), '--width', str(args.width),
+               '--batch', str(args.batch), '--mni', str(mni), '--steps', str(args.steps), '--device', args.device]
+    if counts:
+        command += ['--counts'] + [str(c) for c in counts]
+    if args.data:
+        command += ['--data', args.data]
+    line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    return json.loads(line)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--height', type=int, default=128)
     parser.add_argument('--width', type=int, default=416)
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--mni', type=int, nargs='+', default=[1, 3, 8])
+    parser.add_argument('--counts', type=int, nargs='+', default=None,
+                        help='instances per frame of successive samples for the extra mni-3 row (default 1 2)')
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--data', default=None, help='KITTI-VIS folder to take the batches from')
@@ -137,16 +160,19 @@ def main():
         measure(args)
         return
     print(f"{args.height}x{args.width}, batch {args.batch}, device {args.device}, torch threads {torch.get_num_threads()}")
-    print(f"batches: {args.data or 'synthetic rectangles, mni instances in every frame'}")
-    print(f"{'mni':>4} {'objects/step':>13} {'s/step':>8} {'nets fwd+bwd s':>15} {'peak RSS MiB':>13}")
-    for mni in args.mni:
-        command = [sys.executable, __file__, '--single', '--height', str(args.height), '--width', str(args.width),
-                   '--batch', str(args.batch), '--mni', str(mni), '--steps', str(args.steps), '--device', args.device]
-        if args.data:
-            command += ['--data', args.data]
-        line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        result = json.loads(line)
-        print(f"{mni:>4} {result['objects']:>13} {result['step_s']:>8.3f} {result['networks_s']:>15.3f} {result['peak_rss_mib']:>13.0f}")
+    print(f"batches: {args.data or 'synthetic rectangles'}")
+    configurations = [(mni, None) for mni in args.mni]
+    if not args.data:
+        configurations.append((3, args.counts or [1, 2]))
+    print(f"{'mni':>4} {'instances/frame':>16} {'objects/step':>13} {'s/step':>8} {'nets fwd+bwd s':>15} "
+          f"{'rest s':>7} {'peak RSS MiB':>13}")
+    for mni, counts in configurations:
+        result = run_configuration(args, mni, counts)
+        density = 'dataset' if args.data else '+'.join(str(c) for c in counts) if counts else str(mni)
+        rest = result['step_s'] - result['networks_s']
+        print(f"{mni:>4} {density:>16} {result['objects']:>13} {result['step_s']:>8.3f} {result['networks_s']:>15.3f} "
+              f"{rest:>7.3f} {result['peak_rss_mib']:>13.0f}")
+    print("rest = geometry, losses and the optimiser step (s/step minus the networks' passes)")
 
 
 if __name__ == '__main__':

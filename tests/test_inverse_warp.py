@@ -7,7 +7,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from inverse_warp import (depth2flow, euler2mat, flow_warp, forward_warp, inverse_warp, inverse_warp_mof,
-                          mat2euler, pixel2cam, pose_vec2mat, quat2mat)
+                          mat2euler, pixel2cam, pose_vec2mat, quat2mat, splat_depth)
 
 H, W = 48, 64
 FX, FY, CX, CY = 50.0, 48.0, 31.7, 23.4
@@ -166,6 +166,40 @@ def test_forward_warp_plane_gives_analytic_depth():
     assert valid.float().mean() > 0.5
     assert torch.allclose(depth_w[valid], torch.full_like(depth_w[valid], depth_value - 1.5), atol=1e-9)
     assert (depth_w[~valid] == 0).all() and (img_w[~valid.expand_as(img_w)] == 0).all()
+
+
+def splat_one_point_at_a_time(depth, transform, K, upscale):
+    """Reference z-buffer: every sub-sample back-projected, moved, projected and kept if nearest."""
+    h, w = depth.shape
+    K_up = K.copy()
+    K_up[:2] *= upscale
+    K_up[:2, 2] += 0.5 * (upscale - 1)
+    K_up_inv = np.linalg.inv(K_up)
+    zbuffer = np.zeros((h, w))
+    for row in range(h * upscale):
+        for col in range(w * upscale):
+            point = depth[row // upscale, col // upscale] * K_up_inv @ np.array([col, row, 1.0])
+            x, y, z = K @ (transform[:, :3] @ point + transform[:, 3])
+            if z <= 1e-3:
+                continue
+            u, v = np.round(x / z), np.round(y / z)
+            if 0 <= u <= w - 1 and 0 <= v <= h - 1:
+                zbuffer[int(v), int(u)] = max(zbuffer[int(v), int(u)], 1 / z)
+    return np.where(zbuffer > 0, 1 / np.maximum(zbuffer, 1e-12), 0)
+
+
+def test_splat_depth_matches_point_by_point_reference():
+    generator = torch.Generator().manual_seed(3)
+    h, w = 12, 16
+    depth = 2 + 6 * torch.rand(1, 1, h, w, generator=generator, dtype=torch.float64)
+    pose = torch.tensor([[0.3, -0.1, 0.8, 0.02, -0.05, 0.03]], dtype=torch.float64)
+    K = torch.tensor([[[14.0, 0, 7.6], [0, 13.0, 5.3], [0, 0, 1]]], dtype=torch.float64)
+    transform = pose_vec2mat(pose)
+    depth_w, valid = splat_depth(depth, transform, K, upscale=3)
+    expected = splat_one_point_at_a_time(depth[0, 0].numpy(), transform[0].numpy(), K[0].numpy(), 3)
+    assert 0.3 < valid.mean() < 1
+    np.testing.assert_allclose(depth_w[0, 0].numpy(), expected, rtol=1e-9)
+    assert ((expected > 0) == valid[0, 0].bool().numpy()).all()
 
 
 def test_forward_warp_keeps_nearer_surface_and_marks_holes():
