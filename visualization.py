@@ -26,18 +26,25 @@ def colorize(values, cmap='magma', vmin=None, vmax=None):
     return plt.get_cmap(cmap)(scaled)[..., :3]
 
 
+def direction_wheel(dx, dy, scale):
+    """Colour wheel of a 2-D vector field given as two ``[H,W]`` arrays: ``[H,W,3]`` floats in [0, 1].
+
+    Hue gives the direction ``atan2(dy, dx)``, saturation the magnitude relative to ``scale``
+    (clipped at 1); zero vectors are white.
+    """
+    hue = (np.arctan2(dy, dx) / (2 * np.pi)) % 1.0
+    saturation = np.clip(np.hypot(dx, dy) / scale, 0, 1)
+    return matplotlib.colors.hsv_to_rgb(np.stack([hue, saturation, np.ones_like(hue)], -1))
+
+
 def motion_to_rgb(translation, scale=None):
     """``[2,H,W]`` horizontal (x) and forward (z) translations -> ``[H,W,3]`` colour wheel image.
 
-    Hue gives the direction in the x-z plane, saturation the magnitude relative to ``scale``
-    (default: the largest magnitude); zero motion is white.
+    ``scale`` defaults to the largest magnitude (see :func:`direction_wheel`).
     """
     translation = translation.detach().float().cpu().numpy()
-    magnitude = np.hypot(translation[0], translation[1])
-    scale = scale or max(float(magnitude.max()), 1e-12)
-    hue = (np.arctan2(translation[1], translation[0]) / (2 * np.pi)) % 1.0
-    hsv = np.stack([hue, np.clip(magnitude / scale, 0, 1), np.ones_like(hue)], -1)
-    return matplotlib.colors.hsv_to_rgb(hsv)
+    scale = scale or max(float(np.hypot(translation[0], translation[1]).max()), 1e-12)
+    return direction_wheel(translation[0], translation[1], scale)
 
 
 def to_chw(rgb):

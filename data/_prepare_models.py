@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from checkpoint_io import CheckpointError, load_network_weights
 from data._prepare_sources import PrepareError
 
 MOVABLE_COCO_CLASSES = {1: 'person', 2: 'bicycle', 3: 'car', 4: 'motorcycle', 6: 'bus', 8: 'truck'}
@@ -58,13 +59,11 @@ def find_weights(table, what, alternative):
 
 
 def load_state_dict(model, path):
-    """Load a checkpoint file (tensors only, ``weights_only=True``) into ``model`` strictly."""
+    """Load a weights file into ``model`` strictly, through :mod:`checkpoint_io` (tensors only)."""
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-        model.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError, EOFError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PrepareError(f"{path}: cannot load these weights into {type(model).__name__} ({first_line})") from None
+        load_network_weights(model, path)
+    except CheckpointError as error:
+        raise PrepareError(f"cannot load these weights into {type(model).__name__}: {error}") from None
     return model.eval()
 
 

@@ -478,13 +478,15 @@ def write_raw_kitti(scenes, root):
 
 
 def flow_to_colour(flow, max_magnitude=None):
-    """Colour-code ``[H,W,2]`` flow (hue = direction, saturation = magnitude): uint8 ``[H,W,3]``."""
-    from matplotlib.colors import hsv_to_rgb
+    """Colour-code ``[H,W,2]`` flow (hue = direction, saturation = magnitude): uint8 ``[H,W,3]``.
+
+    The colour of a flow vector is the colour wheel's colour of the opposite vector, and the
+    magnitude scale defaults to the 99th percentile.
+    """
+    from visualization import direction_wheel
     magnitude = np.linalg.norm(flow, axis=2)
     scale = max_magnitude or max(float(np.percentile(magnitude, 99)), 1e-6)
-    hue = (np.arctan2(-flow[..., 1], -flow[..., 0]) / (2 * np.pi)) % 1.0
-    hsv = np.stack([hue, np.clip(magnitude / scale, 0, 1), np.ones_like(hue)], -1)
-    return (hsv_to_rgb(hsv) * 255).astype(np.uint8)
+    return (direction_wheel(-flow[..., 0], -flow[..., 1], scale) * 255).astype(np.uint8)
 
 
 def depth_to_colour(depth):
