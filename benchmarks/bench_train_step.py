@@ -9,8 +9,8 @@ frames of the successive samples (default 1 and 2: 12 ObjPoseNet passes per step
 density); with ``--data`` the batches are the first training batches of that dataset (with the
 training augmentation), so the instance counts are the association's, and the mean count is printed.
 Each configuration runs in a fresh process so its peak resident memory is its own.  Also prints the
-time of the three networks' forward and backward passes alone, to show what the geometry, the losses
-and the optimiser add.
+parts of a step, each timed alone: the three networks' forward and backward passes, the geometry and
+losses (forward and backward, with stand-in networks that cost nothing) and the optimiser step.
 """
 import argparse
 import json
@@ -22,6 +22,7 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -90,43 +91,81 @@ def median_time(fn, steps):
     return statistics.median(times)
 
 
+class StubDispNet(torch.nn.Module):
+    """Stand-in for DispResNet that costs nothing: a 1x1 convolution and softplus (positive disparity)."""
+
+    def __init__(self):
+        super().__init__()
+        self.obj_height_prior = torch.nn.Parameter(torch.tensor(0.02))
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+
+    def forward(self, img):
+        return F.softplus(self.conv(img)) + 0.1
+
+
+class StubPoseNet(torch.nn.Module):
+    """Stand-in for EgoPoseNet / ObjPoseNet: the mean colours of both images through a linear layer."""
+
+    def __init__(self, num_outputs):
+        super().__init__()
+        self.linear = torch.nn.Linear(6, num_outputs)
+
+    def forward(self, img1, img2):
+        return 0.01 * self.linear(torch.cat([img1, img2], 1).mean((2, 3)))
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def networks_pass(nets, batch, num_objects, device):
+    """Forward + backward of the three networks on the step's inputs alone (no geometry, no losses)."""
+    for net in nets:
+        net.zero_grad()
+    tgt, refs = batch[0], batch[1]
+    loss = nets[0](torch.cat([tgt] + refs)).mean()
+    loss = loss + nets[1](torch.cat([tgt] * len(refs) + refs), torch.cat(refs + [tgt] * len(refs))).mean()
+    if num_objects:
+        objects = tgt[:1].expand(num_objects, -1, -1, -1)
+        loss = loss + nets[2](objects, objects).mean()
+    loss.backward()
+    synchronize(device)
+
+
 def measure(args):
     """One configuration in this process; prints a JSON line."""
     device = torch.device(args.device)
     torch.manual_seed(0)
     nets = [DispResNet(18).to(device), EgoPoseNet().to(device), ObjPoseNet().to(device)]
-    optimizer = build_optimizer(build_parser().parse_args(['unused', '--name', 'bench']), dict(zip(('disp', 'ego', 'obj'), nets)))
+    train_args = build_parser().parse_args(['unused', '--name', 'bench'])
+    optimizer = build_optimizer(train_args, dict(zip(('disp', 'ego', 'obj'), nets)))
+    stubs = [StubDispNet().to(device), StubPoseNet(6).to(device), StubPoseNet(3).to(device)]
     batches = [[x.to(device) if torch.is_tensor(x) else [t.to(device) for t in x] for x in batch]
                for batch in load_batches(args)]
     options = LossOptions(with_ssim=True, with_mask=True, with_auto_mask=True)
     counter = iter(range(10 ** 9))
+    num_objects = round(sum(objects_per_step(batch) for batch in batches) / len(batches))
 
     def step():
-        tgt, refs, K, tgt_insts, ref_insts = batches[next(counter) % len(batches)]
-        outputs = run_step(*nets, tgt, refs, K, tgt_insts, ref_insts, options)
+        outputs = run_step(*nets, *batches[next(counter) % len(batches)], options)
         optimizer.zero_grad()
         outputs.total.backward()
         optimizer.step()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
+        synchronize(device)
 
-    num_objects = round(sum(objects_per_step(batch) for batch in batches) / len(batches))
-    tgt, refs = batches[0][0], batches[0][1]
+    def geometry_and_losses():
+        run_step(*stubs, *batches[next(counter) % len(batches)], options).total.backward()
+        synchronize(device)
 
-    def networks_only():
-        disp = nets[0](torch.cat([tgt] + refs))
-        ego = nets[1](torch.cat([tgt] * 2 + refs), torch.cat(refs + [tgt] * 2))
-        loss = disp.mean() + ego.mean()
-        if num_objects:
-            objects = tgt[:1].expand(num_objects, -1, -1, -1)
-            loss = loss + nets[2](objects, objects).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
+    def optimizer_step():
+        optimizer.step()
+        synchronize(device)
 
     result = {'mni': args.mni[0], 'objects': num_objects, 'step_s': median_time(step, args.steps),
-              'networks_s': median_time(networks_only, args.steps),
+              'networks_s': median_time(lambda: networks_pass(nets, batches[0], num_objects, device), args.steps),
+              'geometry_s': median_time(geometry_and_losses, args.steps),
+              'optimizer_s': median_time(optimizer_step, args.steps),
               'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print(json.dumps(result))
 
@@ -164,16 +203,15 @@ def main():
     configurations = [(mni, None) for mni in args.mni]
     if not args.data:
         configurations.append((3, args.counts or [1, 2]))
-    print(f"{'mni':>4} {'instances/frame':>16} {'objects/step':>13} {'s/step':>8} {'nets fwd+bwd s':>15} "
-          f"{'rest s':>7} {'peak RSS MiB':>13}")
+    print(f"{'mni':>4} {'instances/frame':>16} {'objects/step':>13} {'s/step':>8} {'networks s':>11} "
+          f"{'geometry+losses s':>18} {'Adam s':>7} {'peak RSS MiB':>13}")
     for mni, counts in configurations:
         result = run_configuration(args, mni, counts)
         density = 'dataset' if args.data else '+'.join(str(c) for c in counts) if counts else str(mni)
-        rest = result['step_s'] - result['networks_s']
-        print(f"{mni:>4} {density:>16} {result['objects']:>13} {result['step_s']:>8.3f} {result['networks_s']:>15.3f} "
-              f"{rest:>7.3f} {result['peak_rss_mib']:>13.0f}")
-    print("rest = geometry, losses and the optimiser step (s/step minus the networks' passes)")
-
+        print(f"{mni:>4} {density:>16} {result['objects']:>13} {result['step_s']:>8.3f} {result['networks_s']:>11.3f} "
+              f"{result['geometry_s']:>18.3f} {result['optimizer_s']:>7.3f} {result['peak_rss_mib']:>13.0f}")
+    print("networks: their forward + backward passes alone; geometry+losses: the step's forward + backward with "
+          "stand-in networks that cost nothing; Adam: the optimiser step")
 
 if __name__ == '__main__':
     main()
