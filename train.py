@@ -269,12 +269,24 @@ def save_run(run_dir, nets, optimizer, state, is_best=False, keep_copy=False):
     atomic_torch_save({**state.as_dict(), 'optimizer': optimizer.state_dict()}, os.path.join(run_dir, STATE_FILE))
 
 
+def load_optimizer_state(optimizer, state_dict):
+    """Load an optimiser state but keep the update kernel (fused / foreach) chosen for this device.
+
+    ``Optimizer.load_state_dict`` would otherwise take the kernel flags of the run that saved it,
+    e.g. a fused kernel the resuming device does not have.
+    """
+    kernels = [{key: group[key] for key in ('fused', 'foreach') if key in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state_dict)
+    for group, kernel in zip(optimizer.param_groups, kernels):
+        group.update(kernel)
+
+
 def resume_run(run_dir, nets, optimizer, state, device):
     """Restore networks, optimiser and counters from a run folder written by :func:`save_run`."""
     for key, prefix in NETWORK_FILES.items():
         load_network_weights(unwrap(nets[key]), os.path.join(run_dir, f'{prefix}_checkpoint.pth.tar'), device)
     saved = load_file(os.path.join(run_dir, STATE_FILE), device)
-    optimizer.load_state_dict(saved['optimizer'])
+    load_optimizer_state(optimizer, saved['optimizer'])
     for name in state.as_dict():
         setattr(state, name, saved[name])
 

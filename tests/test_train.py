@@ -115,6 +115,19 @@ def test_resume_continues_counters_and_optimizer(toy_root, tmp_path, monkeypatch
     assert len(read_tsv(os.path.join(run_dir, 'progress_log_summary.csv'))) == 3
 
 
+def test_resumed_optimizer_keeps_the_kernel_chosen_for_this_device():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    saved_by = torch.optim.Adam(params, lr=0.1, fused=False)
+    params[0].grad = torch.ones(3)
+    saved_by.step()
+    resuming = torch.optim.Adam(params, lr=0.1, fused=True)
+    train.load_optimizer_state(resuming, saved_by.state_dict())
+    assert resuming.param_groups[0]['fused'] is True
+    assert resuming.state[params[0]]['step'] == 1
+    resuming.step()
+    assert resuming.state[params[0]]['step'] == 2
+
+
 def test_non_finite_loss_skips_the_step(toy_root, tmp_path):
     args = train.build_parser().parse_args([toy_root, '--name', 'nan'] + FAST)
     nets = dict(zip(('disp', 'ego', 'obj'), networks()))
