@@ -287,7 +287,7 @@ def splat_depth(depth, transform, K, upscale=3):
     rows = torch.arange(h * s, dtype=depth.dtype, device=depth.device)[:, None]
     m = rays_to_pixels[..., None, None]
     rays = m[:, :, 0] * columns + (m[:, :, 1] * rows + m[:, :, 2])
-    projected = (rays.view(b, 3, h, s, w, s) * depth.view(b, 1, h, 1, w, 1)).view(b, 3, -1) + offset
+    projected = (rays.view(b, 3, h, s, w, s) * depth.reshape(b, 1, h, 1, w, 1)).view(b, 3, -1) + offset
     z = projected[:, 2].clamp(min=1e-3)
     u = torch.round(projected[:, 0] / z)
     v = torch.round(projected[:, 1] / z)
