@@ -6,27 +6,13 @@ Prints the median seconds per call and the peak resident memory of the process.
 import argparse
 import os
 import resource
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.timing import median_seconds  # noqa: E402
 from inverse_warp import forward_warp, inverse_warp_mof  # noqa: E402
-
-
-def timed(fn, repeats, device):
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():
@@ -61,9 +47,9 @@ def main():
         (img_w.mean() + depth_w.mean()).backward()
 
     print(f"device {device}, threads {torch.get_num_threads()}, batch {b}, {h}x{w}")
-    print(f"inverse_warp_mof forward+backward: {timed(mof_step, args.repeats, device):.3f} s")
-    print(f"forward_warp (image+3 masks, no grad, as in training): {timed(forward_warp_step, args.repeats, device):.3f} s")
-    print(f"forward_warp forward+backward: {timed(forward_warp_grad_step, args.repeats, device):.3f} s")
+    print(f"inverse_warp_mof forward+backward: {median_seconds(mof_step, args.repeats, device):.3f} s")
+    print(f"forward_warp (image+3 masks, no grad, as in training): {median_seconds(forward_warp_step, args.repeats, device):.3f} s")
+    print(f"forward_warp forward+backward: {median_seconds(forward_warp_grad_step, args.repeats, device):.3f} s")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -16,16 +16,15 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from benchmarks.timing import median_seconds  # noqa: E402
 from models import DispResNet, EgoPoseNet, ObjPoseNet  # noqa: E402
 from projection import LossOptions, run_step  # noqa: E402
 from train import build_optimizer, build_parser  # noqa: E402
@@ -81,16 +80,6 @@ def objects_per_step(batch):
     return int(sum(insts[:, 0, 0, 0].sum() for insts in tgt_insts + ref_insts))
 
 
-def median_time(fn, steps):
-    fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 class StubDispNet(torch.nn.Module):
     """Stand-in for DispResNet that costs nothing: a 1x1 convolution and softplus (positive disparity)."""
 
@@ -114,12 +103,7 @@ class StubPoseNet(torch.nn.Module):
         return 0.01 * self.linear(torch.cat([img1, img2], 1).mean((2, 3)))
 
 
-def synchronize(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-
-
-def networks_pass(nets, batch, num_objects, device):
+def networks_pass(nets, batch, num_objects):
     """Forward + backward of the three networks on the step's inputs alone (no geometry, no losses)."""
     for net in nets:
         net.zero_grad()
@@ -130,7 +114,6 @@ def networks_pass(nets, batch, num_objects, device):
         objects = tgt[:1].expand(num_objects, -1, -1, -1)
         loss = loss + nets[2](objects, objects).mean()
     loss.backward()
-    synchronize(device)
 
 
 def measure(args):
@@ -152,20 +135,14 @@ def measure(args):
         optimizer.zero_grad()
         outputs.total.backward()
         optimizer.step()
-        synchronize(device)
 
     def geometry_and_losses():
         run_step(*stubs, *batches[next(counter) % len(batches)], options).total.backward()
-        synchronize(device)
 
-    def optimizer_step():
-        optimizer.step()
-        synchronize(device)
-
-    result = {'mni': args.mni[0], 'objects': num_objects, 'step_s': median_time(step, args.steps),
-              'networks_s': median_time(lambda: networks_pass(nets, batches[0], num_objects, device), args.steps),
-              'geometry_s': median_time(geometry_and_losses, args.steps),
-              'optimizer_s': median_time(optimizer_step, args.steps),
+    result = {'mni': args.mni[0], 'objects': num_objects, 'step_s': median_seconds(step, args.steps, device),
+              'networks_s': median_seconds(lambda: networks_pass(nets, batches[0], num_objects), args.steps, device),
+              'geometry_s': median_seconds(geometry_and_losses, args.steps, device),
+              'optimizer_s': median_seconds(optimizer.step, args.steps, device),
               'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print(json.dumps(result))
 
