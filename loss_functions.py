@@ -82,7 +82,11 @@ def pairwise_masked_means(values, valid, num_pairs):
 
 
 def smooth_loss(maps, imgs):
-    """Edge-aware first-order smoothness of mean-normalised maps.
+    """Edge-aware first-order smoothness of mean-normalised maps, normalised as the official code.
+
+    The official code differences each pixel with its left (upper) neighbour through ``torch.roll``, zeroes
+    the first column (row) and averages over all ``W`` columns (``H`` rows): the sums of the ``W - 1``
+    (``H - 1``) differences are divided by ``H * W``.
 
     Args:
         maps: ``[N,1,H,W]`` maps (depth in the official training, see README).
@@ -95,7 +99,8 @@ def smooth_loss(maps, imgs):
     grad_y = (norm[..., :-1, :] - norm[..., 1:, :]).abs()
     img_grad_x = (imgs[..., :, :-1] - imgs[..., :, 1:]).abs().mean(1, keepdim=True)
     img_grad_y = (imgs[..., :-1, :] - imgs[..., 1:, :]).abs().mean(1, keepdim=True)
-    return (grad_x * torch.exp(-img_grad_x)).mean() + (grad_y * torch.exp(-img_grad_y)).mean()
+    num_pixels = norm.numel()
+    return ((grad_x * torch.exp(-img_grad_x)).sum() + (grad_y * torch.exp(-img_grad_y)).sum()) / num_pixels
 
 
 def object_size_errors(depth, masks, fy, height_prior):
@@ -137,9 +142,13 @@ def motion_field_cycle_errors(field_ab, field_ba, flow_ab, rotation_mode='euler'
 
     Pixel ``p`` of view ``a`` moves to ``p + flow_ab(p)`` in view ``b``; going there with
     ``field_ab`` and back with ``field_ba`` (sampled at the new position) should be the identity.
+    The errors are taken in the official order: rotation ``R_ab R_ba - I`` and translation
+    ``R_ab t_ba + t_ab``.  The flow only says where to sample ``field_ba``: it is detached, as the
+    official ``flow_warp(ref_mof, r2t_flow.detach())``, so the loss reaches depth and motion through
+    the fields alone.
 
     Args:
-        field_ab: ``[N,6,H,W]`` motion field a -> b (translation 0..2, global euler rotation 3..5).
+        field_ab: ``[N,6,H,W]`` motion field a -> b (translation 0..2, global rotation 3..5).
         field_ba: ``[N,6,H,W]`` motion field b -> a, in view b's pixels.
         flow_ab: ``[N,2,H,W]`` flow of view a's pixels into view b.
     Returns:
@@ -149,14 +158,14 @@ def motion_field_cycle_errors(field_ab, field_ba, flow_ab, rotation_mode='euler'
     rot_ab = rotation_matrix(field_ab[:, 3:].mean(dim=(2, 3)), rotation_mode)
     rot_ba = rotation_matrix(field_ba[:, 3:].mean(dim=(2, 3)), rotation_mode)
     rot_scale = ((rot_ab - eye) ** 2).mean(dim=(1, 2)) + ((rot_ba - eye) ** 2).mean(dim=(1, 2))
-    rotation_error = ((rot_ba @ rot_ab - eye) ** 2).mean(dim=(1, 2)) / (1e-24 + rot_scale)
+    rotation_error = ((rot_ab @ rot_ba - eye) ** 2).mean(dim=(1, 2)) / (1e-24 + rot_scale)
 
     n, _, h, w = field_ab.shape
     trans_ab = field_ab[:, :3]
-    trans_ba, _ = flow_warp(field_ba[:, :3], flow_ab)
-    cycle_trans = (rot_ba @ trans_ab.reshape(n, 3, -1)).reshape(n, 3, h, w) + trans_ba
-    trans_scale = (trans_ab ** 2).mean(1, keepdim=True) + (trans_ba ** 2).mean(1, keepdim=True)
-    translation_error = (cycle_trans ** 2).mean(1, keepdim=True) / (1e-24 + trans_scale)
+    trans_ba, _ = flow_warp(field_ba[:, :3], flow_ab.detach())
+    cycle_trans = (rot_ab @ trans_ba.reshape(n, 3, -1)).reshape(n, 3, h, w) + trans_ab
+    trans_scale = (trans_ab ** 2).sum(1, keepdim=True) + (trans_ba ** 2).sum(1, keepdim=True)
+    translation_error = (cycle_trans ** 2).sum(1, keepdim=True) / (1e-24 + trans_scale)
     return rotation_error, translation_error
 
 
@@ -168,18 +177,24 @@ def reverse_pairs(stacked, num_pairs):
 
 def motion_field_consistency_loss(fields, flows, diff_depths, valids, num_pairs, alpha=MOF_ALPHA,
                                   threshold=MOF_GEOMETRY_THRESHOLD, rotation_mode='euler'):
-    """Motion-field consistency over stacked directed pairs.
+    """Motion-field consistency of the forward directed pairs (reference -> target), as the official code.
 
     Args:
         fields: ``[P*B,6,H,W]`` motion fields of the directed pairs (pair ``p`` and pair
-            ``(p + P/2) % P`` are the two directions of one (target, reference) pair).
-        flows: ``[P*B,2,H,W]`` flows of the second projection.
+            ``(p + P/2) % P`` are the two directions of one (target, reference) pair; the first
+            ``P/2`` pairs have the target as their view).
+        flows: ``[P*B,2,H,W]`` flows of the second projection (detached here).
         diff_depths, valids: ``[P*B,1,H,W]`` geometry errors and valid pixels of the second projection.
     Returns:
-        Scalar ``rotation + alpha * translation`` averaged over the directed pairs; the translation
-        error uses valid pixels whose geometry error is below ``threshold``.
+        Scalar ``rotation + alpha * translation`` averaged over the references; each reference's
+        target field is checked against its reference field sampled at the target's flow, the
+        translation error on valid pixels whose geometry error is below ``threshold``.
     """
-    rotation, translation = motion_field_cycle_errors(fields, reverse_pairs(fields, num_pairs), flows, rotation_mode)
-    mask = valids * (diff_depths < threshold).to(valids.dtype)
-    rotation = rotation.reshape(num_pairs, -1).mean(1)
-    return (rotation + alpha * pairwise_masked_means(translation, mask, num_pairs)).mean()
+    num_forward = fields.shape[0] // 2
+    forward = slice(0, num_forward)
+    rotation, translation = motion_field_cycle_errors(
+        fields[forward], reverse_pairs(fields, num_pairs)[forward], flows[forward], rotation_mode)
+    mask = valids[forward] * (diff_depths[forward] < threshold).to(valids.dtype)
+    num_refs = num_pairs // 2
+    rotation = rotation.reshape(num_refs, -1).mean(1)
+    return (rotation + alpha * pairwise_masked_means(translation, mask.detach(), num_refs)).mean()

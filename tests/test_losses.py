@@ -1,9 +1,12 @@
 """Loss functions on constructed inputs with known answers."""
+import math
+
+import numpy as np
 import pytest
 import torch
 
 from inverse_warp import euler2mat, mat2euler
-from loss_functions import (masked_mean, motion_field_consistency_loss, object_size_loss, pairwise_masked_means,
+from loss_functions import (MOF_ALPHA, masked_mean, motion_field_consistency_loss, object_size_loss, pairwise_masked_means,
                             photometric_and_geometry_maps, smooth_loss, ssim_loss)
 
 H, W = 24, 32
@@ -129,3 +132,80 @@ def test_motion_field_consistency_zero_for_inverse_fields_and_positive_otherwise
     assert loss == pytest.approx(0.0, abs=1e-12)
     wrong = torch.cat([field_ab, field_ab])
     assert motion_field_consistency_loss(wrong, flows, zero_geometry_error, ones, num_pairs=2) > 0.5
+
+
+def official_smoothness(depth, img):
+    """The official ``get_smooth_loss``: roll-based differences, first column/row zeroed, mean over H*W."""
+    norm = depth / (depth.mean(dim=(2, 3), keepdim=True) + 1e-7)
+    grad_x = (norm - torch.roll(norm, 1, dims=3)).abs()
+    grad_y = (norm - torch.roll(norm, 1, dims=2)).abs()
+    grad_x[..., 0] = 0
+    grad_y[..., 0, :] = 0
+    img_x = (img - torch.roll(img, 1, dims=3)).abs().mean(1, keepdim=True)
+    img_y = (img - torch.roll(img, 1, dims=2)).abs().mean(1, keepdim=True)
+    return (grad_x * torch.exp(-img_x)).mean() + (grad_y * torch.exp(-img_y)).mean()
+
+
+def test_smoothness_equals_the_official_normalisation_on_a_known_map():
+    depth = torch.tensor([[1., 2., 4.], [1., 1., 2.]], dtype=torch.float64).reshape(1, 1, 2, 3)
+    img = torch.zeros(1, 3, 2, 3, dtype=torch.float64)
+    img[..., 2] = 1.0
+    # by hand: mean depth 11/6; x-differences |1-2|, |2-4|, |1-1|, |1-2| (weights 1, e^-1, 1, e^-1),
+    # y-differences |1-1|, |2-1|, |4-2| (weight 1); each sum divided by all 6 pixels
+    scale = 1 / (11 / 6 + 1e-7)
+    expected = scale * ((1 + 2 * math.exp(-1) + 0 + math.exp(-1)) + (0 + 1 + 2)) / 6
+    assert smooth_loss(depth, img).item() == pytest.approx(expected, rel=1e-12)
+    maps, imgs = torch.rand(2, 1, 5, 7, dtype=torch.float64) + 0.5, torch.rand(2, 3, 5, 7, dtype=torch.float64)
+    assert smooth_loss(maps, imgs).item() == pytest.approx(official_smoothness(maps, imgs).item(), rel=1e-12)
+
+
+def constant_field(pose, h=H, w=W):
+    return pose[:, :, None, None].expand(pose.shape[0], 6, h, w).clone()
+
+
+def test_motion_field_consistency_uses_the_official_cycle_order():
+    pose_ab = torch.tensor([[0.3, -0.1, 1.2, 0.05, -0.08, 0.03]], dtype=torch.float64)
+    pose_ba = torch.tensor([[-0.5, 0.2, -0.7, 0.02, 0.09, -0.04]], dtype=torch.float64)
+    fields = torch.cat([constant_field(pose_ab), constant_field(pose_ba)])
+    flows = torch.zeros(2, 2, H, W, dtype=torch.float64)
+    ones = torch.ones(2, 1, H, W, dtype=torch.float64)
+    loss = motion_field_consistency_loss(fields, flows, torch.zeros_like(ones), ones, num_pairs=2)
+
+    rot_ab, rot_ba = euler2mat(pose_ab[:, 3:])[0].numpy(), euler2mat(pose_ba[:, 3:])[0].numpy()
+    t_ab, t_ba = pose_ab[0, :3].numpy(), pose_ba[0, :3].numpy()
+    eye = np.eye(3)
+    rotation = ((rot_ab @ rot_ba - eye) ** 2).mean() / (((rot_ab - eye) ** 2).mean() + ((rot_ba - eye) ** 2).mean())
+    translation = ((rot_ab @ t_ba + t_ab) ** 2).sum() / ((t_ab ** 2).sum() + (t_ba ** 2).sum())
+    assert loss.item() == pytest.approx(rotation + MOF_ALPHA * translation, rel=1e-10)
+    reversed_order = ((rot_ba @ t_ab + t_ba) ** 2).sum() / ((t_ab ** 2).sum() + (t_ba ** 2).sum())
+    assert abs(translation - reversed_order) > 1e-3   # the test tells the two orders apart
+
+
+def test_motion_field_consistency_sends_no_gradient_through_the_flow():
+    pose_ab = torch.tensor([[0.3, -0.1, 1.2, 0.05, -0.08, 0.03]], dtype=torch.float64)
+    pose_ba = torch.tensor([[-0.5, 0.2, -0.7, 0.02, 0.09, -0.04]], dtype=torch.float64)
+    field_ba = constant_field(pose_ba)
+    field_ba[..., :3, :, W // 2:] += 0.3        # a field that varies, so where it is sampled matters
+    fields = torch.cat([constant_field(pose_ab), field_ba]).requires_grad_()
+    flows = torch.full((2, 2, H, W), 1.5, dtype=torch.float64, requires_grad=True)
+    ones = torch.ones(2, 1, H, W, dtype=torch.float64)
+    motion_field_consistency_loss(fields, flows, torch.zeros_like(ones), ones, num_pairs=2).backward()
+    assert flows.grad is None
+    assert fields.grad.abs().sum() > 0
+
+
+def test_motion_field_consistency_is_taken_on_the_forward_pairs_only():
+    pose_ab = torch.tensor([[0.3, -0.1, 1.2, 0.05, -0.08, 0.03]], dtype=torch.float64)
+    pose_ba = torch.tensor([[-0.5, 0.2, -0.7, 0.02, 0.09, -0.04]], dtype=torch.float64)
+    fields = torch.cat([constant_field(pose_ab), constant_field(pose_ba)])
+    fields[1, :3, :H // 2] += 0.4
+    flows = torch.zeros(2, 2, H, W, dtype=torch.float64)
+    valid = torch.ones(2, 1, H, W, dtype=torch.float64)
+    errors = torch.zeros_like(valid)
+    loss = motion_field_consistency_loss(fields, flows, errors, valid, num_pairs=2)
+    backward_changed = valid.clone()
+    backward_changed[1, :, H // 2:] = 0            # the reverse (target -> reference) pair's own mask is not used
+    assert motion_field_consistency_loss(fields, flows, errors, backward_changed, num_pairs=2) == loss
+    forward_changed = valid.clone()
+    forward_changed[0, :, H // 2:] = 0
+    assert motion_field_consistency_loss(fields, flows, errors, forward_changed, num_pairs=2) != loss
