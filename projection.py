@@ -28,6 +28,7 @@ import torch
 import loss_functions as losses
 from inverse_warp import forward_warp, inverse_warp_mof
 from loss_functions import reverse_pairs
+from precision import NetworkPrecision
 
 LOSS_NAMES = ('photo', 'geometry', 'smooth', 'obj_size', 'mof_consistency', 'height_prior', 'depth_mean')
 
@@ -129,15 +130,15 @@ def background(masks):
     return 1 - (masks.sum(1, keepdim=True) > 0).to(masks.dtype)
 
 
-def estimate_ego_motion(ego_pose_net, pairs):
+def estimate_ego_motion(ego_pose_net, pairs, precision=NetworkPrecision()):
     """EgoPoseNet on background-only images: ``[N,6]`` pose a -> b for each directed pair."""
     bg = background(pairs.view_masks) * background(pairs.source_masks)
-    return ego_pose_net(pairs.views * bg, pairs.sources * bg)
+    return precision(ego_pose_net, pairs.views * bg, pairs.sources * bg)
 
 
-def estimate_depths(disp_net, tgt_img, ref_imgs):
+def estimate_depths(disp_net, tgt_img, ref_imgs, precision=NetworkPrecision()):
     """DispResNet on target and references in one call: ``(depths, disparities)``, ``[(1+R)*B,1,H,W]``."""
-    disparities = disp_net(torch.cat([tgt_img] + list(ref_imgs)))
+    disparities = precision(disp_net, torch.cat([tgt_img] + list(ref_imgs)))
     return 1 / disparities, disparities
 
 
@@ -161,7 +162,7 @@ def first_projection(pairs, source_depths, ego_poses, rotation_mode='euler'):
     return warped[:, :3], warped[:, 3:].round(), valid
 
 
-def estimate_object_motion(obj_pose_net, pairs, ego_warped, ego_warped_masks):
+def estimate_object_motion(obj_pose_net, pairs, ego_warped, ego_warped_masks, precision=NetworkPrecision()):
     """ObjPoseNet translation of every existing instance of every directed pair, in one call.
 
     Instance ``k`` of pair ``p`` exists when its view mask is non-empty; the network sees the view
@@ -176,7 +177,7 @@ def estimate_object_motion(obj_pose_net, pairs, ego_warped, ego_warped_masks):
     sample, instance = exists.nonzero(as_tuple=True)
     view_objects = pairs.views[sample] * pairs.view_masks[sample, instance].unsqueeze(1)
     source_objects = ego_warped[sample] * ego_warped_masks[sample, instance].unsqueeze(1)
-    return motion.index_put((sample, instance), obj_pose_net(view_objects, source_objects))
+    return motion.index_put((sample, instance), precision(obj_pose_net, view_objects, source_objects))
 
 
 def compose_motion_fields(ego_poses, obj_motion, view_masks):
@@ -229,23 +230,24 @@ def unwrap(net):
 
 
 def run_step(disp_net, ego_pose_net, obj_pose_net, tgt_img, ref_imgs, K, tgt_insts, ref_insts,
-             options: Optional[LossOptions] = None):
+             options: Optional[LossOptions] = None, precision: NetworkPrecision = NetworkPrecision()):
     """One forward pass of the Insta-DM objective (no optimiser step).
 
     Args:
         tgt_img: ``[B,3,H,W]`` normalised target; ref_imgs: list of R ``[B,3,H,W]``.
         K: ``[B,3,3]`` intrinsics.
         tgt_insts, ref_insts: lists of R ``[B,1+M,H,W]`` matched instance tensors.
+        precision: how the three networks run (autocast, channels-last); geometry and losses stay float32.
     Returns:
         StepOutputs with the loss terms, the total and the intermediate maps.
     """
     options = options or LossOptions()
     pairs = make_directed_pairs(tgt_img, ref_imgs, tgt_insts, ref_insts, K)
-    ego_poses = estimate_ego_motion(ego_pose_net, pairs)
-    depths, disparities = estimate_depths(disp_net, tgt_img, ref_imgs)
+    ego_poses = estimate_ego_motion(ego_pose_net, pairs, precision)
+    depths, disparities = estimate_depths(disp_net, tgt_img, ref_imgs, precision)
     view_depths, source_depths = pair_depths(depths, pairs.num_refs)
     ego_warped, ego_warped_masks, ego_valid = first_projection(pairs, source_depths, ego_poses, options.rotation_mode)
-    obj_motion = estimate_object_motion(obj_pose_net, pairs, ego_warped, ego_warped_masks)
+    obj_motion = estimate_object_motion(obj_pose_net, pairs, ego_warped, ego_warped_masks, precision)
     fields = compose_motion_fields(ego_poses, obj_motion, pairs.view_masks)
     warped, valid, projected_depth, computed_depth, flows = second_projection(
         pairs, view_depths, source_depths, fields, options)

@@ -24,6 +24,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 import models
+import precision
 from checkpoint_io import CheckpointError, atomic_torch_save, load_file, load_network_weights, save_checkpoint
 from datasets.custom_transforms import train_transform, valid_transform
 from datasets.io import DatasetError
@@ -31,7 +32,7 @@ from datasets.sequence_folders import SequenceFolder
 from datasets.validation_folders import ValidationSet
 from devices import select_device
 from kitti_eval.depth_metrics import METRIC_NAMES, compute_errors_split
-from projection import LOSS_NAMES, LossOptions, run_step, unwrap
+from projection import LOSS_NAMES, LossOptions, unwrap
 from visualization import save_breakpoint_figures, tensorboard_images
 
 NETWORK_FILES = {'disp': 'dispnet', 'ego': 'ego_pose', 'obj': 'obj_pose'}
@@ -97,6 +98,13 @@ def build_parser():
     parser.add_argument('--no-cache', action='store_true', help='recompute the instance association every time')
     parser.add_argument('--checkpoint-root', default='checkpoints', metavar='DIR',
                         help='outputs go to DIR/NAME/TIMESTAMP')
+    parser.add_argument('--amp', choices=sorted(precision.AMP_DTYPES), default='off',
+                        help='mixed precision of the networks (geometry and losses stay float32); bf16 on CPU and '
+                             'GPU, fp16 on GPU with gradient scaling')
+    parser.add_argument('--channels-last', action='store_true', help='channels-last memory layout for the networks')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the three networks')
+    parser.add_argument('--sync-bn', action='store_true',
+                        help='under torchrun, synchronise BatchNorm statistics across processes (SyncBatchNorm)')
     return parser
 
 
@@ -120,18 +128,17 @@ class Distributed:
     def is_main(self):
         return self.rank == 0
 
-    def average_gradients(self, parameters):
-        """Average the gradients of all processes with one all-reduce (missing gradients count as 0)."""
+    def wrap(self, model, device):
+        """``model`` in DistributedDataParallel when distributed (else as it is).
+
+        The gradient all-reduce then overlaps the backward pass.  ``find_unused_parameters``: the
+        multi-scale disparity heads are never used by the step, and ObjPoseNet is not used by a batch
+        without instances.  Buffers (BatchNorm statistics) are broadcast from rank 0 at every forward.
+        """
         if not self.enabled:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for p, g in zip(parameters, grads):
-            p.grad = flat[offset:offset + g.numel()].view_as(g)
-            offset += g.numel()
+            return model
+        device_ids = [device.index] if device.type == 'cuda' else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
     def all_finite(self, value):
         """True when ``value`` is finite on every process."""
@@ -139,14 +146,6 @@ class Distributed:
         if self.enabled:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         return bool(finite.item())
-
-    def broadcast_state(self, nets):
-        """Copy rank 0's parameters and buffers to every process."""
-        if not self.enabled:
-            return
-        for net in nets:
-            for tensor in list(net.parameters()) + list(net.buffers()):
-                dist.broadcast(tensor.data, src=0)
 
     def barrier(self):
         if self.enabled:
@@ -355,11 +354,14 @@ class Logs:
             self.writer.close()
 
 
-def train_one_epoch(args, nets, optimizer, loader, device, options, state, logs, dist_ctx, run_dir):
-    """One epoch of optimisation; returns the mean total loss of the steps taken."""
-    for net in nets.values():
-        net.train()
-    parameters = [p for group in optimizer.param_groups for p in group['params']]
+def train_one_epoch(args, model, optimizer, loader, device, state, logs, dist_ctx, run_dir, scaler=None):
+    """One epoch of optimisation; returns the mean total loss of the steps taken.
+
+    ``model`` is a :class:`models.InstaDM` (in DistributedDataParallel under torchrun); ``scaler`` the
+    gradient scaler of ``--amp fp16`` (None or disabled otherwise).
+    """
+    model.train()
+    scaler = scaler or precision.make_grad_scaler('off', device)
     epoch_size = args.epoch_size or len(loader)
     if args.debug_mode:
         epoch_size = min(epoch_size, 6)
@@ -369,20 +371,22 @@ def train_one_epoch(args, nets, optimizer, loader, device, options, state, logs,
     for i, batch in enumerate(loader):
         if i >= epoch_size:
             break
-        tgt_img, ref_imgs, K, tgt_insts, ref_insts = to_device(batch, device)
-        outputs = run_step(nets['disp'], nets['ego'], nets['obj'], tgt_img, ref_imgs, K, tgt_insts, ref_insts, options)
+        outputs = model(*to_device(batch, device))
         if i < args.debug_viz and dist_ctx.is_main:
             save_breakpoint_figures(outputs, os.path.join(run_dir, 'debug_viz'), i)
         optimizer.zero_grad(set_to_none=True)
+        # every process runs the backward pass (DistributedDataParallel's all-reduce needs all of them);
+        # a step whose loss is not finite on some process is then dropped everywhere
+        scaler.scale(outputs.total).backward()
         if not dist_ctx.all_finite(outputs.total):
+            optimizer.zero_grad(set_to_none=True)
             state.skipped_steps += 1
             logs.scalar('train/skipped_steps', state.skipped_steps, state.n_iter)
             tqdm.write(f"warning: non-finite loss at iteration {state.n_iter}; step skipped "
                        f"({state.skipped_steps} skipped so far)")
         else:
-            outputs.total.backward()
-            dist_ctx.average_gradients(parameters)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             total = outputs.total.item()
             losses.append(total)
             logs.iteration(state.n_iter, outputs.losses, total)
@@ -422,21 +426,34 @@ def validate_with_gt(disp_net, loader, device):
 
 
 @torch.no_grad()
-def validate_without_gt(nets, loader, device, options):
-    """Photometric (first, the model-selection error), geometry, smoothness and weighted total losses."""
-    for net in nets.values():
-        net.eval()
+def validate_without_gt(model, loader, device):
+    """Photometric (first, the model-selection error), geometry, smoothness and weighted total losses.
+
+    ``model``: the :class:`models.InstaDM` of the run (its loss options weight the total).
+    """
+    model.eval()
+    options = model.options
     totals = {'photo_loss': [], 'geometry_loss': [], 'smooth_loss': [], 'total_loss': []}
     for batch in tqdm(loader, desc='validation', leave=False, dynamic_ncols=True):
-        tgt_img, ref_imgs, K, tgt_insts, ref_insts = to_device(batch, device)
-        terms = run_step(nets['disp'], nets['ego'], nets['obj'], tgt_img, ref_imgs, K, tgt_insts, ref_insts,
-                         options).losses
+        terms = model(*to_device(batch, device)).losses
         photo, geometry, smooth = terms['photo'].item(), terms['geometry'].item(), terms['smooth'].item()
         totals['photo_loss'].append(photo)
         totals['geometry_loss'].append(geometry)
         totals['smooth_loss'].append(smooth)
         totals['total_loss'].append(options.photo * photo + options.geometry * geometry + options.smooth * smooth)
     return {name: float(np.mean(values)) for name, values in totals.items()}
+
+
+def build_model(args, nets, device, dist_ctx):
+    """The run's :class:`models.InstaDM`: networks prepared for ``--channels-last`` / ``--compile`` /
+    ``--sync-bn``, wrapped in DistributedDataParallel under torchrun.  Returns ``(model, insta_dm)``:
+    the module to train and the plain InstaDM inside it."""
+    if args.sync_bn and dist_ctx.enabled:
+        nets.update({key: torch.nn.SyncBatchNorm.convert_sync_batchnorm(net) for key, net in nets.items()})
+    precision.prepare_networks(nets, channels_last=args.channels_last, compile_networks=args.compile)
+    insta_dm = models.InstaDM(nets['disp'], nets['ego'], nets['obj'], LossOptions.from_args(args),
+                              precision.NetworkPrecision.from_flags(args.amp, args.channels_last, device))
+    return dist_ctx.wrap(insta_dm, device), insta_dm
 
 
 def main(argv=None):
@@ -467,23 +484,28 @@ def main(argv=None):
         except CheckpointError as error:
             raise SystemExit(f"error: {error}")
         print(f"=> resumed {run_dir} at epoch {state.epoch}, iteration {state.n_iter}")
-    dist_ctx.broadcast_state(nets.values())
     if device.type == 'cuda' and torch.cuda.device_count() > 1 and not dist_ctx.enabled:
         nets = {key: torch.nn.DataParallel(net) for key, net in nets.items()}
-    options = LossOptions.from_args(args)
+    try:
+        model, insta_dm = build_model(args, nets, device, dist_ctx)
+    except RuntimeError as error:
+        raise SystemExit(f"error: {error}")
+    scaler = precision.make_grad_scaler(args.amp, device)
+    if args.amp != 'off' or args.channels_last or args.compile:
+        print(f"=> networks: amp {args.amp}, channels-last {args.channels_last}, compile {args.compile}"
+              + (f" | {precision.cpu_capability()}" if device.type == 'cpu' else ''))
     logs = Logs(run_dir, args, dist_ctx.is_main)
     try:
         for epoch in tqdm(range(state.epoch, args.epochs), desc='epochs', disable=not dist_ctx.is_main,
                           initial=state.epoch, total=args.epochs, dynamic_ncols=True):
             if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
                 train_loader.sampler.set_epoch(epoch)
-            train_loss = train_one_epoch(args, nets, optimizer, train_loader, device, options, state, logs,
-                                         dist_ctx, run_dir)
+            train_loss = train_one_epoch(args, model, optimizer, train_loader, device, state, logs,
+                                         dist_ctx, run_dir, scaler)
             state.epoch = epoch + 1
-            dist_ctx.broadcast_state(unwrap(net) for net in nets.values())
             if dist_ctx.is_main:
                 errors = (validate_with_gt(unwrap(nets['disp']), val_loader, device) if args.with_gt
-                          else validate_without_gt(nets, val_loader, device, options))
+                          else validate_without_gt(insta_dm, val_loader, device))
                 decisive = next(iter(errors.values()))
                 is_best = state.best_error is None or (math.isfinite(decisive) and decisive < state.best_error)
                 if is_best:

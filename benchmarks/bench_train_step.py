@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/bench_train_step.py [--height 128 --width 416 --batch 2 --mni 1 3 8 --steps 5 --device cpu]
                                             [--counts 1 2] [--data KITTI_VIS_DIR]
+                                            [--amp off|bf16|fp16] [--channels-last] [--compile] [--compare]
 Settings of the measurement: all losses on (-p 2 -c 1 -s 0.1 -o 0.02 -mc 0.1 --with-ssim --with-mask
 --with-auto-mask), the optimiser of train.py.  Without ``--data`` every frame holds exactly ``mni``
 matched instances (the worst case), and one more row uses ``mni`` 3 with ``--counts`` instances in the
@@ -11,6 +12,13 @@ training augmentation), so the instance counts are the association's, and the me
 Each configuration runs in a fresh process so its peak resident memory is its own.  Also prints the
 parts of a step, each timed alone: the three networks' forward and backward passes, the geometry and
 losses (forward and backward, with stand-in networks that cost nothing) and the optimiser step.
+``--amp`` / ``--channels-last`` / ``--compile`` run the networks as train.py's flags of the same names;
+``--compare`` prints one row per variant (float32, float32 + channels-last, bf16, bf16 + channels-last,
+and with ``--compile`` also bf16 + channels-last + compile) with the speed-up over float32.
+Peak memory: on CPU the process's peak resident memory and the step's own share of it (the peak minus
+what the process held before the first step); on CUDA ``torch.cuda.max_memory_allocated`` of the steps.
+The CPU's capability (vector units, AMX) is printed first: bf16 is only fast where oneDNN finds AMX or
+AVX-512 bf16 instructions.
 """
 import argparse
 import json
@@ -25,6 +33,7 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks.timing import median_seconds  # noqa: E402
+import precision  # noqa: E402
 from models import DispResNet, EgoPoseNet, ObjPoseNet  # noqa: E402
 from projection import LossOptions, run_step  # noqa: E402
 from train import build_optimizer, build_parser  # noqa: E402
@@ -103,17 +112,23 @@ class StubPoseNet(torch.nn.Module):
         return 0.01 * self.linear(torch.cat([img1, img2], 1).mean((2, 3)))
 
 
-def networks_pass(nets, batch, num_objects):
+def networks_pass(nets, batch, num_objects, run=precision.NetworkPrecision()):
     """Forward + backward of the three networks on the step's inputs alone (no geometry, no losses)."""
     for net in nets:
         net.zero_grad()
     tgt, refs = batch[0], batch[1]
-    loss = nets[0](torch.cat([tgt] + refs)).mean()
-    loss = loss + nets[1](torch.cat([tgt] * len(refs) + refs), torch.cat(refs + [tgt] * len(refs))).mean()
+    loss = run(nets[0], torch.cat([tgt] + refs)).mean()
+    loss = loss + run(nets[1], torch.cat([tgt] * len(refs) + refs), torch.cat(refs + [tgt] * len(refs))).mean()
     if num_objects:
         objects = tgt[:1].expand(num_objects, -1, -1, -1)
-        loss = loss + nets[2](objects, objects).mean()
+        loss = loss + run(nets[2], objects, objects).mean()
     loss.backward()
+
+
+def resident_mib():
+    """Current resident memory of this process (MiB)."""
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
 
 
 def measure(args):
@@ -123,6 +138,9 @@ def measure(args):
     nets = [DispResNet(18).to(device), EgoPoseNet().to(device), ObjPoseNet().to(device)]
     train_args = build_parser().parse_args(['unused', '--name', 'bench'])
     optimizer = build_optimizer(train_args, dict(zip(('disp', 'ego', 'obj'), nets)))
+    precision.prepare_networks(dict(enumerate(nets)), channels_last=args.channels_last, compile_networks=args.compile)
+    run = precision.NetworkPrecision.from_flags(args.amp, args.channels_last, device)
+    scaler = precision.make_grad_scaler(args.amp, device)
     stubs = [StubDispNet().to(device), StubPoseNet(6).to(device), StubPoseNet(3).to(device)]
     batches = [[x.to(device) if torch.is_tensor(x) else [t.to(device) for t in x] for x in batch]
                for batch in load_batches(args)]
@@ -131,32 +149,67 @@ def measure(args):
     num_objects = round(sum(objects_per_step(batch) for batch in batches) / len(batches))
 
     def step():
-        outputs = run_step(*nets, *batches[next(counter) % len(batches)], options)
+        outputs = run_step(*nets, *batches[next(counter) % len(batches)], options, run)
         optimizer.zero_grad()
-        outputs.total.backward()
-        optimizer.step()
+        scaler.scale(outputs.total).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     def geometry_and_losses():
         run_step(*stubs, *batches[next(counter) % len(batches)], options).total.backward()
 
-    result = {'mni': args.mni[0], 'objects': num_objects, 'step_s': median_seconds(step, args.steps, device),
-              'networks_s': median_seconds(lambda: networks_pass(nets, batches[0], num_objects), args.steps, device),
-              'geometry_s': median_seconds(geometry_and_losses, args.steps, device),
-              'optimizer_s': median_seconds(optimizer.step, args.steps, device),
-              'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    before_mib = resident_mib()
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    result = {'mni': args.mni[0], 'objects': num_objects, 'step_s': median_seconds(step, args.steps, device)}
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.update(step_peak_mib=(torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == 'cuda'
+                                 else peak_rss_mib - before_mib),
+                  networks_s=median_seconds(lambda: networks_pass(nets, batches[0], num_objects, run), args.steps,
+                                            device),
+                  geometry_s=median_seconds(geometry_and_losses, args.steps, device),
+                  optimizer_s=median_seconds(optimizer.step, args.steps, device),
+                  peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(result))
 
 
-def run_configuration(args, mni, counts=None):
-    """Measure one configuration in a fresh process (so its peak memory is its own)."""
+PRECISION_VARIANTS = (('float32', 'off', False, False), ('float32 + channels-last', 'off', True, False),
+                      ('bf16', 'bf16', False, False), ('bf16 + channels-last', 'bf16', True, False),
+                      ('bf16 + channels-last + compile', 'bf16', True, True))
+
+
+def run_configuration(args, mni, counts=None, amp=None, channels_last=None, compile_networks=None):
+    """Measure one configuration in a fresh process (so its peak memory is its own).
+
+    ``amp``, ``channels_last``, ``compile_networks`` default to the command line's flags.
+    """
+    amp = args.amp if amp is None else amp
+    channels_last = args.channels_last if channels_last is None else channels_last
+    compile_networks = args.compile if compile_networks is None else compile_networks
     command = [sys.executable, __file__, '--single', '--height', str(args.height), '--width', str(args.width),
-               '--batch', str(args.batch), '--mni', str(mni), '--steps', str(args.steps), '--device', args.device]
+               '--batch', str(args.batch), '--mni', str(mni), '--steps', str(args.steps), '--device', args.device,
+               '--amp', amp] + ['--channels-last'] * channels_last + ['--compile'] * compile_networks
     if counts:
         command += ['--counts'] + [str(c) for c in counts]
     if args.data:
         command += ['--data', args.data]
     line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     return json.loads(line)
+
+
+def compare_precisions(args):
+    """One row per precision variant at ``--mni`` (its first value); speed-up over float32."""
+    memory = 'step peak GPU MiB' if args.device.startswith('cuda') else 'step peak MiB'
+    print(f"{'networks':<32} {'s/step':>8} {'images/s':>9} {'speed-up':>9} {memory:>18} {'peak RSS MiB':>13}")
+    reference = None
+    for name, amp, channels_last, compile_networks in PRECISION_VARIANTS:
+        if compile_networks and not args.compile:
+            continue
+        result = run_configuration(args, args.mni[0], args.counts, amp, channels_last, compile_networks)
+        reference = reference or result['step_s']
+        print(f"{name:<32} {result['step_s']:>8.3f} {args.batch / result['step_s']:>9.2f} "
+              f"{reference / result['step_s']:>8.2f}x {result['step_peak_mib']:>18.0f} {result['peak_rss_mib']:>13.0f}",
+              flush=True)
 
 
 def main():
@@ -170,25 +223,40 @@ def main():
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--data', default=None, help='KITTI-VIS folder to take the batches from')
+    parser.add_argument('--amp', choices=sorted(precision.AMP_DTYPES), default='off', help='as train.py --amp')
+    parser.add_argument('--channels-last', action='store_true', help='as train.py --channels-last')
+    parser.add_argument('--compile', action='store_true', help='as train.py --compile (with --compare: add its row)')
+    parser.add_argument('--compare', action='store_true',
+                        help='one row per precision variant (float32, channels-last, bf16, ...) at the first --mni')
     parser.add_argument('--single', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
         measure(args)
         return
-    print(f"{args.height}x{args.width}, batch {args.batch}, device {args.device}, torch threads {torch.get_num_threads()}")
+    device = torch.device(args.device)
+    print(f"{args.height}x{args.width}, batch {args.batch}, device {args.device}, torch {torch.__version__}")
+    print(torch.cuda.get_device_name(device) if device.type == 'cuda' else precision.cpu_capability())
     print(f"batches: {args.data or 'synthetic rectangles'}")
+    if args.compare:
+        compare_precisions(args)
+        return
+    print(f"networks: amp {args.amp}, channels-last {args.channels_last}, compile {args.compile}")
     configurations = [(mni, None) for mni in args.mni]
     if not args.data:
         configurations.append((3, args.counts or [1, 2]))
-    print(f"{'mni':>4} {'instances/frame':>16} {'objects/step':>13} {'s/step':>8} {'networks s':>11} "
-          f"{'geometry+losses s':>18} {'Adam s':>7} {'peak RSS MiB':>13}")
+    memory = 'step peak GPU MiB' if device.type == 'cuda' else 'step peak MiB'
+    print(f"{'mni':>4} {'instances/frame':>16} {'objects/step':>13} {'s/step':>8} {'images/s':>9} {'networks s':>11} "
+          f"{'geometry+losses s':>18} {'Adam s':>7} {memory:>18} {'peak RSS MiB':>13}")
     for mni, counts in configurations:
         result = run_configuration(args, mni, counts)
         density = 'dataset' if args.data else '+'.join(str(c) for c in counts) if counts else str(mni)
-        print(f"{mni:>4} {density:>16} {result['objects']:>13} {result['step_s']:>8.3f} {result['networks_s']:>11.3f} "
-              f"{result['geometry_s']:>18.3f} {result['optimizer_s']:>7.3f} {result['peak_rss_mib']:>13.0f}")
+        images_per_s = args.batch / result['step_s']
+        print(f"{mni:>4} {density:>16} {result['objects']:>13} {result['step_s']:>8.3f} {images_per_s:>9.2f} "
+              f"{result['networks_s']:>11.3f} {result['geometry_s']:>18.3f} {result['optimizer_s']:>7.3f} "
+              f"{result['step_peak_mib']:>18.0f} {result['peak_rss_mib']:>13.0f}")
     print("networks: their forward + backward passes alone; geometry+losses: the step's forward + backward with "
           "stand-in networks that cost nothing; Adam: the optimiser step")
+
 
 if __name__ == '__main__':
     main()

@@ -1,8 +1,10 @@
-"""Helper of test_train.py, run under torchrun: one training step per process, then save the weights.
+"""Helper of test_train.py, run under torchrun: one DistributedDataParallel training step per process.
 
 Usage: torchrun --nproc_per_node 2 tests/dist_step.py DATA OUT_PREFIX
-Each rank trains on a different batch; after the step it writes its parameters to OUT_PREFIX.rankN.pt
-(batch-norm statistics stay per process until train.py broadcasts them after the epoch).
+Rank ``r`` trains on training sample ``r`` (no augmentation).  The processes start from different random
+weights (DistributedDataParallel must broadcast rank 0's); rank 0 writes the common initial state to
+OUT_PREFIX.init.pt, and every rank its parameters after the step and their (all-reduced) gradients
+to OUT_PREFIX.rankN.pt as ``{network: {name: (parameter, gradient)}}``.
 """
 import os
 import sys
@@ -11,7 +13,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train  # noqa: E402
-from projection import LossOptions  # noqa: E402
+from datasets.custom_transforms import valid_transform  # noqa: E402
+from datasets.sequence_folders import SequenceFolder  # noqa: E402
 
 
 def main():
@@ -19,17 +22,19 @@ def main():
     args = train.build_parser().parse_args([data, '--name', 'dist', '--with-pretrain', '0', '-b', '1', '-j', '0',
                                             '-mni', '3', '--epoch-size', '1', '--device', 'cpu'])
     dist_ctx = train.Distributed('cpu')
-    torch.manual_seed(dist_ctx.rank)  # different initialisations: the broadcast must align them
-    train_loader, _ = train.make_loaders(args, dist_ctx)
+    torch.manual_seed(dist_ctx.rank)
     nets = train.build_networks(args, torch.device('cpu'))
-    dist_ctx.broadcast_state(nets.values())
     optimizer = train.build_optimizer(args, nets)
+    model, _ = train.build_model(args, nets, torch.device('cpu'), dist_ctx)
+    if dist_ctx.is_main:
+        torch.save({key: net.state_dict() for key, net in nets.items()}, f'{prefix}.init.pt')
+    dataset = SequenceFolder(data, seed=0, shuffle=False, max_num_instances=args.mni, transform=valid_transform())
+    batch = torch.utils.data.default_collate([dataset[dist_ctx.rank]])
     logs = train.Logs(os.path.dirname(prefix), args, enabled=False)
-    state = train.TrainingState()
-    train.train_one_epoch(args, nets, optimizer, train_loader, torch.device('cpu'), LossOptions.from_args(args),
-                          state, logs, dist_ctx, os.path.dirname(prefix))
-    torch.save({key: {k: v.detach().clone() for k, v in net.named_parameters()} for key, net in nets.items()},
-               f'{prefix}.rank{dist_ctx.rank}.pt')
+    train.train_one_epoch(args, model, optimizer, [batch], torch.device('cpu'), train.TrainingState(), logs,
+                          dist_ctx, os.path.dirname(prefix))
+    torch.save({key: {name: (p.detach().clone(), p.grad) for name, p in net.named_parameters()}
+                for key, net in nets.items()}, f'{prefix}.rank{dist_ctx.rank}.pt')
     dist_ctx.close()
 
 

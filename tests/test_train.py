@@ -12,7 +12,7 @@ from checkpoint_io import load_network_weights
 from datasets.custom_transforms import valid_transform
 from datasets.sequence_folders import SequenceFolder
 from datasets.toy_data import write_toy_kitti_vis
-from models import DispResNet, EgoPoseNet, ObjPoseNet
+from models import DispResNet, EgoPoseNet, InstaDM, ObjPoseNet
 from projection import LossOptions, run_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,6 +132,7 @@ def test_non_finite_loss_skips_the_step(toy_root, tmp_path):
     args = train.build_parser().parse_args([toy_root, '--name', 'nan'] + FAST)
     nets = dict(zip(('disp', 'ego', 'obj'), networks()))
     optimizer = train.build_optimizer(args, nets)
+    model = InstaDM(nets['disp'], nets['ego'], nets['obj'])
     dataset = SequenceFolder(toy_root, seed=0, max_num_instances=3, transform=valid_transform())
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
     poisoned = list(batch)
@@ -140,11 +141,11 @@ def test_non_finite_loss_skips_the_step(toy_root, tmp_path):
     before = {k: v.detach().clone() for k, v in nets['disp'].named_parameters()}
     state = train.TrainingState()
     logs = train.Logs(str(tmp_path), args, enabled=False)
-    train.train_one_epoch(args, nets, optimizer, [poisoned], torch.device('cpu'), LossOptions(), state, logs,
+    train.train_one_epoch(args, model, optimizer, [poisoned], torch.device('cpu'), state, logs,
                           train.Distributed('cpu'), str(tmp_path))
     assert state.skipped_steps == 1 and state.n_iter == 1
     assert all(torch.equal(before[k], v) for k, v in nets['disp'].named_parameters())
-    train.train_one_epoch(args, nets, optimizer, [batch], torch.device('cpu'), LossOptions(), state, logs,
+    train.train_one_epoch(args, model, optimizer, [batch], torch.device('cpu'), state, logs,
                           train.Distributed('cpu'), str(tmp_path))
     assert state.skipped_steps == 1 and state.n_iter == 2
     assert not torch.equal(before['decoder.dispconvs.0.conv.weight'], nets['disp'].decoder.dispconvs[0].conv.weight)
@@ -156,7 +157,30 @@ def test_missing_dataset_is_one_clear_line(tmp_path, monkeypatch):
         train.main([str(tmp_path / 'nowhere'), '--name', 'x'] + FAST)
 
 
-def test_torchrun_two_processes_hold_the_same_weights(toy_root, tmp_path):
+def data_parallel_reference(root, initial, num_samples):
+    """The mean of the per-sample gradients at ``initial`` (what DDP must compute) and one Adam step with it.
+
+    Returns ``{network: {name: (parameter after the step, mean gradient)}}``.
+    """
+    args = train.build_parser().parse_args([root, '--name', 'ref'] + FAST)
+    nets = dict(zip(('disp', 'ego', 'obj'), networks()))
+    for key, net in nets.items():
+        net.load_state_dict(initial[key])
+    model = InstaDM(nets['disp'], nets['ego'], nets['obj'], LossOptions.from_args(args)).train()
+    dataset = SequenceFolder(root, seed=0, shuffle=False, max_num_instances=3, transform=valid_transform())
+    parameters = [p for net in nets.values() for p in net.parameters()]
+    sums = [torch.zeros_like(p) for p in parameters]
+    for index in range(num_samples):
+        tgt, refs, K, _, tgt_insts, ref_insts = torch.utils.data.default_collate([dataset[index]])
+        grads = torch.autograd.grad(model(tgt, refs, K, tgt_insts, ref_insts).total, parameters, allow_unused=True)
+        sums = [s + g if g is not None else s for s, g in zip(sums, grads)]
+    for p, s in zip(parameters, sums):
+        p.grad = s / num_samples
+    train.build_optimizer(args, nets).step()
+    return {key: {name: (p, p.grad) for name, p in net.named_parameters()} for key, net in nets.items()}
+
+
+def test_torchrun_ddp_step_equals_the_mean_of_the_per_process_gradients(toy_root, tmp_path):
     prefix = str(tmp_path / 'weights')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
@@ -165,8 +189,19 @@ def test_torchrun_two_processes_hold_the_same_weights(toy_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(f'{prefix}.rank{r}.pt', weights_only=True) for r in (0, 1))
     for net in ('disp', 'ego', 'obj'):
-        for key, value in rank0[net].items():
-            assert torch.equal(value, rank1[net][key]), (net, key)
-    initial = DispResNet(18)
+        for key, (value, _) in rank0[net].items():
+            assert torch.equal(value, rank1[net][key][0]), (net, key)
+    initial = torch.load(f'{prefix}.init.pt', weights_only=True)
     torch.manual_seed(0)
-    assert not torch.equal(rank0['disp']['decoder.dispconvs.0.conv.weight'], initial.decoder.dispconvs[0].conv.weight)
+    assert torch.equal(initial['disp']['decoder.dispconvs.0.conv.weight'],
+                       DispResNet(18).decoder.dispconvs[0].conv.weight), 'rank 0 initialisation broadcast'
+    reference = data_parallel_reference(toy_root, initial, num_samples=2)
+    for net in ('disp', 'ego', 'obj'):
+        moved = 0
+        for key, (value, grad) in rank0[net].items():
+            expected_value, expected_grad = reference[net][key]
+            grad = torch.zeros_like(value) if grad is None else grad   # unused heads: no gradient anywhere
+            assert torch.allclose(grad, expected_grad, rtol=1e-4, atol=1e-9), (net, key)
+            assert torch.allclose(value, expected_value, rtol=0, atol=2e-6), (net, key)
+            moved += not torch.equal(value, initial[net][key])
+        assert moved > 0, f'{net}: the step changed no parameter'
