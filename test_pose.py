@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from checkpoint_io import CheckpointError, load_network_weights
+from demo_utils import pose_vectors_to_matrices
 from devices import select_device
 from fileio import atomic_open
-from inverse_warp import pose_vec2mat
 from kitti_eval.eval_odometry import CLI_ERRORS, evaluate_trajectory
 from kitti_eval.kitti_odometry import PoseFileError, ground_truth_path, read_poses, sequence_frames, write_poses
 from kitti_eval.odometry_metrics import ALIGNMENTS, chain_poses, snippet_ate
@@ -48,14 +48,6 @@ def load_ego_pose_net(path, device):
     net = EgoPoseNet(18, pretrained=False)
     load_network_weights(net, path)
     return net.to(device).eval()
-
-
-def pose_vectors_to_transforms(vectors, rotation_mode='euler'):
-    """``[N,6]`` pose vectors -> ``[N,4,4]`` float64 transforms (``pose_vec2mat``)."""
-    transforms = np.tile(np.eye(4), (len(vectors), 1, 1))
-    if len(vectors):
-        transforms[:, :3, :4] = pose_vec2mat(torch.as_tensor(vectors, dtype=torch.float64), rotation_mode).numpy()
-    return transforms
 
 
 @torch.inference_mode()
@@ -111,7 +103,7 @@ def evaluate_sequence(net, args, sequence, device):
     loader = DataLoader(ImageList(frames, args.img_height, args.img_width), batch_size=args.batch_size,
                         num_workers=args.workers, pin_memory=device.type == 'cuda')
     vectors, seconds = predict_frame_to_frame(net, loader, device, args.progress)
-    pred = chain_poses(pose_vectors_to_transforms(vectors, args.rotation_mode))
+    pred = chain_poses(pose_vectors_to_matrices(vectors, args.rotation_mode))
     out = Path(args.output_dir) / sequence
     write_poses(out / f'{sequence}.txt', pred)
     print(f"sequence {sequence}: {len(frames)} frames, {len(vectors) / seconds:.1f} pairs/s in the network; "

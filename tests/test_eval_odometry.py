@@ -10,6 +10,7 @@ from kitti_eval import eval_odometry
 from kitti_eval.kitti_odometry import BUNDLED_GT_DIR, read_poses, write_poses
 from kitti_eval.odometry_metrics import ALIGNMENTS, METRIC_NAMES, align_trajectory, chain_poses, \
     kitti_segment_metrics, odometry_errors, rotation_angle, snippet_ate, umeyama
+from test_eval_test_disp import one_line_error
 
 
 def poses_from(rotations, positions):
@@ -167,14 +168,6 @@ def test_ate_and_rpe_agree_with_evo(kitti_09):
 
 def run_cli(*argv):
     eval_odometry.main([str(a) for a in argv])
-
-
-def one_line_error(function):
-    with pytest.raises(SystemExit) as info:
-        function()
-    message = str(info.value.code)
-    assert message.startswith('error: ') and '\n' not in message
-    return message
 
 
 def test_cli_writes_the_five_metrics_the_plot_and_the_aligned_prediction(kitti_09, tmp_path, capsys):

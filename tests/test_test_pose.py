@@ -14,9 +14,11 @@ import test_pose
 from checkpoint_io import save_checkpoint
 from data import synthetic
 from data._synthetic_odometry import camera0_trajectory
+from demo_utils import pose_vectors_to_matrices
 from kitti_eval.kitti_odometry import BUNDLED_GT_DIR, read_poses
 from kitti_eval.odometry_metrics import chain_poses
 from models import EgoPoseNet
+from test_eval_test_disp import one_line_error
 
 HEIGHT, WIDTH, FRAMES = 64, 192, 8
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +66,7 @@ def test_chaining_the_training_pose_direction_gives_the_camera_trajectory(drive)
     target t, reference t+1; chained as test_pose.py chains EgoPoseNet's output it is the GT trajectory."""
     _, scene = drive
     vectors = np.stack([synthetic.pose_to_vec(synthetic.relative_pose(scene, k, k + 1)) for k in range(FRAMES - 1)])
-    chained = chain_poses(test_pose.pose_vectors_to_transforms(vectors))
+    chained = chain_poses(pose_vectors_to_matrices(vectors))
     np.testing.assert_allclose(chained, camera0_trajectory(scene.cam_to_world, np.zeros(3)), atol=1e-9)
 
 
@@ -93,14 +95,6 @@ def test_test_pose_end_to_end(drive, checkpoint, tmp_path, capsys):
     # the same frames batched differently give the same trajectory
     run_test_pose(root, checkpoint, tmp_path / 'again', '--batch-size', '1')
     np.testing.assert_allclose(read_poses(tmp_path / 'again' / '00' / '00.txt'), pred, atol=1e-5)
-
-
-def one_line_error(function):
-    with pytest.raises(SystemExit) as info:
-        function()
-    message = str(info.value.code)
-    assert message.startswith('error: ') and '\n' not in message
-    return message
 
 
 def test_test_pose_bad_input(drive, checkpoint, tmp_path):
