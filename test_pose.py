@@ -96,32 +96,42 @@ def write_json(path, data):
         handle.write((json.dumps(data, indent=2) + '\n').encode())
 
 
+def predict_trajectory(net, frames, args, device):
+    """``([F,4,4]`` chained camera-to-world poses of ``frames``, network speed in pairs/s)."""
+    loader = DataLoader(ImageList(frames, args.img_height, args.img_width), batch_size=args.batch_size,
+                        num_workers=args.workers, pin_memory=device.type == 'cuda')
+    vectors, seconds = predict_frame_to_frame(net, loader, device, args.progress)
+    return chain_poses(pose_vectors_to_matrices(vectors, args.rotation_mode)), len(vectors) / seconds
+
+
+def evaluate_snippets(gt, pred, snippet_length, sequence, out):
+    """Snippet ATE of one sequence: printed, saved to ``out/snippet_ate.json``; ``{}`` when too short."""
+    if len(gt) < snippet_length:
+        print(f"sequence {sequence}: fewer frames than --sequence-length {snippet_length}: no snippet ATE")
+        return {}
+    snippets = snippet_report(gt, pred, snippet_length)
+    write_json(out / SNIPPET_FILE, snippets)
+    print(f"snippet ATE ({snippet_length} frames, {snippets['snippets']} snippets): "
+          f"{snippets['mean']:.4f} +- {snippets['std']:.4f} m")
+    return {'snippet_ate': snippets['mean'], 'snippet_ate_std': snippets['std']}
+
+
 def evaluate_sequence(net, args, sequence, device):
     """Predict, save and (with GT) evaluate one sequence; returns a summary dict."""
     frames = sequence_frames(args.dataset_dir, sequence)
     gt, gt_path = load_ground_truth(args.dataset_dir, sequence, len(frames))
-    loader = DataLoader(ImageList(frames, args.img_height, args.img_width), batch_size=args.batch_size,
-                        num_workers=args.workers, pin_memory=device.type == 'cuda')
-    vectors, seconds = predict_frame_to_frame(net, loader, device, args.progress)
-    pred = chain_poses(pose_vectors_to_matrices(vectors, args.rotation_mode))
+    pred, speed = predict_trajectory(net, frames, args, device)
     out = Path(args.output_dir) / sequence
     write_poses(out / f'{sequence}.txt', pred)
-    print(f"sequence {sequence}: {len(frames)} frames, {len(vectors) / seconds:.1f} pairs/s in the network; "
+    print(f"sequence {sequence}: {len(frames)} frames, {speed:.1f} pairs/s in the network; "
           f"wrote {out / f'{sequence}.txt'}")
     if gt is None:
         print(f"sequence {sequence}: no ground truth (neither {Path(args.dataset_dir) / 'poses'} nor "
               f"kitti_eval/odometry_gt/ has {sequence}.txt): prediction only")
         return {'sequence': sequence}
     errors = evaluate_trajectory(gt, pred, args.align, f"sequence {sequence} ({gt_path})", out)
-    summary = {'sequence': sequence, **errors.as_dict()}
-    if len(frames) >= args.sequence_length:
-        snippets = snippet_report(gt, pred, args.sequence_length)
-        write_json(out / SNIPPET_FILE, snippets)
-        print(f"snippet ATE ({args.sequence_length} frames, {snippets['snippets']} snippets): "
-              f"{snippets['mean']:.4f} +- {snippets['std']:.4f} m")
-        summary['snippet_ate'] = snippets['mean']
-        summary['snippet_ate_std'] = snippets['std']
-    return summary
+    snippets = evaluate_snippets(gt, pred, args.sequence_length, sequence, out)
+    return {'sequence': sequence, **errors.as_dict(), **snippets}
 
 
 def format_summary(rows):

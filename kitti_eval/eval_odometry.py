@@ -19,8 +19,6 @@ from pathlib import Path
 if __package__ in (None, ''):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
-
 from fileio import atomic_open
 from kitti_eval.kitti_odometry import PoseFileError, read_poses, write_poses
 from kitti_eval.odometry_metrics import ALIGNMENTS, SEGMENT_LENGTHS, AlignmentError, align_trajectory, \
