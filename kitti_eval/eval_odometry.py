@@ -28,6 +28,7 @@ CLI_ERRORS = (FileNotFoundError, PoseFileError, AlignmentError, ValueError)
 METRICS_FILE = 'odometry_metrics.json'
 PLOT_FILE = 'trajectory.png'
 ALIGNED_FILE = 'aligned_poses.txt'
+TITLE_CHARS = 70
 
 
 def load_trajectories(gt_path, pred_path):
@@ -109,9 +110,9 @@ def evaluate_trajectory(gt, pred, align='7dof', name='trajectory', output_dir=No
     length = trajectory_distances(gt)[-1]
     print(format_report(errors, name, len(gt), length, align, similarity.scale))
     if output_dir is not None:
-        title = (f"{name}: ATE {errors.ate:.3f} m" +
-                 ('' if errors.t_err is None else f", t_err {errors.t_err:.2f} %, r_err {errors.r_err:.2f} deg/100m")
-                 + f" ({align})")
+        label = name if len(name) <= TITLE_CHARS else '...' + name[3 - TITLE_CHARS:]
+        segments = '' if errors.t_err is None else f", t_err {errors.t_err:.2f} %, r_err {errors.r_err:.2f} deg/100m"
+        title = f"{label}\nATE {errors.ate:.3f} m{segments} ({align} alignment)"
         write_outputs(output_dir, errors, gt, aligned, title)
         print(f"wrote {Path(output_dir) / METRICS_FILE}, {PLOT_FILE} and {ALIGNED_FILE}")
     return errors
