@@ -20,6 +20,8 @@ from PIL import Image  # noqa: E402
 
 from datasets.io import DatasetError, atomic_open, atomic_write_bytes  # noqa: E402
 from inverse_warp import pose_vec2mat  # noqa: E402
+from kitti_eval.kitti_odometry import read_poses, write_poses  # noqa: E402
+from kitti_eval.odometry_metrics import chain_poses  # noqa: E402
 from visualization import colorize  # noqa: E402
 
 PLY_PROPERTIES = (('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('red', 'u1'), ('green', 'u1'), ('blue', 'u1'))
@@ -33,12 +35,12 @@ CLOUD_POINTS_IN_FIGURE = 2500
 
 # ---------------------------------------------------------------- trajectory and geometry
 
-def pose_vectors_to_matrices(poses):
+def pose_vectors_to_matrices(poses, rotation_mode='euler'):
     """``[F-1,6]`` pose vectors ``t -> t+1`` -> ``[F-1,4,4]`` float64 transforms (camera t -> camera t+1)."""
     poses = torch.as_tensor(np.asarray(poses, np.float64))
     transforms = np.tile(np.eye(4), (poses.shape[0], 1, 1))
     if poses.shape[0]:
-        transforms[:, :3, :4] = pose_vec2mat(poses).numpy()
+        transforms[:, :3, :4] = pose_vec2mat(poses, rotation_mode).numpy()
     return transforms
 
 
@@ -51,11 +53,7 @@ def chain_trajectory(poses):
         ``[F,4,4]`` float64 ``cam_to_world``; frame 0 is the world frame and
         ``cam_to_world[t+1] = cam_to_world[t] @ inv(T_{t -> t+1})``.
     """
-    transforms = pose_vectors_to_matrices(poses)
-    cam_to_world = [np.eye(4)]
-    for transform in transforms:
-        cam_to_world.append(cam_to_world[-1] @ np.linalg.inv(transform))
-    return np.stack(cam_to_world)
+    return chain_poses(pose_vectors_to_matrices(poses))
 
 
 def to_world(cam_to_world, points):
@@ -87,19 +85,12 @@ def project_points(K, points):
 
 def write_kitti_trajectory(path, cam_to_world):
     """Write ``[F,4,4]`` camera-to-world poses in the KITTI odometry format (12 numbers a line), atomically."""
-    rows = np.asarray(cam_to_world)[:, :3, :4].reshape(-1, 12)
-    text = ''.join(' '.join(f'{v:.9e}' for v in row) + '\n' for row in rows)
-    atomic_write_bytes(path, text.encode())
+    write_poses(path, cam_to_world)
 
 
 def read_kitti_trajectory(path):
     """Read a KITTI odometry pose file -> ``[F,4,4]`` float64 camera-to-world transforms."""
-    rows = np.loadtxt(path, ndmin=2)
-    if rows.shape[1] != 12:
-        raise DatasetError(path, f"KITTI poses need 12 numbers a line, found {rows.shape[1]}")
-    cam_to_world = np.tile(np.eye(4), (rows.shape[0], 1, 1))
-    cam_to_world[:, :3, :4] = rows.reshape(-1, 3, 4)
-    return cam_to_world
+    return read_poses(path)
 
 
 # ---------------------------------------------------------------- tracks

@@ -3,10 +3,12 @@
 Command line::
 
     python -m data.synthetic --out DIR [--scenes 4 --frames 20 --height 128 --width 416 --seed 0
-                                        --layout vis|raw|both --preview [PNG] --max-cars 4 --overwrite]
+                                        --layout vis|raw|both|odometry --preview [PNG] --max-cars 4 --overwrite]
 
 writes ``DIR/vis`` (KITTI-VIS: training and ``--with-gt`` validation) and/or ``DIR/raw`` (raw
-KITTI: Eigen-style evaluation); with ``both`` they hold the same scenes.  ``--preview`` saves a
+KITTI: Eigen-style evaluation); with ``both`` they hold the same scenes.  ``odometry`` writes
+``DIR/odometry``: the scenes as KITTI odometry sequences for ``test_pose.py`` (images and poses, no
+flows are rendered; see ``data/_synthetic_odometry.py``).  ``--preview`` saves a
 contact sheet (image, depth, instance masks, forward flow) of the first scene, by default to
 ``DIR/preview.png``.  Each layout is built in a hidden staging folder and moved into place at the
 end; an existing ``DIR/vis`` or ``DIR/raw`` is only replaced with ``--overwrite`` and only if it was
@@ -54,7 +56,8 @@ Python API::
     scene.objects (ObjectTrack: kind, size, world_poses [F,4,4], mask_index [F])
     relative_pose(scene, a, b) -> [4,4] (X_b = T X_a), pose_to_vec(T) -> [6] for pose_vec2mat
     motion_field(scene, a, b) -> [6,H,W] (Insta-DM motion field a -> b), render_lidar(scene, k) -> [N,4]
-    write_kitti_vis(scenes, root), write_raw_kitti(scenes, root), contact_sheet(scene), main(argv)
+    write_kitti_vis(scenes, root), write_raw_kitti(scenes, root), write_odometry(scenes, root),
+    contact_sheet(scene), main(argv)
 """
 import argparse
 import json
@@ -67,6 +70,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from data._synthetic_odometry import write_kitti_odometry
 from data._synthetic_render import (NOTHING, camera_rays, cast_rays, cull_behind, geometric_flow,
                                     lidar_reflectance, shade_hits)
 from data._synthetic_world import StreetWorld, sample_camera_path, sample_world
@@ -87,6 +91,7 @@ LIDAR_ELEVATIONS_DEG = (2.0, -24.8)
 LIDAR_BEAMS = 64
 LIDAR_AZIMUTHS = 2000
 LIDAR_RANGE = 120.0
+LAYOUTS = ('vis', 'raw', 'both', 'odometry')
 
 
 class SyntheticError(ValueError):
@@ -230,11 +235,12 @@ def instance_masks(instance_map, n_cars, rng, min_pixels=MIN_MASK_PIXELS):
 
 
 def render_scene(seed=0, index=0, height=128, width=416, frames=20, min_cars=0, max_cars=4,
-                 min_mask_pixels=MIN_MASK_PIXELS):
+                 min_mask_pixels=MIN_MASK_PIXELS, with_flows=True):
     """Render scene ``index`` of the world of ``seed`` in memory (deterministic in ``(seed, index)``).
 
     Frames are rendered in order; the flows of a pair are computed as soon as both frames exist,
-    so only two frames' 3-D points are held at a time.
+    so only two frames' 3-D points are held at a time.  ``with_flows=False`` skips them (about half
+    the time; the flow and occlusion arrays then hold 0 pairs).
 
     Returns:
         ``SyntheticScene`` (see the module docstring for every array's shape).
@@ -256,14 +262,20 @@ def render_scene(seed=0, index=0, height=128, width=416, frames=20, min_cars=0, 
         frame_masks, frame_channels = instance_masks(instance_maps[-1], len(world.cars), noise_rng, min_mask_pixels)
         masks.append(frame_masks)
         channels.append(frame_channels)
-        if previous is not None:
+        if previous is not None and with_flows:
             flows.append(_pair_flows(world, previous, current, k - 1, cam_to_world, K, (height, width)))
         previous = current
-    flow_f, occ_f, flow_b, occ_b = (np.stack(part) for part in zip(*flows))
+    flow_f, occ_f, flow_b, occ_b = (np.stack(part) for part in zip(*flows)) if flows else _no_flows(height, width)
     objects = [ObjectTrack(str(car.kind), car.size.copy(), np.stack([car.pose(k) for k in range(frames)]),
                            np.array([c[j] for c in channels])) for j, car in enumerate(world.cars)]
     return SyntheticScene(scene_name(index), seed, index, K, np.stack(images), np.stack(depths),
                           np.stack(instance_maps), masks, flow_f, flow_b, occ_f, occ_b, cam_to_world, objects, world)
+
+
+def _no_flows(height, width):
+    """Flow and occlusion arrays of 0 pairs, ``(flow_f, occlusion_f, flow_b, occlusion_b)``."""
+    flow, occlusion = np.zeros((0, height, width, 2), np.float32), np.zeros((0, height, width), bool)
+    return flow, occlusion, flow.copy(), occlusion.copy()
 
 
 def _pair_flows(world, first, second, k, cam_to_world, K, shape):
@@ -477,6 +489,16 @@ def write_raw_kitti(scenes, root):
     _write_poses(scenes, root)
 
 
+def write_odometry(scenes, root):
+    """Write scenes as KITTI odometry sequences under ``root`` (see ``data/_synthetic_odometry.py``)."""
+    _check_scenes(scenes, root)
+    write_kitti_odometry(scenes, root, devkit_projection, CAM_BASELINES,
+                         np.column_stack([VELO_TO_CAM0_R, VELO_TO_CAM0_T]), CAM2_FROM_CAM0)
+
+
+WRITERS = {'vis': write_kitti_vis, 'raw': write_raw_kitti, 'odometry': write_odometry}
+
+
 def flow_to_colour(flow, max_magnitude=None):
     """Colour-code ``[H,W,2]`` flow (hue = direction, saturation = magnitude): uint8 ``[H,W,3]``.
 
@@ -553,22 +575,24 @@ def generate(out, scenes=4, frames=20, height=128, width=416, seed=0, layout='bo
              overwrite=False, max_cars=4):
     """Render ``scenes`` scenes and write the chosen layouts under ``out``; returns the scenes' names."""
     check_settings(frames, height, width, scenes, max_cars, seed)
-    if layout not in ('vis', 'raw', 'both'):
-        raise SyntheticError(f"layout must be 'vis', 'raw' or 'both', got {layout!r}")
+    if layout not in LAYOUTS:
+        raise SyntheticError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SyntheticError(f"{out} exists and is not a folder")
-    targets = {'vis': [out / 'vis'], 'raw': [out / 'raw'], 'both': [out / 'vis', out / 'raw']}[layout]
+    targets = {'vis': [out / 'vis'], 'raw': [out / 'raw'], 'both': [out / 'vis', out / 'raw'],
+               'odometry': [out / 'odometry']}[layout]
     for target in targets:
         _prepare_target(target, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    rendered = [render_scene(seed, i, height, width, frames, max_cars=max_cars) for i in range(scenes)]
+    rendered = [render_scene(seed, i, height, width, frames, max_cars=max_cars, with_flows=layout != 'odometry')
+                for i in range(scenes)]
     config = {'generator': 'data.synthetic', 'seed': seed, 'scenes': scenes, 'frames': frames,
               'height': height, 'width': width, 'max_cars': max_cars}
     for target in targets:
         staging = Path(tempfile.mkdtemp(prefix=f'.{target.name}-', dir=out))
         try:
-            (write_kitti_vis if target.name == 'vis' else write_raw_kitti)(rendered, staging)
+            WRITERS[target.name](rendered, staging)
             (staging / CONFIG_FILE).write_text(json.dumps(config, indent=1))
             _commit_layout(staging, target)
         finally:
@@ -588,8 +612,9 @@ def build_parser():
     parser.add_argument('--width', type=int, default=416, help='frame width in pixels (default %(default)s)')
     parser.add_argument('--seed', type=int, default=0,
                         help='random seed, >= 0 (default %(default)s; same seed, same bytes)')
-    parser.add_argument('--layout', choices=('vis', 'raw', 'both'), default='both',
-                        help='KITTI-VIS (DIR/vis), raw KITTI (DIR/raw) or both (default %(default)s)')
+    parser.add_argument('--layout', choices=LAYOUTS, default='both',
+                        help='KITTI-VIS (DIR/vis), raw KITTI (DIR/raw), both, or KITTI odometry sequences '
+                             '(DIR/odometry, no flows) (default %(default)s)')
     parser.add_argument('--max-cars', type=int, default=4,
                         help='at most this many cars per scene (default %(default)s)')
     parser.add_argument('--preview', nargs='?', const='', default=None, metavar='PNG',
