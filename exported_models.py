@@ -56,7 +56,7 @@ def temporary_path(path):
 
 
 def export_onnx(net, path, example_inputs, input_names, output_name, opset=ONNX_OPSET):
-    """Export ``net`` (eval mode) to ONNX with a dynamic batch axis and check the graph with ``onnx.checker``.
+    """Export ``net`` (eval mode) to one ONNX file (weights inside) with a dynamic batch axis, checked by ``onnx.checker``.
 
     Args:
         net: the network; example_inputs: tuple of ``[B,3,H,W]`` tensors with ``B >= 2`` (a batch of 1
@@ -70,7 +70,7 @@ def export_onnx(net, path, example_inputs, input_names, output_name, opset=ONNX_
             warnings.simplefilter('ignore')
             torch.onnx.export(net.eval(), tuple(example_inputs), str(path), input_names=list(input_names),
                               output_names=[output_name], opset_version=opset, dynamo=True, verbose=False,
-                              dynamic_shapes=tuple({0: batch} for _ in example_inputs))
+                              external_data=False, dynamic_shapes=tuple({0: batch} for _ in example_inputs))
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # the exporter and the checker raise many types
         raise ExportError(f"{path}: ONNX export failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") \

@@ -26,13 +26,19 @@ def add_scale_options(parser):
 
 
 def frame_intrinsics(kitti_dir, entry, height, width):
-    """``[3,3]`` intrinsics of a listed frame at the network resolution ``height x width``."""
+    """``[3,3]`` intrinsics (0-based pixel centres) of a listed frame at the network resolution ``height x width``.
+
+    ``P_rect`` projects to the devkit's 1-based pixels (the GT uses ``round(u) - 1``), so the principal
+    point moves by one pixel; resizing maps ``u -> (u + 0.5) * s - 0.5``.
+    """
     frame = locate_frame(kitti_dir, entry)
     path = frame.calib_dir / 'calib_cam_to_cam.txt'
     K = calib_entry(read_calib_file(path), f'P_rect_0{frame.camera}', 12, path).reshape(3, 4)[:, :3].copy()
+    K[:2, 2] -= 1
     image_height, image_width = image_size(frame.image)
-    K[0] *= width / image_width
-    K[1] *= height / image_height
+    for row, factor in ((0, width / image_width), (1, height / image_height)):
+        K[row, row] *= factor
+        K[row, 2] = (K[row, 2] + 0.5) * factor - 0.5
     return K
 
 
