@@ -112,7 +112,8 @@ def export_network(stem, net, args, frames, out_dir):
         for label, data in verification_inputs(stem, frames, args.img_height, args.img_width).items():
             difference = compare_outputs(net, exported, data)
             print(f"{final.name}: {label} inputs (batch {len(data[0])}): max |exported - PyTorch| = "
-                  f"{difference.max_abs:.3g} ({difference.relative:.3g} of max |output| {difference.max_reference:.3g})")
+                  f"{difference.max_abs:.3g} ({difference.relative:.3g} of max |output| "
+                  f"{difference.max_reference:.3g})")
             check_difference(final.name, difference)
             entry[f'max_abs_difference_{label}'] = difference.max_abs
             entry[f'relative_difference_{label}'] = difference.relative
@@ -134,7 +135,8 @@ def run(args):
     summary = {'format': args.format, 'image_height': args.img_height, 'image_width': args.img_width,
                'normalisation': 'RGB in [0,1], then (x - 0.5) / 0.5', 'batch_axis': 'dynamic', 'networks': {}}
     for stem, net, path in networks:
-        print(f"=> exporting {type(net).__name__} from {path} to {args.format} at {args.img_height}x{args.img_width}")
+        print(f"=> exporting {type(net).__name__} from {path} to {args.format} "
+              f"at {args.img_height}x{args.img_width}")
         summary['networks'][stem] = dict(export_network(stem, net, args, frames, out_dir), checkpoint=str(path))
     with atomic_open(out_dir / 'export.json') as handle:
         handle.write((json.dumps(summary, indent=2) + '\n').encode())

@@ -56,7 +56,9 @@ def temporary_path(path):
 
 
 def export_onnx(net, path, example_inputs, input_names, output_name, opset=ONNX_OPSET):
-    """Export ``net`` (eval mode) to one ONNX file (weights inside) with a dynamic batch axis, checked by ``onnx.checker``.
+    """Export ``net`` (eval mode) to one ONNX file (weights inside) with a dynamic batch axis.
+
+    The graph is checked with ``onnx.checker`` (full check, shape inference included).
 
     Args:
         net: the network; example_inputs: tuple of ``[B,3,H,W]`` tensors with ``B >= 2`` (a batch of 1
