@@ -46,12 +46,11 @@ import models
 import rerun_recording
 from checkpoint_io import CheckpointError, load_network_weights
 from devices import select_device
-from ground_plane import DEFAULT_CAMERA_HEIGHT, describe_scales, metric_scales
+from ground_plane import DEFAULT_CAMERA_HEIGHT, backproject, describe_scales, metric_scales
 from datasets.association import associate_stored, binary_instances, pack_pairs
 from datasets.custom_transforms import valid_transform
 from datasets.io import DatasetError, read_cam, read_flo, read_image, read_segmentation
 from datasets.sequence_folders import list_frames
-from inverse_warp import pixel2cam
 from projection import estimate_ego_motion, estimate_object_motion, first_projection, make_directed_pairs
 
 SIZE_MULTIPLE = 32
@@ -307,8 +306,7 @@ def mean_speed(tracks):
 
 def camera_points(depth, intrinsics):
     """``[H,W]`` depth -> ``[3,H,W]`` camera points (``pixel2cam``)."""
-    K_inv = torch.from_numpy(np.linalg.inv(np.asarray(intrinsics, np.float64))).unsqueeze(0)
-    return pixel2cam(torch.from_numpy(depth).double()[None, None], K_inv)[0].numpy()
+    return backproject(depth, intrinsics).transpose(2, 0, 1)
 
 
 def build_tracks(scene, inference, cam_to_world, ids):

@@ -1,4 +1,5 @@
 """Unified visual odometry demo: outputs, track ids against the synthetic ground truth, geometry, files, errors."""
+import importlib.util
 import json
 import os
 import shutil
@@ -43,11 +44,7 @@ def demo_run(vis_root, tmp_path_factory):
 
 
 def rerun_installed():
-    try:
-        import rerun  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec('rerun') is not None
 
 
 def ground_truth_objects(vis_root):
