@@ -3,9 +3,10 @@
 A monocular network predicts depth up to an unknown scale.  A car-mounted camera sits at a known
 height above the road (KITTI: 1.65 m, the synthetic world too), so the scale follows from the
 road: back-project the lower, central part of the predicted depth map (where the road is), fit a
-plane to it robustly (RANSAC over 3-point hypotheses whose normal is within ``max_tilt_deg`` of the
-camera's vertical, then least-squares refinement on the inliers), and take the distance of the
-camera centre from that plane: the camera height in network units.  The metric scale is
+plane to it robustly (RANSAC over 3-pixel hypotheses whose normal is within ``max_tilt_deg`` of the
+camera's vertical, then least-squares refinement on the inliers, both in disparity, where a plane is
+linear in the pixel's ray), and take the distance of the camera centre from that plane: the camera
+height in network units.  The metric scale is
 ``camera_height / estimated_height``.
 
 Conventions: camera frame x right, y down, z forward; a plane is ``n . X = h`` with the unit normal
@@ -25,7 +26,7 @@ from inverse_warp import pixel2cam
 DEFAULT_CAMERA_HEIGHT = 1.65  # metres: KITTI's camera above the road (the synthetic world's too)
 ROAD_REGION = (0.6, 1.0, 0.2, 0.8)  # top, bottom, left, right of the searched region (image fractions)
 MAX_TILT_DEG = 15.0
-INLIER_THRESHOLD = 0.05  # point-to-plane distance, as a fraction of the region's median height
+INLIER_THRESHOLD = 0.05  # relative depth error of an inlier with respect to the plane
 RANSAC_ITERATIONS = 300
 MAX_RANSAC_POINTS = 4000
 MIN_POINTS = 50
@@ -73,67 +74,70 @@ def road_points(depth, K, region=ROAD_REGION, exclude=None):
     return backproject(np.where(keep, depth, 1.0), K)[keep]
 
 
-def plane_hypotheses(points, rng, iterations, max_tilt_deg):
-    """Planes through random point triples whose normal is near the vertical.
+def plane_hypotheses(rays, disparity, rng, iterations, max_tilt_deg):
+    """Planes through random pixel triples whose normal is near the vertical.
+
+    A plane ``n . X = h`` seen along rays ``r = (x, y, 1)`` has the disparity ``1 / d = w . r`` with
+    ``w = n / h``: three pixels give ``w`` by a 3x3 solve.
 
     Returns:
-        ``(normals [I,3] unit with n_y > 0, heights [I])`` of the acceptable hypotheses (``I <= iterations``).
+        ``[I,3]`` plane vectors ``w`` of the acceptable hypotheses (``I <= iterations``).
     """
-    triples = points[rng.integers(0, len(points), (iterations, 3))]
-    normals = np.cross(triples[:, 1] - triples[:, 0], triples[:, 2] - triples[:, 0])
-    lengths = np.linalg.norm(normals, axis=1)
-    ok = lengths > 0
-    normals = normals[ok] / lengths[ok, None]
-    normals *= np.where(normals[:, 1] < 0, -1.0, 1.0)[:, None]
-    heights = np.einsum('ij,ij->i', normals, triples[ok, 0])
-    upright = (normals[:, 1] >= np.cos(np.radians(max_tilt_deg))) & (heights > 0)
-    return normals[upright], heights[upright]
+    picks = rng.integers(0, len(rays), (iterations, 3))
+    systems = rays[picks]
+    ok = np.abs(np.linalg.det(systems)) > 1e-12
+    planes = np.linalg.solve(systems[ok], disparity[picks[ok]][..., None])[..., 0]
+    lengths = np.linalg.norm(planes, axis=1)
+    upright = planes[:, 1] >= np.cos(np.radians(max_tilt_deg)) * lengths
+    return planes[upright]
 
 
-def refine_plane(points):
-    """Total least-squares plane of ``[N,3]`` points: ``(unit normal with n_y >= 0, height)``."""
-    centre = points.mean(0)
-    normal = np.linalg.svd(points - centre, full_matrices=False)[2][-1]
-    if normal[1] < 0:
-        normal = -normal
-    return normal, float(normal @ centre)
+def refine_plane(rays, disparity, plane):
+    """Least-squares plane vector ``w`` on the inliers, residuals relative to the current plane's disparity."""
+    weights = 1.0 / np.maximum(rays @ plane, 1e-12)
+    return np.linalg.lstsq(rays * weights[:, None], disparity * weights, rcond=None)[0]
 
 
 def fit_ground_plane(points, max_tilt_deg=MAX_TILT_DEG, inlier_threshold=INLIER_THRESHOLD,
                      iterations=RANSAC_ITERATIONS, seed=0):
     """Robust road plane through ``[N,3]`` camera points (RANSAC, then least squares on the inliers).
 
-    The inlier threshold is ``inlier_threshold`` times the median of the points' ``y`` (their
-    height below the camera), so the fit does not depend on the depth map's scale.
+    The plane is fitted in disparity, where it is linear in the pixel's ray and where the errors of a
+    depth network live: a point is an inlier when the plane predicts its depth within
+    ``inlier_threshold`` (relative), so the fit does not depend on the depth map's scale, and depth
+    errors (which move points along their rays) do not tilt the plane as a point-to-plane fit would.
 
     Returns:
-        :class:`GroundPlane`, or ``None`` when there are fewer than ``MIN_POINTS`` points, no
-        hypothesis is within ``max_tilt_deg`` of the vertical, or the best plane holds fewer than
-        ``MIN_INLIER_FRACTION`` of the points.
+        :class:`GroundPlane`, or ``None`` when there are fewer than ``MIN_POINTS`` points in front of
+        the camera, no hypothesis is within ``max_tilt_deg`` of the vertical, or the best plane holds
+        fewer than ``MIN_INLIER_FRACTION`` of the points.
     """
     points = np.asarray(points, np.float64)
-    below = points[:, 1] > 0
-    if len(points) < MIN_POINTS or below.sum() < MIN_POINTS:
+    points = points[points[:, 2] > 0]
+    if len(points) < MIN_POINTS:
         return None
-    threshold = inlier_threshold * float(np.median(points[below, 1]))
+    rays, disparity = points / points[:, 2:3], 1.0 / points[:, 2]
     rng = np.random.default_rng(seed)
-    sample = points if len(points) <= MAX_RANSAC_POINTS else points[rng.choice(len(points), MAX_RANSAC_POINTS,
-                                                                              replace=False)]
-    normals, heights = plane_hypotheses(sample, rng, iterations, max_tilt_deg)
-    if len(normals) == 0:
+    sample = rng.choice(len(points), min(len(points), MAX_RANSAC_POINTS), replace=False)
+    planes = plane_hypotheses(rays[sample], disparity[sample], rng, iterations, max_tilt_deg)
+    if len(planes) == 0:
         return None
-    support = (np.abs(sample @ normals.T - heights) < threshold).sum(0)
-    normal, height = normals[support.argmax()], heights[support.argmax()]
+
+    def inliers_of(plane):
+        return np.abs((rays @ plane) / disparity - 1) < inlier_threshold
+
+    support = (np.abs((rays[sample] @ planes.T) / disparity[sample, None] - 1) < inlier_threshold).sum(0)
+    plane = planes[support.argmax()]
     for _ in range(REFINEMENT_STEPS):
-        inliers = np.abs(points @ normal - height) < threshold
+        inliers = inliers_of(plane)
         if inliers.sum() < 3:
             return None
-        normal, height = refine_plane(points[inliers])
-    inlier_fraction = float((np.abs(points @ normal - height) < threshold).mean())
-    tilted = normal[1] < np.cos(np.radians(max_tilt_deg))
-    if tilted or height <= 0 or inlier_fraction < MIN_INLIER_FRACTION:
+        plane = refine_plane(rays[inliers], disparity[inliers], plane)
+    length = np.linalg.norm(plane)
+    inlier_fraction = float(inliers_of(plane).mean())
+    if plane[1] < np.cos(np.radians(max_tilt_deg)) * length or inlier_fraction < MIN_INLIER_FRACTION:
         return None
-    return GroundPlane(normal, height, inlier_fraction)
+    return GroundPlane(plane / length, float(1.0 / length), inlier_fraction)
 
 
 def camera_height_scale(depth, K, camera_height=DEFAULT_CAMERA_HEIGHT, region=ROAD_REGION, exclude=None, **fit):
