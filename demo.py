@@ -16,7 +16,14 @@ Outputs in ``OUTPUT_DIR/NAME/TIMESTAMP/``:
   and per-frame motion (ObjPoseNet translation, in the world and as the network gives it).
 * ``pointclouds/FRAME.ply``: coloured point cloud of every frame in world coordinates (binary PLY).
 * with ``--save-fig``: ``figures/FRAME.png`` (image with instance overlays and motion arrows,
-  depth map, 3-D view of the trajectory with camera frusta and object tracks) and ``demo.gif``.
+  depth map, 3-D view of the trajectory with camera frusta and object tracks) and ``demo.mp4``
+  (``--video gif``: ``demo.gif``).
+* with ``--rerun RECORDING.rrd``: a Rerun recording (image, depth, point cloud, camera and object
+  trajectories and motion vectors per frame; needs the optional ``rerun-sdk``).
+
+``--scale-from camera-height`` makes depth, trajectory and object motion metric: one scale for the
+scene, the median over its frames of ``--camera-height`` / the camera's height above the road plane
+fitted to the predicted depth (``ground_plane.py``).
 
 Example::
 
@@ -36,13 +43,14 @@ from tqdm import tqdm
 
 import demo_utils
 import models
+import rerun_recording
 from checkpoint_io import CheckpointError, load_network_weights
 from devices import select_device
+from ground_plane import DEFAULT_CAMERA_HEIGHT, backproject, describe_scales, metric_scales
 from datasets.association import associate_stored, binary_instances, pack_pairs
 from datasets.custom_transforms import valid_transform
 from datasets.io import DatasetError, read_cam, read_flo, read_image, read_segmentation
 from datasets.sequence_folders import list_frames
-from inverse_warp import pixel2cam
 from projection import estimate_ego_motion, estimate_object_motion, first_projection, make_directed_pairs
 
 SIZE_MULTIPLE = 32
@@ -63,7 +71,15 @@ def build_parser():
     parser.add_argument('--mni', type=int, default=20, help='maximum number of instances per frame pair')
     parser.add_argument('--name', default='demo', help='outputs go to OUTPUT_DIR/NAME/TIMESTAMP')
     parser.add_argument('--output-dir', default='outputs', help='root of the output folders')
-    parser.add_argument('--save-fig', action='store_true', help='save per-frame figures and an animated GIF')
+    parser.add_argument('--save-fig', action='store_true', help='save per-frame figures and an animation')
+    parser.add_argument('--video', choices=demo_utils.ANIMATION_FORMATS, default='mp4',
+                        help='animation format with --save-fig: mp4 (H.264 through imageio-ffmpeg) or gif')
+    parser.add_argument('--rerun', default=None, metavar='RECORDING.rrd',
+                        help='also write a Rerun recording (needs the optional rerun-sdk: pip install rerun-sdk)')
+    parser.add_argument('--scale-from', choices=('none', 'camera-height'), default='none',
+                        help='camera-height: metric depth and motion from the camera height above the fitted road')
+    parser.add_argument('--camera-height', type=float, default=DEFAULT_CAMERA_HEIGHT,
+                        help='camera height above the road in metres, for --scale-from camera-height')
     parser.add_argument('--max-frames', type=int, default=0, help='use only the first N frames (0: all)')
     parser.add_argument('--arrow-frames', type=float, default=5.0,
                         help='motion arrows show the per-frame object motion extrapolated over this many frames')
@@ -266,10 +282,31 @@ def run_networks(scene, nets, mni, device):
     return Inference(np.stack(depths), np.stack(poses), matches, obj_motion)
 
 
+def scale_to_metric(inference, intrinsics, camera_height):
+    """The :class:`Inference` with depths, ego translations and object translations in metres.
+
+    One scale for the scene: the median over frames of ``camera_height`` / the fitted road height.
+    Returns ``(scaled Inference, scale)``.
+    """
+    scales, per_image = metric_scales(inference.depths, intrinsics, [0] * len(inference.depths), camera_height)
+    print(f"=> {describe_scales(scales, per_image)}: scale {scales[0]:.3f} (camera height {camera_height} m)")
+    scale = float(scales[0])
+    poses = inference.poses.copy()
+    poses[:, :3] *= scale
+    return Inference(inference.depths * scale, poses, inference.matches,
+                     [motion * scale for motion in inference.obj_motion]), scale
+
+
+def mean_speed(tracks):
+    """Mean over tracked objects of their mean ObjPoseNet motion length per frame (NaN without motion)."""
+    speeds = [np.mean([np.linalg.norm(m) for m in track['motion'] if m is not None]) for track in tracks.values()
+              if any(m is not None for m in track['motion'])]
+    return float(np.mean(speeds)) if speeds else float('nan')
+
+
 def camera_points(depth, intrinsics):
     """``[H,W]`` depth -> ``[3,H,W]`` camera points (``pixel2cam``)."""
-    K_inv = torch.from_numpy(np.linalg.inv(np.asarray(intrinsics, np.float64))).unsqueeze(0)
-    return pixel2cam(torch.from_numpy(depth).double()[None, None], K_inv)[0].numpy()
+    return backproject(depth, intrinsics).transpose(2, 0, 1)
 
 
 def build_tracks(scene, inference, cam_to_world, ids):
@@ -336,19 +373,20 @@ def make_output_folder(output_dir, name):
 
 
 def write_point_clouds(scene, inference, cam_to_world, out_dir):
-    """One PLY per frame; returns the figure samples ``[(points, colours)]`` of every frame."""
+    """One PLY per frame; returns the figure samples and the full clouds, ``[(points, colours)]`` each."""
     rng = np.random.default_rng(0)
-    samples = []
+    samples, clouds = [], []
     for t, path in enumerate(scene.frames):
         image = read_frame(path)
         points, colours, depths = cloud_of_frame(image, inference.depths[t], scene.intrinsics, cam_to_world[t])
         demo_utils.write_ply(out_dir / 'pointclouds' / f'{path.stem}.ply', points, colours)
         samples.append(figure_cloud_sample(points, colours, depths, rng))
-    return samples
+        clouds.append((points, colours))
+    return samples, clouds
 
 
 def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir, args):
-    """Per-frame figures and the animated GIF."""
+    """Per-frame figures and the animation (``demo.mp4`` or ``demo.gif``)."""
     points = [cam_to_world[:, :3, 3]] + [s[0] for s in samples]
     points += [np.asarray(track['positions']) for track in tracks.values()]
     limits = demo_utils.scene_limits(np.concatenate(points))
@@ -356,7 +394,7 @@ def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir,
     view = demo_utils.FrameView(K=np.asarray(scene.intrinsics, np.float64), image_hw=frame_hw,
                                 cam_to_world=cam_to_world, tracks=tracks, limits=limits,
                                 frustum_size=0.08 * limits[1], arrow_frames=args.arrow_frames)
-    animation = demo_utils.AnimationWriter(out_dir / 'demo.gif', args.fps)
+    animation = demo_utils.AnimationWriter(out_dir / f'demo.{args.video}', args.fps)
     try:
         for t, path in enumerate(tqdm(scene.frames, desc='figures', unit='frame')):
             masks = frame_masks(scene, t, frame_hw)
@@ -372,8 +410,21 @@ def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir,
     animation.close()
 
 
+def write_rerun(path, scene, inference, cam_to_world, tracks, clouds):
+    """The Rerun recording of the run (``--rerun``)."""
+    frames = [(read_frame(p), depth) for p, depth in zip(scene.frames, inference.depths)]
+    colours = {k: tuple(int(round(255 * c)) for c in demo_utils.track_colour(k)) for k in tracks}
+    rerun_recording.write_recording(path, frames, np.asarray(scene.intrinsics, np.float64), cam_to_world, tracks,
+                                    colours, clouds)
+    print(f"=> Rerun recording {path} (view it with: rerun {path})")
+
+
 def run_demo(args):
     """Run the demo; returns the output folder."""
+    if args.rerun:
+        rerun_recording.import_rerun()
+    if args.camera_height <= 0:
+        raise ValueError(f"--camera-height {args.camera_height}: must be positive (metres)")
     scene = find_scene(args.data, args.scene, args.max_frames)
     read_frame(scene.frames[0])
     if scene.segmentations is None:
@@ -384,19 +435,30 @@ def run_demo(args):
     device = select_device(args.device)
     nets = build_networks(args, device)
     inference = run_networks(scene, nets, args.mni, device)
+    scale = None
+    if args.scale_from == 'camera-height':
+        inference, scale = scale_to_metric(inference, scene.intrinsics, args.camera_height)
+    unit = 'network units' if scale is None else 'm'
     cam_to_world = demo_utils.chain_trajectory(inference.poses)
     ids = demo_utils.assign_track_ids(inference.matches, len(scene.frames))
     tracks = build_tracks(scene, inference, cam_to_world, ids)
+    speed = mean_speed(tracks)
     out_dir = make_output_folder(args.output_dir, args.name)
     demo_utils.write_kitti_trajectory(out_dir / 'trajectory.txt', cam_to_world)
     demo_utils.write_json(out_dir / 'tracks.json', {
         'scene': str(scene.folder), 'frames': [p.stem for p in scene.frames],
-        'world_frame': 'camera of the first frame: x right, y down, z forward (network scale)',
+        'world_frame': 'camera of the first frame: x right, y down, z forward '
+                       + ('(network scale)' if scale is None else f'(metres: camera-height scale {scale:.4f})'),
+        'summary': {'tracked_objects': len(tracks), 'mean_speed': speed if np.isfinite(speed) else None,
+                    'speed_unit': f'{unit}/frame'},
         'tracks': {str(k): dict(v, colour=list(demo_utils.track_colour(k))) for k, v in sorted(tracks.items())}})
-    samples = write_point_clouds(scene, inference, cam_to_world, out_dir)
+    samples, clouds = write_point_clouds(scene, inference, cam_to_world, out_dir)
     if args.save_fig:
         write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir, args)
-    print(f"=> {len(scene.frames)} frames, {len(tracks)} tracked objects; outputs in {out_dir}")
+    if args.rerun:
+        write_rerun(args.rerun, scene, inference, cam_to_world, tracks, clouds)
+    moving = f", mean speed {speed:.3f} {unit}/frame" if np.isfinite(speed) else ''
+    print(f"=> {len(scene.frames)} frames, {len(tracks)} tracked objects{moving}; outputs in {out_dir}")
     return out_dir
 
 
@@ -406,7 +468,7 @@ def main(argv=None):
         raise SystemExit(f"error: --mni must be >= 0, got {args.mni}")
     try:
         return run_demo(args)
-    except (DatasetError, CheckpointError, ValueError) as error:
+    except (DatasetError, CheckpointError, ValueError, rerun_recording.RerunUnavailable) as error:
         raise SystemExit(f"error: {error}") from None
 
 

@@ -208,18 +208,39 @@ def save_figure(fig, path):
     return rgb
 
 
+ANIMATION_FORMATS = ('mp4', 'gif')
+
+
+def even_size(rgb):
+    """``[H,W,3]`` frame padded (edge pixels repeated) to an even height and width, as H.264 needs."""
+    pad_h, pad_w = rgb.shape[0] % 2, rgb.shape[1] % 2
+    return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode='edge') if pad_h or pad_w else rgb
+
+
 class AnimationWriter:
-    """Animated GIF written frame by frame; the file appears (atomically) when :meth:`close` is called."""
+    """Animation written frame by frame; the file appears (atomically) when :meth:`close` is called.
+
+    The format follows the file name: ``.mp4`` (H.264, yuv420p, through the ffmpeg binary that the
+    ``imageio-ffmpeg`` wheel ships; frames are padded to even sizes) or ``.gif``.
+    """
 
     def __init__(self, path, fps):
         self.path = str(path)
         folder, name = os.path.split(self.path)
-        self.tmp_path = os.path.join(folder or '.', f'.{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp.gif')
-        self.writer = imageio.get_writer(self.tmp_path, format='GIF', mode='I', duration=1000.0 / fps, loop=0)
+        suffix = os.path.splitext(name)[1].lower()
+        if suffix not in ('.mp4', '.gif'):
+            raise ValueError(f"{self.path}: animation must be .mp4 or .gif")
+        self.tmp_path = os.path.join(folder or '.', f'.{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}')
+        self.mp4 = suffix == '.mp4'
+        if self.mp4:
+            self.writer = imageio.get_writer(self.tmp_path, format='FFMPEG', mode='I', fps=fps, codec='libx264',
+                                             pixelformat='yuv420p', macro_block_size=1, quality=8)
+        else:
+            self.writer = imageio.get_writer(self.tmp_path, format='GIF', mode='I', duration=1000.0 / fps, loop=0)
 
     def append(self, rgb):
-        """Add one ``[H,W,3]`` uint8 frame."""
-        self.writer.append_data(rgb)
+        """Add one ``[H,W,3]`` uint8 frame (all frames of one animation have the same size)."""
+        self.writer.append_data(even_size(rgb) if self.mp4 else rgb)
 
     def close(self):
         self.writer.close()

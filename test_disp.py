@@ -3,11 +3,15 @@
     python test_disp.py --pretrained-dispnet CKPT --dataset-dir KITTI_RAW \
         --dataset-list kitti_eval/test_files_eigen.txt --output-dir OUT \
         [--img-height 256 --img-width 832 --resnet-layers 18 --batch-size 4 --device auto]
+    python test_disp.py --onnx dispnet.onnx ...                    (the exported network, ONNX Runtime)
+    python test_disp.py ... --scale-from camera-height [--camera-height 1.65 --scale-per sequence|image]
 
 Writes ``OUT/predictions.npy`` (``[N,h,w]`` float32 depth at network resolution, list order).
 When the ground truth is available (``--gt-file`` exists, or the raw velodyne scans and
 calibration files are under ``--dataset-dir``) it also prints the metric table of the paper and
 writes ``OUT/metrics.json`` and ``OUT/metrics.txt`` (see ``kitti_eval/eval_depth.py``).
+With ``--scale-from camera-height`` the depth maps are made metric from the camera's height above
+the fitted road plane (``ground_plane.py``) and evaluated without median scaling.
 """
 import argparse
 import sys
@@ -22,9 +26,11 @@ from tqdm import tqdm
 
 from checkpoint_io import CheckpointError, load_network_weights
 from devices import select_device
+from exported_models import ExportError, OnnxNetwork
 from fileio import atomic_open
 from kitti_eval.eval_depth import CLI_ERRORS, DEFAULT_TEST_LIST, add_metric_options, evaluate_and_report
 from kitti_eval.kitti_raw import KittiFormatError, check_frame_files, locate_frame, missing_file, read_file_list
+from kitti_eval.metric_scale import add_scale_options, scale_to_metric
 from models import DispResNet
 
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.5
@@ -66,6 +72,16 @@ def load_disp_net(path, resnet_layers, device):
     net = DispResNet(resnet_layers, pretrained=False)
     load_network_weights(net, path)
     return net.to(device).eval()
+
+
+def load_depth_network(args, device):
+    """DispResNet from ``--pretrained-dispnet``, or the exported ``--onnx`` model run by ONNX Runtime."""
+    if args.onnx is None:
+        return load_disp_net(args.pretrained_dispnet, args.resnet_layers, device)
+    net = OnnxNetwork(args.onnx)
+    net.check_image_size(args.img_height, args.img_width)
+    print(f"=> ONNX Runtime {net.session.get_providers()[0]} with {args.onnx}")
+    return net
 
 
 def synchronize(device):
@@ -122,7 +138,9 @@ def ground_truth_available(dataset_dir, files, gt_file):
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--pretrained-dispnet', required=True, help='DispResNet checkpoint (.tar/.pth)')
+    network = parser.add_mutually_exclusive_group(required=True)
+    network.add_argument('--pretrained-dispnet', help='DispResNet checkpoint (.tar/.pth)')
+    network.add_argument('--onnx', help='DispResNet exported by export.py, run with ONNX Runtime (CPU)')
     parser.add_argument('--dataset-dir', required=True, help='raw KITTI root: the list entries are relative to it')
     parser.add_argument('--dataset-list', default=str(DEFAULT_TEST_LIST),
                         help='file list (default: kitti_eval/test_files_eigen.txt)')
@@ -136,6 +154,7 @@ def build_parser():
     parser.add_argument('--no-eval', dest='evaluate', action='store_false', help='write predictions only')
     parser.add_argument('--no-progress', dest='progress', action='store_false', help='no progress bars')
     add_metric_options(parser, lambda name: ['--' + name.replace('_', '-')])
+    add_scale_options(parser)
     return parser
 
 
@@ -158,7 +177,7 @@ def run(args):
     image_paths = [Path(args.dataset_dir) / entry for entry in files]
     check_images(image_paths)
     evaluate = args.evaluate and ground_truth_available(args.dataset_dir, files, args.gt_file)
-    net = load_disp_net(args.pretrained_dispnet, args.resnet_layers, device)
+    net = load_depth_network(args, device)
     print(f"{len(files)} files to test on {device}")
 
     loader = DataLoader(ImageList(image_paths, args.img_height, args.img_width), batch_size=args.batch_size,
@@ -168,6 +187,10 @@ def run(args):
     total_seconds = time.perf_counter() - start
     print(f"inference: {len(depths)} frames, {len(depths) / forward_seconds:.1f} frames/s in the network "
           f"({len(depths) / total_seconds:.1f} frames/s with image loading), batch size {args.batch_size}")
+    if args.scale_from == 'camera-height':
+        depths, scales = scale_to_metric(depths, files, args.dataset_dir, args.camera_height, args.scale_per)
+        save_array(Path(args.output_dir) / 'camera_height_scales.npy', scales)
+        args.median_scaling = False
     predictions_path = Path(args.output_dir) / 'predictions.npy'
     save_array(predictions_path, depths)
     print(f"wrote {predictions_path} {list(depths.shape)}")
@@ -181,7 +204,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (CheckpointError, *CLI_ERRORS) as exc:
+    except (CheckpointError, ExportError, *CLI_ERRORS) as exc:
         sys.exit(f"error: {exc}")
 
 

@@ -1,10 +1,12 @@
 """Speed of the evaluation path: DispResNet inference and metrics from a cached ground-truth file.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_eval.py [--device cpu] [--batch-sizes 1 8] [--frames 697]
+    OMP_NUM_THREADS=2 python benchmarks/bench_eval.py [--device cpu] [--batch-sizes 1 8] [--frames 697] [--no-onnx]
 
 Prints (1) DispResNet-18 frames per second at 256x832 for each batch size (random weights and
-images; the network cost does not depend on them) and (2) the time to load a cached GT file of
-``--frames`` KITTI-sized (375x1242) sparse maps and evaluate ``[N,256,832]`` predictions against it.
+images; the network cost does not depend on them), in PyTorch and, for the same network exported
+by ``export.py``'s ONNX path, in ONNX Runtime (CPU, as many threads as torch), with the CPU
+capability PyTorch dispatches to, and (2) the time to load a cached GT file of ``--frames``
+KITTI-sized (375x1242) sparse maps and evaluate ``[N,256,832]`` predictions against it.
 """
 import argparse
 import sys
@@ -15,8 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
 import torch  # noqa: E402
 
+from exported_models import OnnxNetwork, export_onnx  # noqa: E402
 from kitti_eval.eval_depth import evaluate_depths  # noqa: E402
 from kitti_eval.gt_cache import load_gt_depths, save_gt_depths  # noqa: E402
 from models import DispResNet  # noqa: E402
@@ -38,6 +42,17 @@ def inference_fps(net, batch_size, height, width, iterations, device):
         net(images)
     synchronize(device)
     return batch_size * iterations / (time.perf_counter() - start)
+
+
+def onnx_runtime_fps(net, batch_sizes, height, width, iterations, device):
+    """``{batch size: frames/s}`` of ``net`` exported to ONNX and run by ONNX Runtime on the CPU."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / 'dispnet.onnx'
+        export_onnx(net.cpu(), path, (torch.rand(2, 3, height, width) * 2 - 1,), ['image'], 'disparity')
+        net.to(device)
+        session = OnnxNetwork(path, threads=torch.get_num_threads())
+        return {batch: inference_fps(session, batch, height, width, iterations, torch.device('cpu'))
+                for batch in batch_sizes}
 
 
 def synthetic_gt(frames, seed=0):
@@ -77,14 +92,21 @@ def main():
     parser.add_argument('--img-height', type=int, default=256)
     parser.add_argument('--img-width', type=int, default=832)
     parser.add_argument('--frames', type=int, default=697, help='frames of the evaluation benchmark (0 = skip)')
+    parser.add_argument('--no-onnx', dest='onnx', action='store_false', help='skip the ONNX Runtime comparison')
     args = parser.parse_args()
 
     device = select_device(args.device)
-    print(f"device {device}, torch threads {torch.get_num_threads()}")
+    print(f"device {device}, torch threads {torch.get_num_threads()}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
     net = DispResNet(18, pretrained=False).to(device).eval()
     for batch_size in args.batch_sizes:
         fps = inference_fps(net, batch_size, args.img_height, args.img_width, args.iterations, device)
-        print(f"DispResNet-18 {args.img_height}x{args.img_width} batch {batch_size}: {fps:.2f} frames/s")
+        print(f"DispResNet-18 {args.img_height}x{args.img_width} batch {batch_size}: {fps:.2f} frames/s (PyTorch)")
+    if args.onnx:
+        for batch_size, fps in onnx_runtime_fps(net, args.batch_sizes, args.img_height, args.img_width,
+                                                args.iterations, device).items():
+            print(f"DispResNet-18 {args.img_height}x{args.img_width} batch {batch_size}: {fps:.2f} frames/s "
+                  f"(ONNX Runtime {onnxruntime.__version__}, CPU)")
     if args.frames:
         load_s, eval_s, size_mb = bench_evaluation(args.frames, args.img_height, args.img_width)
         print(f"evaluation of {args.frames} frames from a cached GT file ({size_mb:.1f} MB): "

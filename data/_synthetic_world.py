@@ -30,6 +30,7 @@ MATERIAL_CAR_CABIN = 3
 
 CAR_KINDS = ('parked', 'same', 'opposite', 'crossing')
 CAR_KIND_WEIGHTS = (0.3, 0.25, 0.25, 0.2)
+MOVING_KINDS_FORCED = ('same', 'opposite')
 CAR_COLOURS = np.array([[0.70, 0.08, 0.07], [0.10, 0.20, 0.55], [0.85, 0.85, 0.82], [0.55, 0.57, 0.60],
                         [0.12, 0.12, 0.13], [0.85, 0.65, 0.10], [0.15, 0.40, 0.22], [0.45, 0.25, 0.15]])
 FACADE_COLOURS = np.array([[0.72, 0.62, 0.50], [0.60, 0.35, 0.28], [0.80, 0.78, 0.70], [0.55, 0.55, 0.58],
@@ -319,9 +320,32 @@ def sample_obstacles(rng, street_end, cross_z):
     return make_boxes(centre, half, yaw, MATERIAL_OBSTACLE, 0, colour, params)
 
 
-def sample_world(rng, cam_to_world, min_cars=0, max_cars=4):
-    """A ``StreetWorld`` around a camera path ``[F,4,4]``, with ``min_cars..max_cars`` cars."""
+def with_moving_cars(kinds, min_moving):
+    """``kinds`` with parked cars turned into (then extra) moving ones until ``min_moving`` cars move.
+
+    Forced cars alternate between 'same' and 'opposite' (both drive along the street, in view).
+    """
+    kinds = list(kinds)
+    forced = 0
+    while sum(kind != 'parked' for kind in kinds) < min_moving:
+        kind = MOVING_KINDS_FORCED[forced % len(MOVING_KINDS_FORCED)]
+        if 'parked' in kinds:
+            kinds[kinds.index('parked')] = kind
+        else:
+            kinds.append(kind)
+        forced += 1
+    return kinds
+
+
+def sample_world(rng, cam_to_world, min_cars=0, max_cars=4, min_moving=0):
+    """A ``StreetWorld`` around a camera path ``[F,4,4]``, with ``min_cars..max_cars`` cars.
+
+    With ``min_moving > 0`` at least that many of the sampled cars move (a car that cannot be placed
+    without a collision is still dropped: callers check what is in view).
+    """
     kinds = list(rng.choice(CAR_KINDS, size=rng.integers(min_cars, max_cars + 1), p=CAR_KIND_WEIGHTS))
+    if min_moving:
+        kinds = with_moving_cars(kinds, min_moving)
     cross_z = rng.uniform(14, 35) if ('crossing' in kinds or rng.random() < 0.3) else np.nan
     street_end = cam_to_world[-1, 2, 3] + VIEW_RANGE
     static = Boxes.concat([sample_buildings(rng, street_end, cross_z), enclosing_walls(rng, street_end),

@@ -3,7 +3,8 @@
 Command line::
 
     python -m data.synthetic --out DIR [--scenes 4 --frames 20 --height 128 --width 416 --seed 0
-                                        --layout vis|raw|both|odometry --preview [PNG] --max-cars 4 --overwrite]
+                                        --layout vis|raw|both|odometry --preview [PNG] --max-cars 4 --overwrite
+                                        --val-moving-cars N]
 
 writes ``DIR/vis`` (KITTI-VIS: training and ``--with-gt`` validation) and/or ``DIR/raw`` (raw
 KITTI: Eigen-style evaluation); with ``both`` they hold the same scenes.  ``odometry`` writes
@@ -12,7 +13,8 @@ flows are rendered; see ``data/_synthetic_odometry.py``).  ``--preview`` saves a
 contact sheet (image, depth, instance masks, forward flow) of the first scene, by default to
 ``DIR/preview.png``.  Each layout is built in a hidden staging folder and moved into place at the
 end; an existing ``DIR/vis`` or ``DIR/raw`` is only replaced with ``--overwrite`` and only if it was
-written by this generator (it holds ``synthetic_config.json``).
+written by this generator (it holds ``synthetic_config.json``).  ``--val-moving-cars N`` guarantees
+N moving cars in view (in 80 % of the frames) in every validation scene (the quick start uses it).
 
 The world (metres; x right, y down, z forward, road plane ``y = 0``): a straight street with
 textured asphalt, lane markings, sidewalk tiles, building facades with windows on both sides,
@@ -92,6 +94,9 @@ LIDAR_BEAMS = 64
 LIDAR_AZIMUTHS = 2000
 LIDAR_RANGE = 120.0
 LAYOUTS = ('vis', 'raw', 'both', 'odometry')
+LAYOUT_VARIANT_STREAM = 1000
+MOVING_CAR_MIN_VIEW = 0.8
+MOVING_CAR_TRIES = 20
 
 
 class SyntheticError(ValueError):
@@ -170,8 +175,10 @@ def kitti_like_intrinsics(height, width):
     return np.array([[focal, 0.0, round(0.491 * width, 3)], [0.0, focal, round(0.461 * height, 3)], [0, 0, 1.0]])
 
 
-def check_settings(frames, height, width, scenes=1, max_cars=4, seed=0):
+def check_settings(frames, height, width, scenes=1, max_cars=4, seed=0, val_moving_cars=0):
     """Raise ``SyntheticError`` for unusable generator settings."""
+    if not 0 <= val_moving_cars <= max_cars:
+        raise SyntheticError(f"--val-moving-cars must be between 0 and --max-cars ({max_cars}), got {val_moving_cars}")
     if seed < 0:
         raise SyntheticError(f"--seed must be >= 0, got {seed}")
     if frames < 2:
@@ -235,20 +242,22 @@ def instance_masks(instance_map, n_cars, rng, min_pixels=MIN_MASK_PIXELS):
 
 
 def render_scene(seed=0, index=0, height=128, width=416, frames=20, min_cars=0, max_cars=4,
-                 min_mask_pixels=MIN_MASK_PIXELS, with_flows=True):
+                 min_mask_pixels=MIN_MASK_PIXELS, min_moving_cars=0, variant=0, with_flows=True):
     """Render scene ``index`` of the world of ``seed`` in memory (deterministic in ``(seed, index)``).
 
     Frames are rendered in order; the flows of a pair are computed as soon as both frames exist,
-    so only two frames' 3-D points are held at a time.  ``with_flows=False`` skips them (about half
-    the time; the flow and occlusion arrays then hold 0 pairs).
+    so only two frames' 3-D points are held at a time.  ``min_moving_cars``: at least that many
+    sampled cars move (see :func:`render_with_moving_cars` for a guarantee that they are in view);
+    ``variant > 0`` draws another street layout for the same ``(seed, index)``.  ``with_flows=False``
+    skips the flows (about half the time; the flow and occlusion arrays then hold 0 pairs).
 
     Returns:
         ``SyntheticScene`` (see the module docstring for every array's shape).
     """
     check_settings(frames, height, width, max_cars=max_cars, seed=seed)
-    rng = np.random.default_rng([seed, index])
+    rng = np.random.default_rng([seed, index] if variant == 0 else [seed, index, LAYOUT_VARIANT_STREAM + variant])
     cam_to_world = sample_camera_path(rng, frames)
-    world = sample_world(rng, cam_to_world, min(min_cars, max_cars), max_cars)
+    world = sample_world(rng, cam_to_world, min(min_cars, max_cars), max_cars, min_moving_cars)
     noise_rng = np.random.default_rng([seed, index, 1])
     K = kitti_like_intrinsics(height, width)
     rays = camera_rays(K, height, width)
@@ -276,6 +285,28 @@ def _no_flows(height, width):
     """Flow and occlusion arrays of 0 pairs, ``(flow_f, occlusion_f, flow_b, occlusion_b)``."""
     flow, occlusion = np.zeros((0, height, width, 2), np.float32), np.zeros((0, height, width), bool)
     return flow, occlusion, flow.copy(), occlusion.copy()
+
+
+def moving_cars_in_view(scene, min_fraction=MOVING_CAR_MIN_VIEW):
+    """Number of moving cars whose instance mask exists in at least ``min_fraction`` of the frames."""
+    return sum(car.kind != 'parked' and (car.mask_index >= 0).mean() >= min_fraction for car in scene.objects)
+
+
+def render_with_moving_cars(seed, index, height, width, frames, max_cars, count, tries=MOVING_CAR_TRIES):
+    """Render scene ``index`` so that at least ``count`` moving cars are in view (:func:`moving_cars_in_view`).
+
+    Street layouts are drawn (``variant`` 0, 1, ...) until one qualifies.
+
+    Raises:
+        SyntheticError: no layout qualified after ``tries`` draws.
+    """
+    for variant in range(tries):
+        scene = render_scene(seed, index, height, width, frames, max_cars=max_cars, min_moving_cars=count,
+                             variant=variant)
+        if moving_cars_in_view(scene) >= count:
+            return scene
+    raise SyntheticError(f"scene {scene_name(index)}: no street layout with {count} moving cars in view in "
+                         f"{MOVING_CAR_MIN_VIEW:.0%} of the frames after {tries} tries (lower --val-moving-cars)")
 
 
 def _pair_flows(world, first, second, k, cam_to_world, K, shape):
@@ -572,9 +603,13 @@ def _commit_layout(staging, target):
 
 
 def generate(out, scenes=4, frames=20, height=128, width=416, seed=0, layout='both', preview=None,
-             overwrite=False, max_cars=4):
-    """Render ``scenes`` scenes and write the chosen layouts under ``out``; returns the scenes' names."""
-    check_settings(frames, height, width, scenes, max_cars, seed)
+             overwrite=False, max_cars=4, val_moving_cars=0):
+    """Render ``scenes`` scenes and write the chosen layouts under ``out``; returns the scenes' names.
+
+    ``val_moving_cars``: every validation scene of the KITTI-VIS split has at least that many moving
+    cars in view (:func:`render_with_moving_cars`).
+    """
+    check_settings(frames, height, width, scenes, max_cars, seed, val_moving_cars)
     if layout not in LAYOUTS:
         raise SyntheticError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     out = Path(out)
@@ -585,10 +620,13 @@ def generate(out, scenes=4, frames=20, height=128, width=416, seed=0, layout='bo
     for target in targets:
         _prepare_target(target, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    rendered = [render_scene(seed, i, height, width, frames, max_cars=max_cars, with_flows=layout != 'odometry')
+    val = split_scenes([scene_name(i) for i in range(scenes)])[1] if val_moving_cars else []
+    rendered = [render_with_moving_cars(seed, i, height, width, frames, max_cars, val_moving_cars)
+                if scene_name(i) in val else
+                render_scene(seed, i, height, width, frames, max_cars=max_cars, with_flows=layout != 'odometry')
                 for i in range(scenes)]
     config = {'generator': 'data.synthetic', 'seed': seed, 'scenes': scenes, 'frames': frames,
-              'height': height, 'width': width, 'max_cars': max_cars}
+              'height': height, 'width': width, 'max_cars': max_cars, 'val_moving_cars': val_moving_cars}
     for target in targets:
         staging = Path(tempfile.mkdtemp(prefix=f'.{target.name}-', dir=out))
         try:
@@ -617,6 +655,8 @@ def build_parser():
                              '(DIR/odometry, no flows) (default %(default)s)')
     parser.add_argument('--max-cars', type=int, default=4,
                         help='at most this many cars per scene (default %(default)s)')
+    parser.add_argument('--val-moving-cars', type=int, default=0,
+                        help='every validation scene has at least this many moving cars in view (default %(default)s)')
     parser.add_argument('--preview', nargs='?', const='', default=None, metavar='PNG',
                         help='save a contact sheet of the first scene (default DIR/preview.png)')
     parser.add_argument('--overwrite', action='store_true',
@@ -630,7 +670,7 @@ def main(argv=None):
     preview = None if args.preview is None else (Path(args.preview) if args.preview else args.out / 'preview.png')
     try:
         names = generate(args.out, args.scenes, args.frames, args.height, args.width, args.seed, args.layout,
-                         preview, args.overwrite, args.max_cars)
+                         preview, args.overwrite, args.max_cars, args.val_moving_cars)
     except SyntheticError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2

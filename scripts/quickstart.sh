@@ -5,12 +5,12 @@
 #   3. train Insta-DM on it (randomly initialised networks, official loss settings),
 #   4. evaluate depth on the held-out drive with test_disp.py, for the untrained and the trained DispResNet,
 #      and the trained EgoPoseNet on a synthetic KITTI odometry drive with test_pose.py,
-#   5. run the unified visual odometry demo on a validation scene,
+#   5. run the unified visual odometry demo on a validation scene (it holds moving cars: --val-moving-cars),
 #   6. print where everything is.
 # Safe to run twice (data are re-rendered, each training run gets its own folder).
 # Environment overrides (CI runs a reduced version): QS_OUT, QS_HEIGHT, QS_WIDTH, QS_SCENES, QS_FRAMES,
 # QS_EPOCHS, QS_EPOCH_SIZE, QS_BATCH, QS_MNI, QS_WORKERS, QS_DEVICE, QS_DEMO_FRAMES, QS_ODOM_FRAMES,
-# QS_SKIP_INSTALL=1.
+# QS_VAL_MOVING_CARS, QS_SKIP_INSTALL=1.
 set -eu
 cd "$(dirname "$0")/.."
 OUT=${QS_OUT:-outputs/quickstart}
@@ -26,6 +26,7 @@ WORKERS=${QS_WORKERS:-2}
 DEVICE=${QS_DEVICE:-auto}
 DEMO_FRAMES=${QS_DEMO_FRAMES:-8}
 ODOM_FRAMES=${QS_ODOM_FRAMES:-90}   # about 110 m: long enough for the devkit's 100 m segments
+VAL_MOVING_CARS=${QS_VAL_MOVING_CARS:-2}
 
 if [ "${QS_SKIP_INSTALL:-0}" != 1 ]; then
     echo "== 1/6 virtual environment .venv and requirements"
@@ -36,7 +37,7 @@ PY=.venv/bin/python
 
 echo "== 2/6 synthetic data: $SCENES scenes x $FRAMES frames at ${HEIGHT}x${WIDTH} (train) + a held-out drive (test)"
 $PY -m data.synthetic --out "$OUT/synthetic" --layout vis --scenes "$SCENES" --frames "$FRAMES" \
-    --height "$HEIGHT" --width "$WIDTH" --seed 0 --overwrite
+    --height "$HEIGHT" --width "$WIDTH" --seed 0 --overwrite --val-moving-cars "$VAL_MOVING_CARS"
 $PY -m data.synthetic --out "$OUT/synthetic_test" --layout raw --scenes 1 --frames "$FRAMES" \
     --height "$HEIGHT" --width "$WIDTH" --seed 100 --overwrite
 $PY -m data.synthetic --out "$OUT/synthetic_odometry" --layout odometry --scenes 1 --frames "$ODOM_FRAMES" \
@@ -86,6 +87,10 @@ print(f"ego-motion on the synthetic odometry drive: {segments}, ATE {odometry['a
 print(f"checkpoints and logs : {run}")
 print(f"metric tables        : {out}/eval_trained/metrics.txt, {out}/eval_untrained/metrics.txt")
 print(f"trajectory           : {out}/pose_eval/00/trajectory.png")
-print(f"demo figures         : {demo}")
+demo_summary = json.load(open(f'{demo}/tracks.json'))['summary']
+speed = demo_summary['mean_speed']
+print(f"demo                 : {demo_summary['tracked_objects']} tracked objects"
+      + (f", mean speed {speed:.3f} {demo_summary['speed_unit']}" if speed is not None else ''))
+print(f"demo figures, video  : {demo}")
 print(f"TensorBoard          : .venv/bin/tensorboard --logdir {out}/checkpoints")
 PYEOF

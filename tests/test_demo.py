@@ -1,4 +1,5 @@
 """Unified visual odometry demo: outputs, track ids against the synthetic ground truth, geometry, files, errors."""
+import importlib.util
 import json
 import os
 import shutil
@@ -6,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import imageio.v2 as imageio
+import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
@@ -36,8 +38,13 @@ def vis_root(tmp_path_factory):
 def demo_run(vis_root, tmp_path_factory):
     """One demo run with figures on the synthetic scene; returns its output folder."""
     out = tmp_path_factory.mktemp('outputs')
+    recording = ['--rerun', str(out / 'demo.rrd')] if rerun_installed() else []
     return demo.main(['--data', str(vis_root / 'image' / SCENE), '--output-dir', str(out), '--name', 'test',
-                      '--save-fig', '--device', 'cpu', '--mni', '3'])
+                      '--save-fig', '--device', 'cpu', '--mni', '3'] + recording)
+
+
+def rerun_installed():
+    return importlib.util.find_spec('rerun') is not None
 
 
 def ground_truth_objects(vis_root):
@@ -51,7 +58,12 @@ def test_demo_writes_figures_animation_clouds_and_files(demo_run):
     assert sorted(p.stem for p in (demo_run / 'pointclouds').glob('*.ply')) == names
     figure = imageio.imread(demo_run / 'figures' / f'{names[0]}.png')
     assert figure.ndim == 3 and figure.shape[0] > HEIGHT and figure.shape[1] > WIDTH
-    assert len(imageio.mimread(demo_run / 'demo.gif')) == FRAMES
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(demo_run / 'demo.mp4'))
+    assert frames == FRAMES
+    reader = imageio_ffmpeg.read_frames(str(demo_run / 'demo.mp4'))
+    width, height = next(reader)['size']
+    reader.close()
+    assert (height, width) == (figure.shape[0] + figure.shape[0] % 2, figure.shape[1] + figure.shape[1] % 2)
     trajectory = demo_utils.read_kitti_trajectory(demo_run / 'trajectory.txt')
     assert trajectory.shape == (FRAMES, 4, 4)
     np.testing.assert_allclose(trajectory[0], np.eye(4), atol=1e-12)
@@ -251,4 +263,77 @@ def test_run_demo_script_runs_untrained(vis_root, tmp_path):
                           'DEVICE': 'cpu', 'OUTPUT_DIR': str(tmp_path / 'out')}, tmp_path)
     assert result.returncode == 0, result.stderr
     [run] = list((tmp_path / 'out' / 'demo').iterdir())
-    assert len(list((run / 'figures').glob('*.png'))) == 2 and (run / 'demo.gif').is_file()
+    assert len(list((run / 'figures').glob('*.png'))) == 2 and (run / 'demo.mp4').is_file()
+
+
+@pytest.mark.parametrize('suffix', ['mp4', 'gif'])
+def test_animation_writer_writes_every_frame_at_an_even_size(tmp_path, suffix):
+    writer = demo_utils.AnimationWriter(tmp_path / f'anim.{suffix}', fps=4)
+    for value in range(6):
+        writer.append(np.full((51, 75, 3), 40 * value, np.uint8))
+    assert not (tmp_path / f'anim.{suffix}').exists()  # appears only when closed
+    writer.close()
+    if suffix == 'gif':
+        frames = imageio.mimread(tmp_path / 'anim.gif')
+        assert len(frames) == 6 and frames[0].shape[:2] == (51, 75)
+    else:
+        assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / 'anim.mp4'))[0] == 6
+        reader = imageio_ffmpeg.read_frames(str(tmp_path / 'anim.mp4'))
+        assert tuple(next(reader)['size']) == (76, 52)  # H.264 yuv420p: padded to even width and height
+        reader.close()
+    assert [p.name for p in tmp_path.iterdir()] == [f'anim.{suffix}']
+
+
+def test_gif_animation_stays_an_option(vis_root, tmp_path):
+    out = demo.main(['--data', str(vis_root / 'image' / SCENE), '--max-frames', '2', '--device', 'cpu',
+                     '--output-dir', str(tmp_path), '--save-fig', '--video', 'gif'])
+    assert len(imageio.mimread(out / 'demo.gif')) == 2 and not (out / 'demo.mp4').exists()
+
+
+def test_summary_prints_tracked_objects_and_their_mean_speed(demo_run):
+    summary = json.loads((demo_run / 'tracks.json').read_text())['summary']
+    tracks = json.loads((demo_run / 'tracks.json').read_text())['tracks']
+    assert summary['tracked_objects'] == len(tracks) > 0
+    speeds = [np.mean([np.linalg.norm(m) for m in t['motion'] if m is not None]) for t in tracks.values()]
+    assert summary['mean_speed'] == pytest.approx(np.mean(speeds))
+    assert summary['speed_unit'] == 'network units/frame'
+
+
+def test_mean_speed_skips_frames_without_motion():
+    tracks = {1: {'motion': [[3.0, 4.0, 0.0], None, [0.0, 0.0, 1.0]]}, 2: {'motion': [None]},
+              3: {'motion': [[0.0, 2.0, 0.0]]}}
+    assert demo.mean_speed(tracks) == pytest.approx((3.0 + 2.0) / 2)
+    assert np.isnan(demo.mean_speed({}))
+
+
+def test_camera_height_scale_makes_depth_trajectory_and_object_motion_metric(vis_root):
+    scene = synthetic.render_scene(seed=0, index=0, height=HEIGHT, width=WIDTH, frames=3)
+    poses = np.array([[0.1, 0.0, 0.5, 0.01, 0.02, 0.0], [0.0, 0.1, 0.4, 0.0, 0.0, 0.03]])
+    inference = demo.Inference(scene.depths / 4, poses, [np.zeros((1, 2), int)] * 2, [np.ones((1, 3))] * 2)
+    metric, scale = demo.scale_to_metric(inference, scene.K, camera_height=1.65)
+    assert scale == pytest.approx(4.0, rel=0.02)
+    np.testing.assert_allclose(metric.depths, scene.depths / 4 * scale, rtol=1e-6)
+    np.testing.assert_allclose(metric.poses[:, :3], poses[:, :3] * scale)
+    np.testing.assert_allclose(metric.poses[:, 3:], poses[:, 3:])  # rotations have no scale
+    np.testing.assert_allclose(metric.obj_motion[1], scale)
+
+
+def test_rerun_recording_holds_every_frame(demo_run):
+    rerun = pytest.importorskip('rerun', reason='rerun-sdk (optional) is not installed')
+    recording = demo_run.parent.parent / 'demo.rrd'
+    assert recording.stat().st_size > 10000
+    store = rerun.chunk.RrdReader(str(recording)).store()  # readable back
+    entities = {str(path) for path in store.schema().entity_paths()}
+    assert {'/world/camera', '/world/camera/image/rgb', '/world/camera/image/depth', '/world/points',
+            '/world/trajectory', '/world/objects/1/track', '/world/objects/1/motion'} <= entities
+    chunks = [line.split() for line in str(store.summary()).splitlines()]  # one line per chunk: PATH rows=N ...
+    rows = sum(int(words[1][len('rows='):]) for words in chunks if words[0] == '/world/camera/image/rgb')
+    assert rows == FRAMES  # one image per frame
+
+
+def test_missing_rerun_sdk_is_one_clear_line(vis_root, tmp_path, monkeypatch):
+    def no_rerun(name):
+        raise ImportError(name)
+    monkeypatch.setattr(demo.rerun_recording.importlib, 'import_module', no_rerun)
+    message = _error_of(['--data', str(vis_root / 'image' / SCENE), '--rerun', str(tmp_path / 'r.rrd')])
+    assert 'pip install rerun-sdk' in message and not (tmp_path / 'r.rrd').exists()

@@ -1,4 +1,5 @@
 """The quick start script, in a reduced form (tiny frames, one iteration), through the same script."""
+import json
 import os
 import subprocess
 
@@ -25,4 +26,7 @@ def test_quickstart_runs_end_to_end(tmp_path):
     run = next((out / 'checkpoints' / 'quickstart').iterdir())
     assert (run / 'dispnet_checkpoint.pth.tar').is_file()
     demo = next((out / 'demo' / 'quickstart').iterdir())
-    assert (demo / 'demo.gif').is_file() and (demo / 'trajectory.txt').is_file()
+    assert (demo / 'demo.mp4').is_file() and (demo / 'trajectory.txt').is_file()
+    summary = json.loads((demo / 'tracks.json').read_text())['summary']
+    assert summary['tracked_objects'] >= 1  # the validation scene holds moving cars (--val-moving-cars)
+    assert f"demo                 : {summary['tracked_objects']} tracked objects, mean speed" in result.stdout

@@ -292,3 +292,38 @@ def test_preview_is_a_contact_sheet(tmp_path):
     assert np.array_equal(sheet[:32, :96], scene.images[0])
     synthetic.save_preview(scene, tmp_path / 'sheet.png')
     assert (tmp_path / 'sheet.png').stat().st_size > 1000
+
+
+def test_val_moving_cars_puts_moving_cars_in_view_in_every_validation_scene(tmp_path):
+    names = synthetic.generate(tmp_path, scenes=3, frames=6, height=32, width=96, seed=4, layout='vis',
+                               val_moving_cars=2)
+    root = tmp_path / 'vis'
+    val = (root / 'val.txt').read_text().split()
+    assert val == names[-1:]
+    for name in val:
+        objects = json.loads((root / 'poses' / f'{name}.json').read_text())['objects']
+        in_view = [obj for obj in objects
+                   if obj['kind'] != 'parked' and np.mean(np.array(obj['mask_index']) >= 0) >= 0.8]
+        assert len(in_view) >= 2
+        for obj in in_view:  # it really moves, and its mask channel holds it
+            positions = np.array(obj['world_pose'])[:, :3, 3]
+            assert np.linalg.norm(positions[-1] - positions[0]) > 1.0
+            frame = int(np.argmax(np.array(obj['mask_index']) >= 0))
+            assert np.load(root / 'segmentation' / name / f'{frame:010d}.npy')[obj['mask_index'][frame]].any()
+    config = json.loads((root / 'synthetic_config.json').read_text())
+    assert config['val_moving_cars'] == 2
+    # the training scenes are the ones rendered without the option (same seed, same bytes)
+    plain = synthetic.render_scene(seed=4, index=0, height=32, width=96, frames=6)
+    assert np.array_equal(np.load(root / 'segmentation' / names[0] / '0000000000.npy'), plain.masks[0])
+
+
+def test_moving_car_kinds_are_forced_from_parked_cars_first():
+    from data._synthetic_world import with_moving_cars
+    assert with_moving_cars(['parked', 'same', 'parked'], 2) == ['same', 'same', 'parked']
+    assert with_moving_cars([], 2) == ['same', 'opposite']
+    assert with_moving_cars(['crossing', 'opposite'], 1) == ['crossing', 'opposite']
+
+
+def test_val_moving_cars_is_checked(tmp_path, capsys):
+    assert synthetic.main(['--out', str(tmp_path), '--max-cars', '1', '--val-moving-cars', '2']) == 2
+    assert '--val-moving-cars must be between 0 and --max-cars (1)' in capsys.readouterr().err
