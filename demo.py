@@ -64,7 +64,7 @@ def build_parser():
     parser.add_argument('--name', default='demo', help='outputs go to OUTPUT_DIR/NAME/TIMESTAMP')
     parser.add_argument('--output-dir', default='outputs', help='root of the output folders')
     parser.add_argument('--save-fig', action='store_true', help='save per-frame figures and an animated GIF')
-    parser.add_argument('--max-frames', type=int, default=0, help='use only the first N frames (0: all)')
+    parser.add_argument('--max-frames', type=int, default=0, help='use only the first N >= 2 frames (0: all)')
     parser.add_argument('--arrow-frames', type=float, default=5.0,
                         help='motion arrows show the per-frame object motion extrapolated over this many frames')
     parser.add_argument('--fps', type=float, default=5.0, help='frame rate of the animation')
@@ -404,6 +404,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.mni < 0:
         raise SystemExit(f"error: --mni must be >= 0, got {args.mni}")
+    if args.max_frames == 1:
+        raise SystemExit("error: --max-frames 1: the demo needs at least 2 frames (0 = all)")
     try:
         return run_demo(args)
     except (DatasetError, CheckpointError, ValueError) as error:

@@ -96,9 +96,10 @@ def test_train_end_to_end_writes_every_output(toy_root, tmp_path, monkeypatch, w
     assert any(name.startswith('events.out.tfevents') for name in files)
     assert sorted(os.listdir(os.path.join(run_dir, 'debug_viz'))) == ['breakpoint1_batch0000.png', 'breakpoint2_batch0000.png']
     summary = read_tsv(os.path.join(run_dir, 'progress_log_summary.csv'))
-    assert summary[0] == ['train_loss', 'validation_loss'] and len(summary) == 3
+    assert summary[0] == ['epoch', 'train_loss', 'validation_loss'] and len(summary) == 3
+    assert [row[0] for row in summary[1:]] == ['1', '2']
     full = read_tsv(os.path.join(run_dir, 'progress_log_full.csv'))
-    assert len(full) == 1 + 4 and len(full[0]) == 8
+    assert len(full) == 1 + 4 and len(full[0]) == 9 and [row[0] for row in full[1:]] == ['0', '1', '2', '3']
     assert load_network_weights(DispResNet(18), os.path.join(run_dir, 'dispnet_checkpoint.pth.tar'))['epoch'] == 2
     assert not any(name.endswith('.tmp') for name in files)
 
