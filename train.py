@@ -192,7 +192,7 @@ def make_run_folder(args):
     """
     if args.resume:
         if not os.path.isdir(args.resume):
-            raise OutputError(2, f"--resume {args.resume}: no such run folder")
+            raise CheckpointError(f"--resume {args.resume}: no such run folder")
         check_writable_folder(args.resume, '--resume')
         recover(args.resume)
         if not os.path.isfile(os.path.join(args.resume, STATE_FILE)):
@@ -613,7 +613,7 @@ def train(args, device, dist_ctx, run_dir):
         resume_run(run_dir, nets, optimizer, state, device)
         if state.epoch >= args.epochs:
             raise RunError(f"--epochs {args.epochs}: {run_dir} has already trained {state.epoch} epochs; "
-                             f"give a larger --epochs to continue")
+                           f"give a larger --epochs to continue")
         print(f"=> resumed {run_dir} at epoch {state.epoch}, iteration {state.n_iter}")
     if dist_ctx.is_main:
         os.makedirs(run_dir, exist_ok=True)
@@ -692,7 +692,8 @@ def main(argv=None):
             print(error, file=sys.stderr)
             sys.exit(error.exit_code)
         if isinstance(error, KeyboardInterrupt):
-            sys.exit(f"\ninterrupted: the last saved checkpoint of {run_dir} is intact")
+            print(f"\ninterrupted: the last saved checkpoint of {run_dir} is intact", file=sys.stderr)
+            sys.exit(130)
         raise SystemExit(f"error: {one_line(error)}") from None
     dist_ctx.close()
     if dist_ctx.is_main:

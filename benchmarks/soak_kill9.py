@@ -13,6 +13,9 @@ again when it died before its first checkpoint).  After the last kill it runs to
   unique and increasing, with nothing missing;
 * the final weights equal those of an uninterrupted run with the same arguments.
 
+Each kill comes within one epoch's time after the run started training, so a run resumed many times
+still has work left for the next kill; when it finishes before ``--kills`` kills, fewer are reported.
+
 Prints the number of kills survived (and how many hit a save) and exits 1 when a check fails.
 """
 import argparse
@@ -56,6 +59,7 @@ class Training:
         self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
         self.started = threading.Event()
+        self.started_at = None
         self.run_dir = None
         self.output = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -65,6 +69,7 @@ class Training:
             self.output.append(line)
             if line.startswith('=> saving to '):
                 self.run_dir = Path(line.split('=> saving to ')[1].split(' |')[0])
+                self.started_at = time.time()
                 self.started.set()
         self.started.set()
 
@@ -79,7 +84,7 @@ def kill_at_random(training, rng, epoch_seconds):
     training.started.wait()
     if training.process.poll() is not None:
         return False
-    deadline = time.time() + rng.uniform(0, 2 * epoch_seconds)
+    deadline = time.time() + rng.uniform(0, epoch_seconds)
     wait_for_save = rng.random() < 0.5
     while training.process.poll() is None and time.time() < deadline:
         if wait_for_save and saving(training.run_dir):
@@ -122,7 +127,7 @@ def check_run(run_dir, epochs, reference):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--kills', type=int, default=20, help='number of SIGKILLs')
-    parser.add_argument('--epochs', type=int, default=6, help='epochs of the tiny run')
+    parser.add_argument('--epochs', type=int, default=10, help='epochs of the tiny run')
     parser.add_argument('--seed', type=int, default=0, help='seed of the kill moments')
     parser.add_argument('--workdir', default=None, help='where data and runs go (default: a temporary folder)')
     args = parser.parse_args()
@@ -137,8 +142,8 @@ def main():
     reference.process.wait()
     if reference.process.returncode != 0:
         sys.exit('the uninterrupted reference run failed:\n' + ''.join(reference.output[-20:]))
-    epoch_seconds = (time.time() - start) / args.epochs
-    print(f"reference run: {args.epochs} epochs in {time.time() - start:.0f} s ({reference.run_dir})")
+    epoch_seconds = (time.time() - reference.started_at) / args.epochs
+    print(f"reference run: {args.epochs} epochs, {epoch_seconds:.1f} s per epoch ({reference.run_dir})", flush=True)
 
     run_dir, kills, during_saves, fresh_starts = None, 0, 0, 0
     while True:
