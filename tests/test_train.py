@@ -165,6 +165,7 @@ def test_torchrun_two_processes_hold_the_same_weights(toy_root, tmp_path):
                             capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(f'{prefix}.rank{r}.pt', weights_only=True) for r in (0, 1))
+    assert rank0.pop('steps') == rank1.pop('steps') == 1, 'a stop request on one rank stops every rank'
     for net in ('disp', 'ego', 'obj'):
         for key, value in rank0[net].items():
             assert torch.equal(value, rank1[net][key]), (net, key)
