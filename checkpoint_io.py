@@ -16,10 +16,42 @@ class CheckpointError(ValueError):
     """A checkpoint file is unreadable or does not fit the network (one-line message)."""
 
 
+class _RecordingWriter:
+    """A file handle that remembers the OSError of a failed write.
+
+    ``torch.save`` turns a failed write into ``RuntimeError: [enforce fail at inline_container.cc]
+    unexpected pos``; the recorded error lets the caller say what happened (e.g. a full disk).
+    """
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.error = None
+
+    def write(self, data):
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self):
+        self.handle.flush()
+
+
 def atomic_torch_save(obj, path):
-    """``torch.save`` through :func:`fileio.atomic_open`: an interrupted save never replaces a good file."""
+    """``torch.save`` through :func:`fileio.atomic_open`: an interrupted save never replaces a good file.
+
+    Raises:
+        fileio.OutputError: "``path``: no space left on device" when the disk is full.
+    """
     with atomic_open(path) as handle:
-        torch.save(obj, handle)
+        writer = _RecordingWriter(handle)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None
 
 
 def save_checkpoint(path, state_dict, epoch, **extra):

@@ -80,7 +80,7 @@ def build_parser():
                         help='camera-height: metric depth and motion from the camera height above the fitted road')
     parser.add_argument('--camera-height', type=float, default=DEFAULT_CAMERA_HEIGHT,
                         help='camera height above the road in metres, for --scale-from camera-height')
-    parser.add_argument('--max-frames', type=int, default=0, help='use only the first N frames (0: all)')
+    parser.add_argument('--max-frames', type=int, default=0, help='use only the first N >= 2 frames (0: all)')
     parser.add_argument('--arrow-frames', type=float, default=5.0,
                         help='motion arrows show the per-frame object motion extrapolated over this many frames')
     parser.add_argument('--fps', type=float, default=5.0, help='frame rate of the animation')
@@ -466,6 +466,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.mni < 0:
         raise SystemExit(f"error: --mni must be >= 0, got {args.mni}")
+    if args.max_frames == 1:
+        raise SystemExit("error: --max-frames 1: the demo needs at least 2 frames (0 = all)")
     try:
         return run_demo(args)
     except (DatasetError, CheckpointError, ValueError, rerun_recording.RerunUnavailable) as error:

@@ -1,8 +1,25 @@
-"""Atomic file writing shared by every writer of the project (checkpoints, datasets, demo outputs)."""
+"""Atomic file writing shared by every writer of the project (checkpoints, datasets, demo outputs),
+and the check that an output folder can be written before any work starts."""
 import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
+
+
+class OutputError(OSError):
+    """An output location that cannot be written, or a write that failed (one-line message naming the path).
+
+    Built as ``OutputError(errno, message)``; ``str()`` is the message alone.
+    """
+
+    def __str__(self):
+        return self.strerror
+
+
+def disk_full(path):
+    """The error for a write to ``path`` that ran out of space."""
+    return OutputError(errno.ENOSPC, f"{path}: no space left on device")
 
 
 @contextlib.contextmanager
@@ -10,7 +27,8 @@ def atomic_open(path):
     """Open a temporary binary file next to ``path``; on success it replaces ``path`` (``os.replace``).
 
     A reader, a crash or Ctrl-C never sees half a file, and an existing ``path`` stays intact until
-    the new one is complete.  The file gets the usual permissions (``0o666`` minus the umask).
+    the new one is complete.  The file gets the usual permissions (``0o666`` minus the umask).  A full
+    disk raises :class:`OutputError` "``path``: no space left on device".
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,7 +40,37 @@ def atomic_open(path):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    except OSError as error:
+        _remove_quietly(tmp_path)
+        if error.errno == errno.ENOSPC:
+            raise disk_full(path) from None
         raise
+    except BaseException:
+        _remove_quietly(tmp_path)
+        raise
+
+
+def _remove_quietly(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def check_writable_folder(path, flag):
+    """Raise :class:`OutputError` unless the folder ``path`` exists or can be created, and files can be written in it.
+
+    Nothing is created: the deepest existing folder on the way is probed with a temporary file
+    (removed at once), so an existing file in the way, ``/proc``, ``/sys``, a read-only file system or
+    a folder without write permission is refused before any work.  ``flag`` names the option in
+    the message ("--checkpoint-root /proc/x: cannot write there (No such file or directory)").
+    """
+    existing = Path(os.path.abspath(path))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(errno.ENOTDIR, f"{flag} {path}: {existing} is an existing file, not a folder")
+    probe = existing / f'.write-probe.{os.getpid()}.{secrets.token_hex(4)}.tmp'
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as error:
+        raise OutputError(error.errno, f"{flag} {path}: cannot write there ({error.strerror})") from None
+    os.unlink(probe)

@@ -225,8 +225,9 @@ def compute_losses(pairs, options, tgt_img, ref_imgs, depths, disparities, view_
 
 
 def unwrap(net):
-    """The network inside a DataParallel wrapper (or the network itself)."""
-    return net.module if isinstance(net, torch.nn.DataParallel) else net
+    """The module inside a DataParallel or DistributedDataParallel wrapper (or the module itself)."""
+    wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+    return net.module if isinstance(net, wrappers) else net
 
 
 def run_step(disp_net, ego_pose_net, obj_pose_net, tgt_img, ref_imgs, K, tgt_insts, ref_insts,

@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 from checkpoint_io import CheckpointError, load_network_weights
 from devices import select_device
+from errors import one_line
 from exported_models import ExportError, OnnxNetwork
-from fileio import atomic_open
+from fileio import OutputError, atomic_open, check_writable_folder
 from kitti_eval.eval_depth import CLI_ERRORS, DEFAULT_TEST_LIST, add_metric_options, evaluate_and_report
 from kitti_eval.kitti_raw import KittiFormatError, check_frame_files, locate_frame, missing_file, read_file_list
 from kitti_eval.metric_scale import add_scale_options, scale_to_metric
@@ -172,6 +173,7 @@ def check_arguments(args):
 def run(args):
     """Predict depth for every listed image, save it, and evaluate it when the GT is available."""
     check_arguments(args)
+    check_writable_folder(args.output_dir, '--output-dir')
     device = select_device(args.device)
     files = read_file_list(args.dataset_list)
     image_paths = [Path(args.dataset_dir) / entry for entry in files]
@@ -204,8 +206,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (CheckpointError, ExportError, *CLI_ERRORS) as exc:
-        sys.exit(f"error: {exc}")
+    except (CheckpointError, ExportError, OutputError, *CLI_ERRORS) as exc:
+        sys.exit(f"error: {one_line(exc)}")
 
 
 if __name__ == '__main__':

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
+from errors import one_line
 from fileio import atomic_open  # noqa: F401  (re-exported for the writers below and their users)
 
 FLO_MAGIC = 202021.25
@@ -17,9 +19,17 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 
 
 class DatasetError(ValueError):
-    """Bad dataset input; the message is ``"<path>: <what is wrong>"``."""
+    """Bad dataset input; the message is ``"<path>: <what is wrong>"``.
 
-    def __init__(self, path, problem):
+    ``DatasetError(path, problem)`` is the normal form.  A DataLoader worker's error reaches the main
+    process as ``DatasetError(text)``, ``text`` being torch's "Caught DatasetError in DataLoader
+    worker process N" report with the worker's traceback; the one-line message of the worker's error
+    is taken back from its last line, so ``-j 8`` reports bad input as ``-j 0`` does.
+    """
+
+    def __init__(self, path, problem=None):
+        if problem is None:
+            path, _, problem = one_line(path).partition(': ')
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
@@ -63,6 +73,10 @@ def read_flo(path):
         what = "truncated" if len(data) < expected else "trailing bytes in"
         raise DatasetError(path, f"{what} .flo: {len(data)} bytes, expected {expected} for a {width}x{height} flow")
     flow = np.frombuffer(data, '<f4', offset=FLO_HEADER_BYTES).reshape(height, width, 2)
+    finite = np.isfinite(flow)
+    if not finite.all():
+        raise DatasetError(path, f"{flow.size - int(finite.sum())} non-finite flow values (NaN or inf) in a "
+                                 f"{width}x{height} flow; recompute this flow")
     return flow.astype(np.float32)
 
 
@@ -132,7 +146,11 @@ def read_cam(path):
         raise DatasetError(path, f"cam.txt must hold a 3x3 intrinsics matrix (9 numbers), found {values.size}")
     if not np.all(np.isfinite(values)):
         raise DatasetError(path, "cam.txt holds a non-finite value")
-    return values.reshape(3, 3).astype(np.float32)
+    intrinsics = values.reshape(3, 3)
+    if np.linalg.matrix_rank(intrinsics) < 3:
+        raise DatasetError(path, "cam.txt intrinsics matrix is singular (not invertible): expected "
+                                 "[[fx 0 cx] [0 fy cy] [0 0 1]] with non-zero focal lengths")
+    return intrinsics.astype(np.float32)
 
 
 def write_cam(path, intrinsics):
@@ -155,6 +173,18 @@ def read_image(path):
     if image is None:
         raise DatasetError(path, "cannot decode the image (not a valid jpg/png file)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image_size(path):
+    """``(height, width)`` of a jpg/png frame, from its header (the pixels are not decoded)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise DatasetError(path, "file not found") from None
+    except (UnidentifiedImageError, OSError):
+        raise DatasetError(path, "cannot read the image header (not a valid jpg/png file)") from None
+    return height, width
 
 
 def write_image(path, image, jpeg_quality=95):

@@ -103,7 +103,7 @@ class SequenceFolder(torch.utils.data.Dataset):
     Args:
         root: dataset folder.
         train: read ``train.txt`` (else ``val.txt``).
-        seed: seeds the shuffle and the augmentation generator (see :meth:`generator`).
+        seed: seeds the shuffle and the augmentation (see :meth:`sample_generator`).
         shuffle: shuffle the sample list (before ``proportion`` / ``begin_idx``).
         max_num_instances: ``mni``, instance pairs kept per reference (0 = no instances).
         sequence_length: odd number of frames per sample (3, 5, ...).
@@ -131,8 +131,7 @@ class SequenceFolder(torch.utils.data.Dataset):
         samples = samples[:int(math.floor(len(samples) * proportion))]
         self.samples = samples[begin_idx:] if begin_idx else samples
         self.cache = AssociationCache(cache_dir or self.root / DEFAULT_SUBDIR) if cache else None
-        self._rng = None
-        self._rng_key = None
+        self.epoch = 0
 
     def _crawl(self, train, sequence_length):
         list_path, names = read_scene_list(self.root, train)
@@ -151,24 +150,20 @@ class SequenceFolder(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.samples)
 
-    def generator(self):
-        """The augmentation generator of this process.
+    def set_epoch(self, epoch):
+        """Select the augmentation draws of ``epoch`` (see :meth:`sample_generator`)."""
+        self.epoch = epoch
 
-        In the main process it is created once from ``seed`` and persists across epochs.  In a
-        DataLoader worker it is seeded from ``(seed, worker seed)``; the worker seed is drawn from
-        torch's generator at every epoch, so ``torch.manual_seed`` plus ``seed`` reproduce every
-        batch, and workers and epochs get different draws.
+    def sample_generator(self, index):
+        """The augmentation generator of sample ``index`` in the current epoch.
+
+        Seeded from ``(seed, epoch, index)``: the augmentation of a sample depends neither on the
+        worker that loads it nor on what was loaded before, so a run resumed at any epoch (or batch)
+        repeats the draws of an uninterrupted one.  Without a seed, the draws are not reproducible.
         """
-        info = torch.utils.data.get_worker_info()
-        key = None if info is None else (info.id, info.seed)
-        if self._rng is None or key != self._rng_key:
-            if info is None:
-                entropy = self.seed
-            else:
-                entropy = [info.seed] if self.seed is None else [self.seed, info.seed]
-            self._rng = np.random.default_rng(entropy)
-            self._rng_key = key
-        return self._rng
+        if self.seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([self.seed, self.epoch, index])
 
     def __getitem__(self, index):
         scene_index, target = self.samples[index]
@@ -187,7 +182,8 @@ class SequenceFolder(torch.utils.data.Dataset):
             ref_insts.append(inst_second if shift > 0 else inst_first)
         intrinsics = np.array(scene.intrinsics, np.float64)
         if self.transform is not None:
-            images, insts, intrinsics = self.transform(images, tgt_insts + ref_insts, intrinsics, self.generator())
+            images, insts, intrinsics = self.transform(images, tgt_insts + ref_insts, intrinsics,
+                                                              self.sample_generator(index))
             tgt_insts, ref_insts = insts[:len(self.shifts)], insts[len(self.shifts):]
         for i in range(len(self.shifts)):
             tgt_insts[i], ref_insts[i] = drop_empty_pairs(tgt_insts[i], ref_insts[i])

@@ -118,6 +118,8 @@ def read_velodyne_points(path):
     if not path.is_file():
         raise missing_file(path, 'velodyne scan')
     raw = np.fromfile(path, dtype=np.float32)
+    if raw.size == 0:
+        raise KittiFormatError(f"{path}: empty velodyne scan (0 bytes); the download or extraction is incomplete")
     if raw.size % VELODYNE_FIELDS:
         raise KittiFormatError(f"{path}: {raw.size * 4} bytes is not a whole number of "
                                f"{VELODYNE_FIELDS}-float32 velodyne points")

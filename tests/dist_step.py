@@ -1,13 +1,15 @@
-"""Helper of test_train.py, run under torchrun: one DistributedDataParallel training step per process.
+"""Helper of test_train.py, run under torchrun: DistributedDataParallel training steps, one process per rank.
 
 Usage: torchrun --nproc_per_node 2 tests/dist_step.py DATA OUT_PREFIX
-Rank ``r`` trains on training sample ``r`` (no augmentation).  The processes start from different random
-weights (DistributedDataParallel must broadcast rank 0's); rank 0 writes the common initial state to
-OUT_PREFIX.init.pt, and every rank its parameters after the step and their (all-reduced) gradients
-to OUT_PREFIX.rankN.pt as ``{network: {name: (parameter, gradient)}}``.
+Rank ``r`` trains on training sample ``r`` (no augmentation), in an epoch of two steps; rank 1 has a stop
+request (as from SIGTERM), so every rank must stop after the first step.  The processes start from different
+random weights (DistributedDataParallel must broadcast rank 0's); rank 0 writes the common initial state to
+OUT_PREFIX.init.pt, and every rank its parameters after the step with their (all-reduced) gradients and the
+number of steps taken to OUT_PREFIX.rankN.pt as ``{network: {name: (parameter, gradient)}, 'steps': n}``.
 """
 import os
 import sys
+from types import SimpleNamespace
 
 import torch
 
@@ -20,21 +22,24 @@ from datasets.sequence_folders import SequenceFolder  # noqa: E402
 def main():
     data, prefix = sys.argv[1], sys.argv[2]
     args = train.build_parser().parse_args([data, '--name', 'dist', '--with-pretrain', '0', '-b', '1', '-j', '0',
-                                            '-mni', '3', '--epoch-size', '1', '--device', 'cpu'])
+                                            '-mni', '3', '--epoch-size', '2', '--device', 'cpu'])
     dist_ctx = train.Distributed('cpu')
     torch.manual_seed(dist_ctx.rank)
     nets = train.build_networks(args, torch.device('cpu'))
     optimizer = train.build_optimizer(args, nets)
-    model, _ = train.build_model(args, nets, torch.device('cpu'), dist_ctx)
+    model = train.build_model(args, nets, torch.device('cpu'), dist_ctx)
     if dist_ctx.is_main:
         torch.save({key: net.state_dict() for key, net in nets.items()}, f'{prefix}.init.pt')
     dataset = SequenceFolder(data, seed=0, shuffle=False, max_num_instances=args.mni, transform=valid_transform())
-    batch = torch.utils.data.default_collate([dataset[dist_ctx.rank]])
+    batches = [torch.utils.data.default_collate([dataset[dist_ctx.rank]])] * 2
     logs = train.Logs(os.path.dirname(prefix), args, enabled=False)
-    train.train_one_epoch(args, model, optimizer, [batch], torch.device('cpu'), train.TrainingState(), logs,
-                          dist_ctx, os.path.dirname(prefix))
-    torch.save({key: {name: (p.detach().clone(), p.grad) for name, p in net.named_parameters()}
-                for key, net in nets.items()}, f'{prefix}.rank{dist_ctx.rank}.pt')
+    state = train.TrainingState()
+    stop = SimpleNamespace(requested=dist_ctx.rank == 1)
+    train.train_one_epoch(args, model, optimizer, batches, torch.device('cpu'), state, logs, dist_ctx,
+                          os.path.dirname(prefix), stop)
+    saved = {key: {name: (p.detach().clone(), p.grad) for name, p in net.named_parameters()}
+             for key, net in nets.items()}
+    torch.save(dict(saved, steps=state.n_iter), f'{prefix}.rank{dist_ctx.rank}.pt')
     dist_ctx.close()
 
 

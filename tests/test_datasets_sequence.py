@@ -84,7 +84,7 @@ def test_reference_order_and_images(toy):
         np.testing.assert_array_equal(image, read_image(frame_path(toy, 'image', toy.scenes[scene_index], k, 'jpg')))
 
 
-def test_augmented_samples_are_normalised_tensors_and_reproducible(toy):
+def test_augmented_samples_are_normalised_tensors_and_a_function_of_seed_epoch_and_index(toy):
     kwargs = dict(seed=7, max_num_instances=3, transform=train_transform(), cache=False)
     first = SequenceFolder(toy.root, **kwargs)
     second = SequenceFolder(toy.root, **kwargs)
@@ -103,7 +103,11 @@ def test_augmented_samples_are_normalised_tensors_and_reproducible(toy):
             torch.testing.assert_close(x, y)
     different_seed = SequenceFolder(toy.root, **dict(kwargs, seed=8, shuffle=False))
     same_seed = SequenceFolder(toy.root, **dict(kwargs, shuffle=False))
-    intrinsics = [same_seed[0][2] for _ in range(4)]
+    np.testing.assert_array_equal(same_seed[0][2], same_seed[0][2])
+    intrinsics = []
+    for epoch in range(4):
+        same_seed.set_epoch(epoch)
+        intrinsics.append(same_seed[0][2])
     assert any(not np.array_equal(intrinsics[0], k) for k in intrinsics[1:])
     assert not np.array_equal(different_seed[0][2], SequenceFolder(toy.root, **dict(kwargs, shuffle=False))[0][2])
 

@@ -96,9 +96,10 @@ def test_train_end_to_end_writes_every_output(toy_root, tmp_path, monkeypatch, w
     assert any(name.startswith('events.out.tfevents') for name in files)
     assert sorted(os.listdir(os.path.join(run_dir, 'debug_viz'))) == ['breakpoint1_batch0000.png', 'breakpoint2_batch0000.png']
     summary = read_tsv(os.path.join(run_dir, 'progress_log_summary.csv'))
-    assert summary[0] == ['train_loss', 'validation_loss'] and len(summary) == 3
+    assert summary[0] == ['epoch', 'train_loss', 'validation_loss'] and len(summary) == 3
+    assert [row[0] for row in summary[1:]] == ['1', '2']
     full = read_tsv(os.path.join(run_dir, 'progress_log_full.csv'))
-    assert len(full) == 1 + 4 and len(full[0]) == 8
+    assert len(full) == 1 + 4 and len(full[0]) == 9 and [row[0] for row in full[1:]] == ['0', '1', '2', '3']
     assert load_network_weights(DispResNet(18), os.path.join(run_dir, 'dispnet_checkpoint.pth.tar'))['epoch'] == 2
     assert not any(name.endswith('.tmp') for name in files)
 
@@ -188,6 +189,7 @@ def test_torchrun_ddp_step_equals_the_mean_of_the_per_process_gradients(toy_root
                             capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(f'{prefix}.rank{r}.pt', weights_only=True) for r in (0, 1))
+    assert rank0.pop('steps') == rank1.pop('steps') == 1, 'a stop request on one rank stops every rank'
     for net in ('disp', 'ego', 'obj'):
         for key, (value, _) in rank0[net].items():
             assert torch.equal(value, rank1[net][key][0]), (net, key)
@@ -201,7 +203,11 @@ def test_torchrun_ddp_step_equals_the_mean_of_the_per_process_gradients(toy_root
         for key, (value, grad) in rank0[net].items():
             expected_value, expected_grad = reference[net][key]
             grad = torch.zeros_like(value) if grad is None else grad   # unused heads: no gradient anywhere
-            assert torch.allclose(grad, expected_grad, rtol=1e-4, atol=1e-9), (net, key)
-            assert torch.allclose(value, expected_value, rtol=0, atol=2e-6), (net, key)
+            # the processes and this one sum in other orders (other thread counts): compare each tensor as a whole
+            assert (grad - expected_grad).norm() <= 1e-3 * expected_grad.norm() + 1e-12, (net, key)
+            # Adam divides by |grad| + 1e-8, so entries with near-zero gradients amplify round-off: compare the
+            # update of each tensor as a whole
+            update, expected_update = value - initial[net][key], expected_value - initial[net][key]
+            assert (update - expected_update).norm() <= 1e-2 * expected_update.norm() + 1e-9, (net, key)
             moved += not torch.equal(value, initial[net][key])
         assert moved > 0, f'{net}: the step changed no parameter'
