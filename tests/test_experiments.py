@@ -1,5 +1,9 @@
 """experiments/: depth by region, ego- and object-motion errors, the command line on a tiny synthetic world."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +11,7 @@ import torch
 
 from checkpoint_io import save_checkpoint
 from data import synthetic
-from experiments import eval_synthetic, motion_metrics
+from experiments import ablation_results, eval_synthetic, motion_metrics
 from experiments.eval_synthetic import read_scene_truth, region_errors, region_masks
 from models import DispResNet, EgoPoseNet, ObjPoseNet
 
@@ -194,3 +198,62 @@ def test_command_line_names_a_folder_without_poses(world, tmp_path, capsys):
     finally:
         (tmp_path / 'moved.json').rename(root / 'poses' / f'{scene.name}.json')
     assert 'poses' in capsys.readouterr().err
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def planted_metrics(abs_rel):
+    regions = {r: {'abs_rel': abs_rel, 'sq_rel': 0.1, 'rmse': 1.0, 'rmse_log': 0.1, 'a1': 0.9, 'a2': 0.95, 'a3': 0.99,
+                   'images': 3, 'pixels': 1000} for r in ('all', 'background', 'moving', 'parked')}
+    return {'depth': regions, 'ego': None, 'objects': None}
+
+
+def test_ablation_runner_skips_finished_configurations_and_aggregates(world, tmp_path):
+    """The runner trains only what is not finished (tiny settings: one step), and a rerun trains nothing."""
+    root, _ = world
+    out = tmp_path / 'ablation'
+    (out / 'runs' / 'full' / 'seed0').mkdir(parents=True)
+    (out / 'runs' / 'full' / 'seed0' / 'metrics.json').write_text(json.dumps(planted_metrics(0.5)))
+    calls = tmp_path / 'calls.txt'
+    wrapper = tmp_path / 'python'
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': str(wrapper), 'CONFIGS': 'full rigid',
+           'SEEDS': '0', 'STEPS': '1', 'BATCH': '1', 'WORKERS': '0', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
+    run = lambda: subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,  # noqa: E731
+                                 capture_output=True, text=True)
+    first = run()
+    assert first.returncode == 0, first.stderr[-2000:]
+    trained = [line for line in calls.read_text().splitlines() if line.startswith('train.py')]
+    assert len(trained) == 1 and '-mni 0' in trained[0] and '/runs/rigid/' in trained[0]
+    assert 'full seed 0: finished, skipped' in first.stdout
+    results = json.loads((out / 'results.json').read_text())
+    assert set(results['configs']) == {'full', 'rigid'}
+    assert results['configs']['full']['mean']['depth']['moving']['abs_rel'] == 0.5
+    assert results['configs']['full']['std']['depth']['moving']['abs_rel'] == 0.0
+    assert results['configs']['rigid']['flags'] == '-mni 0' and results['configs']['rigid']['steps'] == {'0': 1}
+    assert results['configs']['rigid']['mean']['depth']['all']['images'] == 3
+    assert (out / 'results.png').stat().st_size > 1000 and '| rigid |' in (out / 'results.md').read_text()
+    calls.write_text('')
+    second = run()
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert not [line for line in calls.read_text().splitlines() if 'train.py' in line or 'eval_synthetic' in line]
+    assert 'rigid seed 0: finished, skipped' in second.stdout
+
+
+def test_ablation_runner_refuses_an_unknown_configuration(tmp_path):
+    env = {**os.environ, 'DATA': str(tmp_path), 'OUT': str(tmp_path / 'out'), 'CONFIGS': 'full nonsense',
+           'PY': sys.executable}
+    (tmp_path / 'val.txt').write_text('scene\n')
+    result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown configuration 'nonsense'" in result.stderr
+    assert not (tmp_path / 'out' / 'runs').exists()
+
+
+def test_combine_averages_nested_metrics_and_skips_missing_values():
+    mean = ablation_results.combine([{'a': {'x': 1.0, 'y': None}, 'n': 2}, {'a': {'x': 3.0, 'y': 4.0}, 'n': 4}],
+                                    np.mean)
+    assert mean == {'a': {'x': 2.0, 'y': 4.0}, 'n': 3.0}
+    assert ablation_results.combine([None, None], np.mean) is None
