@@ -257,3 +257,24 @@ def test_combine_averages_nested_metrics_and_skips_missing_values():
                                     np.mean)
     assert mean == {'a': {'x': 2.0, 'y': 4.0}, 'n': 3.0}
     assert ablation_results.combine([None, None], np.mean) is None
+
+
+def test_objective_is_lowest_at_the_true_depth_and_motion():
+    """The photometric term at the exact depth and motion beats a wrong scale, rotation only and no motion."""
+    from experiments import objective_at_truth
+    scene = synthetic.render_scene(seed=0, index=4, height=HEIGHT, width=WIDTH, frames=3, min_cars=3, max_cars=4)
+    pairs, depths, ego, fields = objective_at_truth.scene_inputs(scene)
+    options = objective_at_truth.LossOptions(with_ssim=True, with_mask=True, with_auto_mask=True)
+    photo = {name: objective_at_truth.objective(pairs, *case, options)[0]
+             for name, case in objective_at_truth.variants(depths, ego, fields, scales=(0.1, 10.0)).items()}
+    assert photo['truth + objects'] <= photo['truth, rigid'] + 1e-6
+    for name in ('depth x 0.1', 'depth x 10', 'rotation only', 'identity'):
+        assert photo['truth, rigid'] < photo[name], name
+
+
+def test_depth_scale_option_divides_the_disparity():
+    from projection import estimate_depths
+    net = lambda x: torch.full((x.shape[0], 1, 2, 2), 4.0)  # noqa: E731
+    depths, disparities = estimate_depths(net, torch.zeros(1, 3, 2, 2), [torch.zeros(1, 3, 2, 2)], depth_scale=0.1)
+    assert depths.shape == (2, 1, 2, 2) and torch.allclose(depths, torch.full_like(depths, 0.025))
+    assert torch.equal(disparities, torch.full_like(disparities, 4.0))
