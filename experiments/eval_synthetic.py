@@ -146,6 +146,18 @@ def median_scale(gt, pred):
         return None
 
 
+class ScaledDisparity(torch.nn.Module):
+    """DispResNet whose output is divided by ``depth_scale``, so ``1 / output`` is the depth a step with
+    ``LossOptions.depth_scale`` works in (the unit of the pose networks' translations)."""
+
+    def __init__(self, disp_net, depth_scale):
+        super().__init__()
+        self.disp_net, self.depth_scale = disp_net, depth_scale
+
+    def forward(self, img):
+        return self.disp_net(img) / self.depth_scale
+
+
 def load_network(cls, path, device, **kwargs):
     """A network of class ``cls`` with the weights of ``path``, in eval mode."""
     net = cls(**kwargs)
@@ -246,7 +258,11 @@ def build_networks(args, device):
     """Load the networks of the command line."""
     if (args.pretrained_ego_pose is None) != (args.pretrained_obj_pose is None):
         raise EvalError("--pretrained-ego-pose and --pretrained-obj-pose go together (motion metrics need both)")
+    if args.depth_scale <= 0:
+        raise EvalError(f"--depth-scale must be > 0, got {args.depth_scale}")
     disp = load_network(DispResNet, args.pretrained_dispnet, device, num_layers=args.resnet_layers)
+    if args.depth_scale != 1:
+        disp = ScaledDisparity(disp, args.depth_scale)
     if args.pretrained_ego_pose is None:
         return Networks(disp, rotation_mode=args.rotation_mode)
     return Networks(disp, load_network(EgoPoseNet, args.pretrained_ego_pose, device),
@@ -262,6 +278,8 @@ def build_parser():
     parser.add_argument('--rotation-mode', choices=['euler', 'quat'], default='euler', help='as in training')
     parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=18, help='DispResNet depth')
     parser.add_argument('--mni', type=int, default=20, help='instances matched per pair (as -mni in training)')
+    parser.add_argument('--depth-scale', type=float, default=1.0,
+                        help='the LossOptions.depth_scale the networks were trained with (depth = scale / disparity)')
     parser.add_argument('--snippet-length', type=int, default=3, help='frames per ATE snippet (the sequence length)')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
     parser.add_argument('--output-dir', required=True, type=Path, help='metrics.json goes here')

@@ -91,6 +91,8 @@ def main(argv=None):
     parser.add_argument('--width', type=int, default=320)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--scenes', type=int, nargs='+', default=[0, 1, 2, 3, 4])
+    parser.add_argument('--depth-scales', type=float, nargs='+', default=[0.1, 0.5, 2.0, 10.0],
+                        help='the factors s of the "depth x s" configurations')
     parser.add_argument('--no-auto-mask', action='store_true', help='evaluate without --with-auto-mask')
     args = parser.parse_args(argv)
     options = LossOptions(with_ssim=True, with_mask=True, with_auto_mask=not args.no_auto_mask)
@@ -98,7 +100,7 @@ def main(argv=None):
     for index in args.scenes:
         scene = synthetic.render_scene(args.seed, index, args.height, args.width, frames=3, min_cars=2)
         pairs, depths, ego, fields = scene_inputs(scene)
-        for name, case in variants(depths, ego, fields).items():
+        for name, case in variants(depths, ego, fields, args.depth_scales).items():
             table.setdefault(name, []).append(objective(pairs, *case, options))
     print(f"{'configuration':>16} {'photo':>8} {'geometry':>9} {'fwd valid':>10} {'kept':>6}   "
           f"(mean over {len(args.scenes)} scenes; auto-mask {'off' if args.no_auto_mask else 'on'})")

@@ -278,3 +278,8 @@ def test_depth_scale_option_divides_the_disparity():
     depths, disparities = estimate_depths(net, torch.zeros(1, 3, 2, 2), [torch.zeros(1, 3, 2, 2)], depth_scale=0.1)
     assert depths.shape == (2, 1, 2, 2) and torch.allclose(depths, torch.full_like(depths, 0.025))
     assert torch.equal(disparities, torch.full_like(disparities, 4.0))
+
+
+def test_depth_scale_of_the_evaluation_divides_the_disparity():
+    net = eval_synthetic.ScaledDisparity(lambda img: torch.full((1, 1, 2, 2), 2.0), 0.1)
+    assert torch.allclose(1 / net(torch.zeros(1, 3, 2, 2)), torch.full((1, 1, 2, 2), 0.05))
