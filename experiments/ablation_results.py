@@ -162,8 +162,10 @@ def config_depths(out, results, image, gt):
     for name, config in results['configs'].items():
         for seed in config['seeds']:
             run_file = Path(out) / 'runs' / name / f'seed{seed}' / 'run_dir.txt'
-            checkpoint = Path(run_file.read_text().strip()) / 'dispnet_checkpoint.pth.tar' if run_file.is_file() else None
-            if checkpoint is not None and checkpoint.is_file():
+            if not run_file.is_file():
+                continue
+            checkpoint = Path(run_file.read_text().strip()) / 'dispnet_checkpoint.pth.tar'
+            if checkpoint.is_file():
                 depth = predict_depth(checkpoint, image)
                 depths[name] = depth * (median_scale(gt, depth) or 1.0)
                 break

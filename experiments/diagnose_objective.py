@@ -79,7 +79,8 @@ def main(argv=None):
                 optimizer.step()
             if step % probe.probe_every == 0 or step == probe.probe_steps - 1:
                 row = {'step': step, **step_statistics(outputs, model.options),
-                       **{name: float(outputs.losses[name].detach()) for name in ('photo', 'geometry', 'smooth', 'obj_size')},
+                       **{name: float(outputs.losses[name].detach())
+                          for name in ('photo', 'geometry', 'smooth', 'obj_size')},
                        'total': float(outputs.total.detach())}
                 rows.append(row)
                 print(' '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in row.items()),

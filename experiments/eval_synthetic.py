@@ -240,7 +240,8 @@ def format_report(metrics):
                      f"{_number(ego['rot_deg'])} deg ({ego['pairs']} pairs)")
     if metrics['objects'] is not None:
         obj = metrics['objects']
-        lines.append(f"objects: moving EPE {_number(obj['moving']['epe'])} m, relative {_number(obj['moving']['rel'])}, "
+        lines.append(f"objects: moving EPE {_number(obj['moving']['epe'])} m, "
+                     f"relative {_number(obj['moving']['rel'])}, "
                      f"within 30 deg {_number(obj['moving']['within_30deg'])} ({obj['moving']['cars']} car pairs, "
                      f"{obj['moving']['matched']} matched) | parked EPE {_number(obj['parked']['epe'])} m "
                      f"({obj['parked']['cars']} car pairs, {obj['parked']['matched']} matched)")

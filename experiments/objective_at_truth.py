@@ -45,7 +45,7 @@ def directed_frames(target=1, refs=(0, 2)):
 
 
 def scene_inputs(scene, target=1, refs=(0, 2)):
-    """Directed pairs (no instances), exact depths ``[(1+R),1,H,W]``, ego poses ``[P,6]``, motion fields ``[P,6,H,W]``."""
+    """Directed pairs (no instances), exact depths ``[(1+R),1,H,W]``, ego poses ``[P,6]``, fields ``[P,6,H,W]``."""
     h, w = scene.depths.shape[1:]
     empty = torch.zeros(1, 1, h, w)
     K = torch.from_numpy(scene.K).float()[None]
@@ -54,7 +54,8 @@ def scene_inputs(scene, target=1, refs=(0, 2)):
     frames = [target] + list(refs)
     depths = torch.from_numpy(np.where(scene.depths[frames] > 0, scene.depths[frames], SKY_DEPTH)).float()[:, None]
     order = directed_frames(target, refs)
-    ego = torch.tensor(np.stack([synthetic.pose_to_vec(synthetic.relative_pose(scene, a, b)) for a, b in order])).float()
+    ego = torch.tensor(np.stack([synthetic.pose_to_vec(synthetic.relative_pose(scene, a, b))
+                                 for a, b in order])).float()
     fields = torch.from_numpy(np.stack([synthetic.motion_field(scene, a, b) for a, b in order]))
     return pairs, depths, ego, fields
 
@@ -76,7 +77,10 @@ def objective(pairs, depths, ego, fields, options):
 def variants(depths, ego, fields, scales=(0.1, 0.5, 2.0, 10.0)):
     """``{name: (depths, ego, fields)}``: the truth and the degenerate configurations of the module docstring."""
     h, w = depths.shape[-2:]
-    rigid = lambda poses: compose_motion_fields(poses, torch.zeros(len(poses), 1, 3), torch.zeros(len(poses), 1, h, w))  # noqa: E731
+
+    def rigid(poses):
+        return compose_motion_fields(poses, torch.zeros(len(poses), 1, 3), torch.zeros(len(poses), 1, h, w))
+
     rotation_only = torch.cat([torch.zeros_like(ego[:, :3]), ego[:, 3:]], 1)
     cases = {'truth + objects': (depths, ego, fields), 'truth, rigid': (depths, ego, rigid(ego))}
     cases.update({f'depth x {s:g}': (depths * s, ego, rigid(ego)) for s in scales})

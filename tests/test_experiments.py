@@ -142,7 +142,7 @@ def test_object_motion_error_is_zero_for_the_true_motion(world):
     matches, motion = [], []
     for t in range(scene.frames - 1):
         visible = [j for j, o in enumerate(scene.objects) if o.mask_index[t] >= 1 and o.mask_index[t + 1] >= 1]
-        matches.append(np.array([[scene.objects[j].mask_index[t], scene.objects[j].mask_index[t + 1]] for j in visible]))
+        matches.append(np.array([[scene.objects[j].mask_index[k] for k in (t, t + 1)] for j in visible]))
         motion.append(np.stack([synthetic.object_translation(scene, j + 1, t, t + 1) / 2.0 for j in visible]))
     summary = motion_metrics.summarise_objects(motion_metrics.object_records(matches, motion, truth, scales))
     assert summary['moving']['cars'] == 2 and summary['parked']['cars'] == 2
@@ -283,3 +283,18 @@ def test_depth_scale_option_divides_the_disparity():
 def test_depth_scale_of_the_evaluation_divides_the_disparity():
     net = eval_synthetic.ScaledDisparity(lambda img: torch.full((1, 1, 2, 2), 2.0), 0.1)
     assert torch.allclose(1 / net(torch.zeros(1, 3, 2, 2)), torch.full((1, 1, 2, 2), 0.05))
+
+
+def test_probe_logs_disparity_parallax_and_mask_shares(world, tmp_path):
+    from experiments import diagnose_objective
+    root, _ = world
+    rows = diagnose_objective.main([str(root), '--name', 'probe', '--checkpoint-root', str(tmp_path), '--with-pretrain',
+                                    '0', '--device', 'cpu', '-b', '1', '-j', '0', '-mni', '0', '--with-auto-mask',
+                                    '--probe-steps', '2', '--probe-every', '1', '--depth-scale', '0.5',
+                                    '--probe-csv', str(tmp_path / 'probe.csv')])
+    assert [row['step'] for row in rows] == [0, 1]
+    for row in rows:
+        assert 0 < row['auto_mask_kept'] <= 1 and 0 < row['first_valid'] <= 1 and row['disparity'] > 0
+        assert row['parallax'] == pytest.approx(row['ego_translation'] * row['disparity'] / 0.5, rel=0.5)
+    lines = (tmp_path / 'probe.csv').read_text().splitlines()
+    assert lines[0].split(',') == list(diagnose_objective.COLUMNS) and len(lines) == 3
