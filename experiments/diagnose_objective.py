@@ -7,7 +7,7 @@ A diagnostic of issue 18 (why the rigid ``-mni 0`` and ``-o 0`` configurations d
 synthetic world), not a trainer: it builds the data, networks, optimiser and model with train.py's own
 functions and flags, takes ``--probe-steps`` optimiser steps, and every ``--probe-every`` steps prints
 (and writes to ``--probe-csv``) the mean target disparity, the mean ego translation (network units) and
-the implied parallax ``|t| / depth``, the share of pixels valid in the first projection (forward warp),
+the implied parallax ``|t| / depth``, the share of pairs whose translation points the way the camera drives, the share of pixels valid in the first projection (forward warp),
 valid in the second projection, and kept by the auto-mask, and the loss terms.  ``--depth-scale``
 sets :attr:`projection.LossOptions.depth_scale` (depth = depth_scale / disparity).
 """
@@ -28,7 +28,7 @@ from loss_functions import photometric_and_geometry_maps
 from projection import LossOptions
 from train import Distributed, build_model, build_networks, build_optimizer, make_loaders, to_device
 
-COLUMNS = ('step', 'disparity', 'ego_translation', 'parallax', 'first_valid', 'second_valid', 'auto_mask_kept',
+COLUMNS = ('step', 'disparity', 'ego_translation', 'parallax', 'forward_share', 'first_valid', 'second_valid', 'auto_mask_kept',
            'photo', 'geometry', 'smooth', 'obj_size', 'total')
 
 
@@ -43,6 +43,19 @@ def parse(argv):
     return probe_args, train.build_parser().parse_args(rest)
 
 
+def forward_share(ego_poses, num_refs):
+    """Share of directed pairs whose EgoPoseNet ``t_z`` has the sign of a camera driving forward.
+
+    Pose ``a -> b`` maps points of camera ``a`` into camera ``b``; driving forward, a later camera sees the
+    scene closer (``t_z < 0`` when ``b`` is later than ``a``).  Pairs are ordered as in
+    :func:`projection.make_directed_pairs` with references ``t-d..t-1, t+1..t+d``.
+    """
+    later = torch.tensor([r >= num_refs // 2 for r in range(num_refs)])   # reference after the target
+    b_is_later = torch.cat([later, ~later])
+    sign = torch.where(b_is_later, -1.0, 1.0).repeat_interleave(ego_poses.shape[0] // (2 * num_refs))
+    return float(((ego_poses[:, 2] * sign.to(ego_poses.device)) > 0).float().mean())
+
+
 @torch.no_grad()
 def step_statistics(outputs, options):
     """The probe's numbers of one step (``StepOutputs``) as a dict (mask shares in [0, 1])."""
@@ -53,7 +66,7 @@ def step_statistics(outputs, options):
     _, _, after = photometric_and_geometry_maps(pairs.views, pairs.sources, outputs.warped, outputs.valid,
                                                 outputs.view_depths, outputs.view_depths, with_auto_mask=True,
                                                 with_ssim=False, with_mask=False)
-    return {'disparity': float((options.depth_scale / target_depth).mean()), 'ego_translation': float(translation),
+    return {'forward_share': forward_share(outputs.ego_poses, pairs.num_refs), 'disparity': float((options.depth_scale / target_depth).mean()), 'ego_translation': float(translation),
             'parallax': float(translation / outputs.view_depths.mean()), 'first_valid': float(outputs.ego_valid.mean()),
             'second_valid': float(kept_before),
             'auto_mask_kept': float(after.sum() / outputs.valid.sum().clamp(min=1))}

@@ -10,6 +10,8 @@ runs the step's geometry (``projection.first_projection``, ``second_projection``
 * ``truth + objects``: exact depth and the exact motion field (ego motion plus each car's translation);
 * ``truth, rigid``: exact depth and ego motion, no object motion (what a rigid model can express);
 * ``depth x s``: exact ego motion, depth scaled by ``s`` (a wrong depth/translation ratio);
+* ``flat depth x s``: exact ego motion, one depth everywhere (the median of the exact depth, times ``s``):
+  what an untrained DispResNet, whose output has little structure, gives;
 * ``rotation only``: exact ego rotation, no translation (the limit of infinite depth);
 * ``identity``: no motion at all;
 
@@ -84,6 +86,8 @@ def variants(depths, ego, fields, scales=(0.1, 0.5, 2.0, 10.0)):
     rotation_only = torch.cat([torch.zeros_like(ego[:, :3]), ego[:, 3:]], 1)
     cases = {'truth + objects': (depths, ego, fields), 'truth, rigid': (depths, ego, rigid(ego))}
     cases.update({f'depth x {s:g}': (depths * s, ego, rigid(ego)) for s in scales})
+    flat = torch.full_like(depths, float(depths[depths < SKY_DEPTH].median()))
+    cases.update({f'flat depth x {s:g}': (flat * s, ego, rigid(ego)) for s in (0.25, 1.0, 4.0)})
     cases['rotation only'] = (depths, rotation_only, rigid(rotation_only))
     cases['identity'] = (depths, torch.zeros_like(ego), rigid(torch.zeros_like(ego)))
     return cases

@@ -298,3 +298,12 @@ def test_probe_logs_disparity_parallax_and_mask_shares(world, tmp_path):
         assert row['parallax'] == pytest.approx(row['ego_translation'] * row['disparity'] / 0.5, rel=0.5)
     lines = (tmp_path / 'probe.csv').read_text().splitlines()
     assert lines[0].split(',') == list(diagnose_objective.COLUMNS) and len(lines) == 3
+
+
+def test_forward_share_reads_the_sign_of_forward_driving():
+    from experiments.diagnose_objective import forward_share
+    # pairs (t,t-1), (t,t+1), (t-1,t), (t+1,t), batch 1: forward driving gives t_z +, -, -, +
+    poses = torch.zeros(4, 6)
+    poses[:, 2] = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    assert forward_share(poses, 2) == 1.0 and forward_share(-poses, 2) == 0.0
+    assert forward_share(poses.repeat_interleave(3, 0), 2) == 1.0
