@@ -50,6 +50,7 @@ class LossOptions:
     with_only_obj: bool = False
     padding_mode: str = 'zeros'
     rotation_mode: str = 'euler'
+    depth_scale: float = 1.0     # depth = depth_scale / disparity inside the step (1.0: the official objective)
 
     @classmethod
     def from_args(cls, args):
@@ -58,7 +59,8 @@ class LossOptions:
                    mof_consistency=args.mof_consistency_loss_weight, height_prior=args.height_loss_weight,
                    depth_mean=args.depth_loss_weight, with_ssim=args.with_ssim, with_mask=args.with_mask,
                    with_auto_mask=args.with_auto_mask, with_only_obj=args.with_only_obj,
-                   padding_mode=args.padding_mode, rotation_mode=args.rotation_mode)
+                   padding_mode=args.padding_mode, rotation_mode=args.rotation_mode,
+                   depth_scale=getattr(args, 'depth_scale', 1.0))
 
     def weight(self, name):
         return getattr(self, name)
@@ -136,10 +138,15 @@ def estimate_ego_motion(ego_pose_net, pairs, precision=NetworkPrecision()):
     return precision(ego_pose_net, pairs.views * bg, pairs.sources * bg)
 
 
-def estimate_depths(disp_net, tgt_img, ref_imgs, precision=NetworkPrecision()):
-    """DispResNet on target and references in one call: ``(depths, disparities)``, ``[(1+R)*B,1,H,W]``."""
+def estimate_depths(disp_net, tgt_img, ref_imgs, precision=NetworkPrecision(), depth_scale=1.0):
+    """DispResNet on target and references in one call: ``(depths, disparities)``, ``[(1+R)*B,1,H,W]``.
+
+    ``depth = depth_scale / disparity``; ``depth_scale`` 1 is the official objective.  A smaller value
+    changes only the unit of depth the step works in (the pose networks' translations follow it),
+    which moves the starting point of training: see README, "Science: what instance-aware projection buys".
+    """
     disparities = precision(disp_net, torch.cat([tgt_img] + list(ref_imgs)))
-    return 1 / disparities, disparities
+    return depth_scale / disparities, disparities
 
 
 def pair_depths(depths, num_refs):
@@ -245,7 +252,7 @@ def run_step(disp_net, ego_pose_net, obj_pose_net, tgt_img, ref_imgs, K, tgt_ins
     options = options or LossOptions()
     pairs = make_directed_pairs(tgt_img, ref_imgs, tgt_insts, ref_insts, K)
     ego_poses = estimate_ego_motion(ego_pose_net, pairs, precision)
-    depths, disparities = estimate_depths(disp_net, tgt_img, ref_imgs, precision)
+    depths, disparities = estimate_depths(disp_net, tgt_img, ref_imgs, precision, options.depth_scale)
     view_depths, source_depths = pair_depths(depths, pairs.num_refs)
     ego_warped, ego_warped_masks, ego_valid = first_projection(pairs, source_depths, ego_poses, options.rotation_mode)
     obj_motion = estimate_object_motion(obj_pose_net, pairs, ego_warped, ego_warped_masks, precision)

@@ -1,0 +1,1 @@
+"""Experiments on the synthetic world: evaluation by region, motion accuracy, ablations."""

@@ -1,0 +1,242 @@
+"""Aggregate an ablation run of ``scripts/run_ablation.sh``: ``results.json``, ``results.md``, ``results.png``.
+
+    python experiments/ablation_results.py --out OUT [--data VIS_ROOT] [--configs "full rigid no_mof no_obj_size"]
+
+Reads ``OUT/runs/CONFIG/flags.txt`` (the training flags of the configuration) and, per seed,
+``OUT/runs/CONFIG/seedS/metrics.json`` (written by ``experiments/eval_synthetic.py``) and
+``OUT/runs/CONFIG/seedS/run_dir.txt`` (the training run folder).  Writes
+
+* ``OUT/results.json``: ``{"configs": {NAME: {"flags", "seeds": {S: metrics}, "mean", "std", "steps"}}}``,
+  ``mean``/``std`` having the shape of metrics.json (over the seeds; null where no seed has a number);
+* ``OUT/results.md``: a table (mean +- std over seeds) and the bar of issue 18 (moving-car Abs Rel of the
+  full model at least 25 % below the rigid model's, background no more than 5 % worse);
+* ``OUT/results.png``: per-region Abs Rel of each configuration with its spread, and one validation frame
+  (image, GT depth, the depth of each configuration's first seed) when ``--data`` is given.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ''):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from checkpoint_io import CheckpointError, load_file, load_network_weights
+from data.synthetic import depth_to_colour
+from datasets.io import read_image
+from datasets.sequence_folders import list_frames, read_scene_list
+from demo import to_network_input
+from experiments.eval_synthetic import median_scale
+from fileio import atomic_open
+from models import DispResNet
+
+CONFIG_ORDER = ('full', 'rigid', 'no_mof', 'no_obj_size')
+REGIONS = ('all', 'background', 'moving', 'parked')
+MOVING_GAIN = 0.25
+BACKGROUND_TOLERANCE = 0.05
+
+
+def combine(values, reduce):
+    """Apply ``reduce`` leaf-wise over a list of equally shaped nested dicts (None and missing leaves skipped)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if isinstance(present[0], dict):
+        keys = list(dict.fromkeys(k for v in present for k in v))
+        return {k: combine([v.get(k) for v in present], reduce) for k in keys}
+    if isinstance(present[0], bool) or not isinstance(present[0], (int, float)):
+        return present[0]
+    return float(reduce(np.asarray(present, float)))
+
+
+def read_config(folder):
+    """``{"flags", "seeds": {seed: metrics}, "steps": {seed: n_iter}}`` of one configuration folder."""
+    flags_file = folder / 'flags.txt'
+    seeds, steps = {}, {}
+    for seed_dir in sorted(folder.glob('seed*')):
+        metrics = seed_dir / 'metrics.json'
+        if metrics.is_file():
+            seeds[seed_dir.name[len('seed'):]] = json.loads(metrics.read_text())
+            steps[seed_dir.name[len('seed'):]] = training_steps(seed_dir)
+    return {'flags': flags_file.read_text().strip() if flags_file.is_file() else '', 'seeds': seeds, 'steps': steps}
+
+
+def training_steps(seed_dir):
+    """Iterations the seed's run trained (None when its training state cannot be read)."""
+    run_file = seed_dir / 'run_dir.txt'
+    if not run_file.is_file():
+        return None
+    try:
+        return int(load_file(Path(run_file.read_text().strip()) / 'training_state.pth.tar')['n_iter'])
+    except (CheckpointError, FileNotFoundError, KeyError):
+        return None
+
+
+def collect(out, configs=CONFIG_ORDER):
+    """The results.json dict of the finished seeds of ``configs`` under ``OUT/runs``."""
+    results = {}
+    for name in configs:
+        folder = Path(out) / 'runs' / name
+        if not folder.is_dir():
+            continue
+        config = read_config(folder)
+        seeds = list(config['seeds'].values())
+        config['mean'] = combine(seeds, np.mean)
+        config['std'] = combine(seeds, np.std)
+        results[name] = config
+    return {'configs': results}
+
+
+def _cell(mean, std, digits=3):
+    if mean is None:
+        return 'n/a'
+    return f'{mean:.{digits}f}' if std is None else f'{mean:.{digits}f} ± {std:.{digits}f}'
+
+
+def _get(tree, *keys):
+    for key in keys:
+        if tree is None:
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def bar_verdict(results):
+    """One line: does the full model meet the bar against the rigid one (or why it cannot be judged)."""
+    full, rigid = results['configs'].get('full'), results['configs'].get('rigid')
+    values = [_get(c, 'mean', 'depth', region, 'abs_rel') for c in (full, rigid) for region in ('moving', 'background')]
+    if None in values:
+        return 'Bar (full vs rigid): cannot be judged (a configuration or a region is missing).'
+    full_moving, full_bg, rigid_moving, rigid_bg = values
+    moving_gain = 1 - full_moving / rigid_moving
+    background_loss = full_bg / rigid_bg - 1
+    met = moving_gain >= MOVING_GAIN and background_loss <= BACKGROUND_TOLERANCE
+    return (f"Bar (full vs rigid): moving-car Abs Rel {100 * moving_gain:+.1f} % lower (needs >= "
+            f"{100 * MOVING_GAIN:.0f} %), background {100 * background_loss:+.1f} % worse (allowed <= "
+            f"{100 * BACKGROUND_TOLERANCE:.0f} %): {'met' if met else 'NOT met'}.")
+
+
+def format_markdown(results, settings=''):
+    """results.md: depth by region, ego and object motion (mean ± std over seeds), and the bar."""
+    lines = ['# Ablation on the synthetic world', '']
+    if settings:
+        lines += [settings, '']
+    lines += ['| config | flags | seeds | steps | Abs Rel all | background | moving | parked | ego ATE (m) '
+              '| moving-car EPE (m) | moving within 30° |', '|' + '---|' * 11]
+    for name, config in results['configs'].items():
+        mean, std = config['mean'], config['std']
+        steps = sorted({s for s in config['steps'].values() if s is not None})
+        cells = [_cell(_get(mean, 'depth', r, 'abs_rel'), _get(std, 'depth', r, 'abs_rel')) for r in REGIONS]
+        cells += [_cell(_get(mean, 'ego', 'ate'), _get(std, 'ego', 'ate')),
+                  _cell(_get(mean, 'objects', 'moving', 'epe'), _get(std, 'objects', 'moving', 'epe')),
+                  _cell(_get(mean, 'objects', 'moving', 'within_30deg'), _get(std, 'objects', 'moving', 'within_30deg'),
+                        2)]
+        lines.append(f"| {name} | `{config['flags']}` | {len(config['seeds'])} | "
+                     f"{'/'.join(map(str, steps)) or 'n/a'} | " + ' | '.join(cells) + ' |')
+    lines += ['', bar_verdict(results), '']
+    return '\n'.join(lines)
+
+
+def load_validation_frame(data):
+    """``(image [H,W,3] uint8, gt depth [H,W], path)`` of the middle frame of the first validation scene."""
+    _, names = read_scene_list(data, train=False)
+    frames = list_frames(Path(data) / 'image' / names[0])
+    frame = frames[len(frames) // 2]
+    return read_image(frame), np.load(frame.with_suffix('.npy')), frame
+
+
+def predict_depth(checkpoint, image):
+    """``[H,W]`` depth of DispResNet ``checkpoint`` for one uint8 frame (on the CPU)."""
+    net = DispResNet(18, pretrained=False)
+    load_network_weights(net, checkpoint)
+    with torch.no_grad():
+        return (1 / net.eval()(to_network_input(image, torch.device('cpu'))))[0, 0].numpy()
+
+
+def config_depths(out, results, image, gt):
+    """``{config: [H,W] depth}`` (median-scaled to ``gt``) of the first finished seed of each configuration."""
+    depths = {}
+    for name, config in results['configs'].items():
+        for seed in config['seeds']:
+            run_file = Path(out) / 'runs' / name / f'seed{seed}' / 'run_dir.txt'
+            if not run_file.is_file():
+                continue
+            checkpoint = Path(run_file.read_text().strip()) / 'dispnet_checkpoint.pth.tar'
+            if checkpoint.is_file():
+                depth = predict_depth(checkpoint, image)
+                depths[name] = depth * (median_scale(gt, depth) or 1.0)
+                break
+    return depths
+
+
+def save_figure(path, results, frame=None, depths=None):
+    """results.png: Abs Rel by region and configuration (error bars: std over seeds), and the frame row."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = list(results['configs'])
+    columns = 2 + len(depths or {})
+    rows = 2 if frame is not None else 1
+    fig = plt.figure(figsize=(3.2 * max(columns, 3), 3.0 * rows))
+    axis = fig.add_subplot(rows, 1, 1)
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        config = results['configs'][name]
+        means = [_get(config['mean'], 'depth', r, 'abs_rel') for r in REGIONS]
+        stds = [_get(config['std'], 'depth', r, 'abs_rel') or 0.0 for r in REGIONS]
+        axis.bar(np.arange(len(REGIONS)) + i * width, [np.nan if m is None else m for m in means], width,
+                 yerr=stds, capsize=3, label=name)
+    axis.set_xticks(np.arange(len(REGIONS)) + width * (len(names) - 1) / 2, REGIONS)
+    axis.set_ylabel('Abs Rel (mean ± std over seeds)')
+    axis.legend(fontsize=8)
+    if frame is not None:
+        image, gt = frame
+        panels = [('image', image), ('GT depth', depth_to_colour(gt))]
+        panels += [(name, depth_to_colour(depth)) for name, depth in (depths or {}).items()]
+        for j, (title, picture) in enumerate(panels):
+            ax = fig.add_subplot(rows, columns, columns + j + 1)
+            ax.imshow(picture)
+            ax.set_title(title, fontsize=9)
+            ax.axis('off')
+    fig.tight_layout()
+    with atomic_open(path) as handle:
+        fig.savefig(handle, format='png', dpi=100)
+    plt.close(fig)
+
+
+def write_results(out, data=None, configs=CONFIG_ORDER, settings=''):
+    """Write results.json, results.md and results.png under ``out``; returns the results dict."""
+    out = Path(out)
+    results = collect(out, configs)
+    with atomic_open(out / 'results.json') as handle:
+        handle.write(json.dumps(results, indent=1).encode())
+    with atomic_open(out / 'results.md') as handle:
+        handle.write(format_markdown(results, settings).encode())
+    frame, depths = None, None
+    if data is not None:
+        image, gt, _ = load_validation_frame(data)
+        frame, depths = (image, gt), config_depths(out, results, image, gt)
+    save_figure(out / 'results.png', results, frame, depths)
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--out', required=True, type=Path, help='the OUT folder of run_ablation.sh')
+    parser.add_argument('--data', type=Path, default=None, help='the synthetic KITTI-VIS folder (for the frame row)')
+    parser.add_argument('--configs', default=' '.join(CONFIG_ORDER), help='configurations, in table order')
+    parser.add_argument('--settings', default='', help='a line describing the run (steps, size, seeds, wall time)')
+    args = parser.parse_args(argv)
+    if not (args.out / 'runs').is_dir():
+        print(f"error: {args.out / 'runs'}: not found (run scripts/run_ablation.sh first)", file=sys.stderr)
+        return 2
+    results = write_results(args.out, args.data, args.configs.split(), args.settings)
+    print(format_markdown(results, args.settings))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

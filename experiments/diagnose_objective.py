@@ -1,0 +1,112 @@
+"""Probe what the Insta-DM objective does in a short run: disparity, pose and mask statistics per step.
+
+    python experiments/diagnose_objective.py DATA --name probe [any train.py flag] \
+        [--probe-steps 60 --probe-every 5 --probe-csv OUT.csv --depth-scale 1.0]
+
+A diagnostic of issue 18 (why the rigid ``-mni 0`` and ``-o 0`` configurations do not learn on the
+synthetic world), not a trainer: it builds the data, networks, optimiser and model with train.py's own
+functions and flags, takes ``--probe-steps`` optimiser steps, and every ``--probe-every`` steps prints
+(and writes to ``--probe-csv``) the mean target disparity, the mean ego translation (network units) and
+the implied parallax ``|t| / depth``, the share of pairs whose translation points the way the camera drives, the share of pixels valid in the first projection (forward warp),
+valid in the second projection, and kept by the auto-mask, and the loss terms.  ``--depth-scale``
+sets :attr:`projection.LossOptions.depth_scale` (depth = depth_scale / disparity).
+"""
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+if __package__ in (None, ''):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+import train
+from devices import select_device
+from fileio import atomic_open
+from loss_functions import photometric_and_geometry_maps
+from projection import LossOptions
+from train import Distributed, build_model, build_networks, build_optimizer, make_loaders, to_device
+
+COLUMNS = ('step', 'disparity', 'ego_translation', 'parallax', 'forward_share', 'first_valid', 'second_valid', 'auto_mask_kept',
+           'photo', 'geometry', 'smooth', 'obj_size', 'total')
+
+
+def parse(argv):
+    """train.py's flags plus the probe's own."""
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument('--probe-steps', type=int, default=60)
+    probe.add_argument('--probe-every', type=int, default=5)
+    probe.add_argument('--probe-csv', type=Path, default=None)
+    probe.add_argument('--depth-scale', type=float, default=1.0)
+    probe_args, rest = probe.parse_known_args(argv)
+    return probe_args, train.build_parser().parse_args(rest)
+
+
+def forward_share(ego_poses, num_refs):
+    """Share of directed pairs whose EgoPoseNet ``t_z`` has the sign of a camera driving forward.
+
+    Pose ``a -> b`` maps points of camera ``a`` into camera ``b``; driving forward, a later camera sees the
+    scene closer (``t_z < 0`` when ``b`` is later than ``a``).  Pairs are ordered as in
+    :func:`projection.make_directed_pairs` with references ``t-d..t-1, t+1..t+d``.
+    """
+    later = torch.tensor([r >= num_refs // 2 for r in range(num_refs)])   # reference after the target
+    b_is_later = torch.cat([later, ~later])
+    sign = torch.where(b_is_later, -1.0, 1.0).repeat_interleave(ego_poses.shape[0] // (2 * num_refs))
+    return float(((ego_poses[:, 2] * sign.to(ego_poses.device)) > 0).float().mean())
+
+
+@torch.no_grad()
+def step_statistics(outputs, options):
+    """The probe's numbers of one step (``StepOutputs``) as a dict (mask shares in [0, 1])."""
+    pairs = outputs.pairs
+    target_depth = outputs.depths[:pairs.batch_size]
+    translation = outputs.ego_poses[:, :3].norm(dim=1).mean()
+    kept_before = outputs.valid.mean()
+    _, _, after = photometric_and_geometry_maps(pairs.views, pairs.sources, outputs.warped, outputs.valid,
+                                                outputs.view_depths, outputs.view_depths, with_auto_mask=True,
+                                                with_ssim=False, with_mask=False)
+    return {'forward_share': forward_share(outputs.ego_poses, pairs.num_refs), 'disparity': float((options.depth_scale / target_depth).mean()), 'ego_translation': float(translation),
+            'parallax': float(translation / outputs.view_depths.mean()), 'first_valid': float(outputs.ego_valid.mean()),
+            'second_valid': float(kept_before),
+            'auto_mask_kept': float(after.sum() / outputs.valid.sum().clamp(min=1))}
+
+
+def main(argv=None):
+    probe, args = parse(argv)
+    device = select_device(args.device)
+    torch.manual_seed(args.seed)
+    loader, _ = make_loaders(args, Distributed(device.type))
+    nets = build_networks(args, device)
+    optimizer = build_optimizer(args, nets)
+    _, model = build_model(args, nets, device, Distributed(device.type))
+    model.options = LossOptions(**{**vars(LossOptions.from_args(args)), 'depth_scale': probe.depth_scale})
+    model.train()
+    rows, step = [], 0
+    while step < probe.probe_steps:
+        for batch in loader:
+            outputs = model(*to_device(batch, device))
+            optimizer.zero_grad(set_to_none=True)
+            outputs.total.backward()
+            if torch.isfinite(outputs.total):
+                optimizer.step()
+            if step % probe.probe_every == 0 or step == probe.probe_steps - 1:
+                row = {'step': step, **step_statistics(outputs, model.options),
+                       **{name: float(outputs.losses[name].detach())
+                          for name in ('photo', 'geometry', 'smooth', 'obj_size')},
+                       'total': float(outputs.total.detach())}
+                rows.append(row)
+                print(' '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in row.items()),
+                      flush=True)
+            step += 1
+            if step >= probe.probe_steps:
+                break
+    if probe.probe_csv:
+        with atomic_open(probe.probe_csv) as handle:
+            lines = [','.join(COLUMNS)] + [','.join(str(row[c]) for c in COLUMNS) for row in rows]
+            handle.write(('\n'.join(lines) + '\n').encode())
+    return rows
+
+
+if __name__ == '__main__':
+    main()

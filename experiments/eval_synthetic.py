@@ -1,0 +1,311 @@
+"""Depth by region, ego-motion and object-motion accuracy on the validation scenes of the synthetic world.
+
+    python experiments/eval_synthetic.py --data VIS_ROOT --pretrained-dispnet CKPT \
+        [--pretrained-ego-pose CKPT --pretrained-obj-pose CKPT] [--rotation-mode euler|quat] \
+        [--mni 20 --device auto] --output-dir OUT
+
+``VIS_ROOT`` is a KITTI-VIS folder written by ``python -m data.synthetic`` (``--layout vis``): the scenes of
+``val.txt`` with their GT depth ``image/SCENE/*.npy`` and ``poses/SCENE.json`` (camera poses; per car its
+``kind`` and the channel ``mask_index`` of its mask in each frame's segmentation file).  Writes
+``OUT/metrics.json``::
+
+    {"depth": {"all"|"background"|"moving"|"parked": {"abs_rel", "sq_rel", "rmse", "rmse_log",
+                                                      "a1", "a2", "a3", "images", "pixels"}},
+     "ego": {...} or null, "objects": {...} or null}
+
+and prints a table.  Protocols:
+
+* **Depth**: per image, valid pixels are ``0 < gt < 80`` (no crop); the prediction is scaled by
+  ``median(gt) / median(pred)`` over *all* valid pixels and clamped to ``[1e-3, 80]``; each region
+  (moving cars: cars whose ``kind`` is not ``parked``; background: pixels of no car mask) is averaged
+  over the images where it has at least 50 valid pixels; ``pixels`` counts them.
+* **Ego-motion** (:mod:`experiments.motion_metrics`): EgoPoseNet on every consecutive pair (as training
+  feeds it: background-only images), snippet ATE with per-snippet least-squares scale (the SfMLearner
+  protocol; snippets of ``--snippet-length`` frames), relative translation error with the frame's depth
+  median scale, and rotation error in degrees.
+* **Object motion**: first projection + ObjPoseNet through ``projection.py`` (the code path of
+  training, via ``demo.run_networks``) on every consecutive pair, against the GT translation of each
+  car visible in both frames, in the view camera, scaled by the frame's depth median scale.  A car that
+  the association did not match (or beyond ``--mni``) gets the zero motion the motion field gives it.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ''):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+import demo
+from checkpoint_io import CheckpointError, load_network_weights
+from datasets.io import DatasetError, read_segmentation
+from datasets.sequence_folders import read_scene_list
+from datasets.validation_folders import read_depth
+from devices import select_device
+from experiments import motion_metrics
+from fileio import atomic_open
+from kitti_eval.depth_metrics import TABLE_METRICS, NoValidPixelsError, compute_errors, compute_errors_and_scale, \
+    evaluation_mask
+from models import DispResNet, EgoPoseNet, ObjPoseNet
+
+REGIONS = ('all', 'background', 'moving', 'parked')
+MIN_REGION_PIXELS = 50
+MAX_DEPTH = 80.0
+MIN_DEPTH = 1e-3
+
+
+class EvalError(ValueError):
+    """Unusable input (one-line message naming the file or flag)."""
+
+
+def read_scene_truth(root, name):
+    """Ground truth of scene ``name`` from ``ROOT/poses/NAME.json``.
+
+    Returns:
+        dict with ``cam_to_world`` ``[F,4,4]`` and ``objects``: list of dicts with ``kind`` (str),
+        ``position`` ``[F,3]`` world position of the car, ``mask_index`` ``[F]`` int (-1 absent).
+    """
+    path = Path(root) / 'poses' / f'{name}.json'
+    if not path.is_file():
+        raise EvalError(f"{path}: not found (the synthetic world's poses/SCENE.json; is --data a data.synthetic "
+                        f"KITTI-VIS folder?)")
+    try:
+        raw = json.loads(path.read_text())
+        objects = [{'kind': str(obj['kind']), 'position': np.asarray(obj['world_pose'], float)[:, :3, 3],
+                    'mask_index': np.asarray(obj['mask_index'], int)} for obj in raw['objects']]
+        return {'cam_to_world': np.asarray(raw['cam_to_world'], float), 'objects': objects}
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise EvalError(f"{path}: not a poses file of data.synthetic ({type(error).__name__}: {error})") from None
+
+
+def region_masks(segmentation, objects, frame):
+    """Region masks of one frame: ``{'all', 'background', 'moving', 'parked'}`` -> ``[H,W]`` bool.
+
+    Args:
+        segmentation: ``[1+N,H,W]`` stored instance masks of the frame (channel 0 empty).
+        objects: the scene's cars (:func:`read_scene_truth`); ``mask_index[frame]`` is the car's channel.
+        frame: frame index.
+    """
+    shape = segmentation.shape[1:]
+    moving, parked = np.zeros(shape, bool), np.zeros(shape, bool)
+    for obj in objects:
+        channel = obj['mask_index'][frame]
+        if channel >= 1:
+            region = parked if obj['kind'] == 'parked' else moving
+            region |= segmentation[channel] > 0
+    cars = (segmentation[1:] > 0).any(axis=0) if len(segmentation) > 1 else np.zeros(shape, bool)
+    return {'all': np.ones(shape, bool), 'background': ~cars, 'moving': moving, 'parked': parked}
+
+
+def region_errors(gt, pred, regions, min_pixels=MIN_REGION_PIXELS):
+    """Depth errors of one image per region, with the median scale of all valid pixels.
+
+    Args:
+        gt, pred: ``[H,W]`` GT (0 = no depth) and predicted depth.
+        regions: ``{name: [H,W] bool}``.
+    Returns:
+        ``{name: (DepthErrors, valid pixel count)}`` for the regions with at least ``min_pixels``
+        valid pixels (an image without valid pixels gives ``{}``).
+    """
+    try:
+        _, scale = compute_errors_and_scale(gt, pred, MIN_DEPTH, MAX_DEPTH, crop=None)
+    except NoValidPixelsError:
+        return {}
+    valid = evaluation_mask(gt, MIN_DEPTH, MAX_DEPTH, crop=None).numpy()
+    results = {}
+    for name, mask in regions.items():
+        pixels = int((valid & mask).sum())
+        if pixels >= min_pixels:
+            results[name] = (compute_errors(gt, pred, MIN_DEPTH, MAX_DEPTH, crop=None, mask=mask, scale=scale), pixels)
+    return results
+
+
+def average_region_errors(per_image):
+    """``{region: {metric..., 'images', 'pixels'}}`` from a list of :func:`region_errors` results.
+
+    A region seen in no image has ``null`` metrics and zero counts.
+    """
+    summary = {}
+    for name in REGIONS:
+        entries = [image[name] for image in per_image if name in image]
+        row = {metric: (float(np.mean([getattr(e, metric) for e, _ in entries])) if entries else None)
+               for metric in TABLE_METRICS}
+        row.update(images=len(entries), pixels=int(sum(p for _, p in entries)))
+        summary[name] = row
+    return summary
+
+
+def median_scale(gt, pred):
+    """``median(gt) / median(pred)`` over the valid pixels of one image (None without any)."""
+    try:
+        return compute_errors_and_scale(gt, pred, MIN_DEPTH, MAX_DEPTH, crop=None)[1]
+    except NoValidPixelsError:
+        return None
+
+
+class ScaledDisparity(torch.nn.Module):
+    """DispResNet whose output is divided by ``depth_scale``, so ``1 / output`` is the depth a step with
+    ``LossOptions.depth_scale`` works in (the unit of the pose networks' translations)."""
+
+    def __init__(self, disp_net, depth_scale):
+        super().__init__()
+        self.disp_net, self.depth_scale = disp_net, depth_scale
+
+    def forward(self, img):
+        return self.disp_net(img) / self.depth_scale
+
+
+def load_network(cls, path, device, **kwargs):
+    """A network of class ``cls`` with the weights of ``path``, in eval mode."""
+    net = cls(**kwargs)
+    load_network_weights(net, path)
+    return net.to(device).eval()
+
+
+@torch.no_grad()
+def predict_scene_depths(disp_net, scene, device):
+    """``[F,H,W]`` depth of every frame of a ``demo.DemoScene``."""
+    frame_hw = demo.read_frame(scene.frames[0]).shape[:2]
+    return np.stack([(1 / disp_net(demo.to_network_input(demo.read_frame(path, frame_hw), device)))[0, 0].cpu().numpy()
+                     for path in scene.frames])
+
+
+def evaluate_scene(root, name, nets, mni, device):
+    """Per-image region errors and the motion records of one validation scene.
+
+    Returns:
+        ``(per_image region errors, ego records or None, object records or None)`` (see
+        :mod:`experiments.motion_metrics` for the records).
+    """
+    scene = demo.find_scene(root, name)
+    truth = read_scene_truth(root, name)
+    frame_hw = demo.read_frame(scene.frames[0]).shape[:2]
+    if len(truth['cam_to_world']) != len(scene.frames):
+        raise EvalError(f"{Path(root) / 'poses' / (name + '.json')}: {len(truth['cam_to_world'])} camera poses for "
+                        f"{len(scene.frames)} frames")
+    if scene.segmentations is None:
+        raise EvalError(f"{Path(root) / 'segmentation' / name}: not found (region masks need the segmentation)")
+    with_motion = nets.ego is not None
+    inference = demo.run_networks(scene, nets, mni, device) if with_motion else None
+    depths = inference.depths if with_motion else predict_scene_depths(nets.disp, scene, device)
+    per_image, scales = [], []
+    for k, (frame, seg_path) in enumerate(zip(scene.frames, scene.segmentations)):
+        gt = read_depth(frame.with_suffix('.npy'), frame_hw)
+        regions = region_masks(read_segmentation(seg_path, frame_hw), truth['objects'], k)
+        per_image.append(region_errors(gt, depths[k], regions))
+        scales.append(median_scale(gt, depths[k]))
+    if not with_motion:
+        return per_image, None, None
+    ego = motion_metrics.ego_records(inference.poses, truth['cam_to_world'], scales, nets.rotation_mode)
+    objects = motion_metrics.object_records(inference.matches, inference.obj_motion, truth, scales)
+    return per_image, ego, objects
+
+
+def evaluate(root, nets, mni, device, snippet_length=3):
+    """The metrics.json dict of the validation scenes of ``root``."""
+    try:
+        _, names = read_scene_list(root, train=False)
+    except DatasetError as error:
+        raise EvalError(str(error)) from None
+    per_image, ego, objects = [], [], []
+    for name in names:
+        images, ego_scene, objects_scene = evaluate_scene(root, name, nets, mni, device)
+        per_image += images
+        if ego_scene is not None:
+            ego.append(ego_scene)
+            objects += objects_scene
+    return {'depth': average_region_errors(per_image),
+            'ego': motion_metrics.summarise_ego(ego, snippet_length) if nets.ego is not None else None,
+            'objects': motion_metrics.summarise_objects(objects) if nets.ego is not None else None}
+
+
+def _number(value, digits=4):
+    return 'n/a' if value is None else f'{value:.{digits}f}'
+
+
+def format_report(metrics):
+    """A plain-text table of a metrics.json dict."""
+    lines = [f"{'region':>10} " + ' '.join(f'{m:>9}' for m in TABLE_METRICS) + f" {'images':>7} {'pixels':>9}"]
+    for name in REGIONS:
+        row = metrics['depth'][name]
+        lines.append(f'{name:>10} ' + ' '.join(f'{_number(row[m]):>9}' for m in TABLE_METRICS)
+                     + f" {row['images']:>7} {row['pixels']:>9}")
+    if metrics['ego'] is not None:
+        ego = metrics['ego']
+        lines.append(f"ego: ATE {_number(ego['ate'])} m (snippets of {ego['snippet_length']}, n={ego['snippets']}), "
+                     f"relative translation error {_number(ego['rel_trans'])}, rotation error "
+                     f"{_number(ego['rot_deg'])} deg ({ego['pairs']} pairs)")
+    if metrics['objects'] is not None:
+        obj = metrics['objects']
+        lines.append(f"objects: moving EPE {_number(obj['moving']['epe'])} m, "
+                     f"relative {_number(obj['moving']['rel'])}, "
+                     f"within 30 deg {_number(obj['moving']['within_30deg'])} ({obj['moving']['cars']} car pairs, "
+                     f"{obj['moving']['matched']} matched) | parked EPE {_number(obj['parked']['epe'])} m "
+                     f"({obj['parked']['cars']} car pairs, {obj['parked']['matched']} matched)")
+    return '\n'.join(lines)
+
+
+class Networks:
+    """The networks of an evaluation (``ego``/``obj`` None for depth only) and the rotation mode."""
+
+    def __init__(self, disp, ego=None, obj=None, rotation_mode='euler'):
+        self.disp, self.ego, self.obj, self.rotation_mode = disp, ego, obj, rotation_mode
+
+
+def build_networks(args, device):
+    """Load the networks of the command line."""
+    if (args.pretrained_ego_pose is None) != (args.pretrained_obj_pose is None):
+        raise EvalError("--pretrained-ego-pose and --pretrained-obj-pose go together (motion metrics need both)")
+    if args.depth_scale <= 0:
+        raise EvalError(f"--depth-scale must be > 0, got {args.depth_scale}")
+    disp = load_network(DispResNet, args.pretrained_dispnet, device, num_layers=args.resnet_layers)
+    if args.depth_scale != 1:
+        disp = ScaledDisparity(disp, args.depth_scale)
+    if args.pretrained_ego_pose is None:
+        return Networks(disp, rotation_mode=args.rotation_mode)
+    return Networks(disp, load_network(EgoPoseNet, args.pretrained_ego_pose, device),
+                    load_network(ObjPoseNet, args.pretrained_obj_pose, device), args.rotation_mode)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--data', required=True, type=Path, help='synthetic KITTI-VIS folder (val.txt, poses/)')
+    parser.add_argument('--pretrained-dispnet', required=True, help='DispResNet checkpoint')
+    parser.add_argument('--pretrained-ego-pose', default=None, help='EgoPoseNet checkpoint (ego-motion metrics)')
+    parser.add_argument('--pretrained-obj-pose', default=None, help='ObjPoseNet checkpoint (object-motion metrics)')
+    parser.add_argument('--rotation-mode', choices=['euler', 'quat'], default='euler', help='as in training')
+    parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=18, help='DispResNet depth')
+    parser.add_argument('--mni', type=int, default=20, help='instances matched per pair (as -mni in training)')
+    parser.add_argument('--depth-scale', type=float, default=1.0,
+                        help='the LossOptions.depth_scale the networks were trained with (depth = scale / disparity)')
+    parser.add_argument('--snippet-length', type=int, default=3, help='frames per ATE snippet (the sequence length)')
+    parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
+    parser.add_argument('--output-dir', required=True, type=Path, help='metrics.json goes here')
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.mni < 0 or args.snippet_length < 2:
+        print("error: --mni must be >= 0 and --snippet-length >= 2", file=sys.stderr)
+        return 2
+    try:
+        device = select_device(args.device)
+        nets = build_networks(args, device)
+        metrics = evaluate(args.data, nets, args.mni, device, args.snippet_length)
+    except (EvalError, DatasetError, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_open(args.output_dir / 'metrics.json') as handle:
+        handle.write(json.dumps(metrics, indent=1).encode())
+    print(format_report(metrics))
+    print(f"=> {args.output_dir / 'metrics.json'}")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Ego-motion and object-motion errors against the synthetic world's ground truth.
+
+Conventions: a pose ``a -> b`` maps points of camera ``a`` into camera ``b`` (``X_b = R X_a + t``), as
+EgoPoseNet's output and ``data.synthetic.relative_pose``.  The networks' translations are in the depth
+scale of DispResNet; they are brought to metres with the frame's median scale
+``median(gt depth) / median(predicted depth)`` (the depth evaluation's scale), except the snippet ATE,
+which fits one least-squares scale per snippet (the SfMLearner / SC-SfMLearner protocol).
+"""
+import numpy as np
+import torch
+
+from inverse_warp import pose_vec2mat
+
+DIRECTION_TOLERANCE_DEG = 30.0
+
+
+def pose_vectors_to_matrices(poses, rotation_mode='euler'):
+    """``[N,6]`` pose vectors -> ``[N,4,4]`` float64 homogeneous transforms."""
+    mats = np.tile(np.eye(4), (len(poses), 1, 1))
+    if len(poses):
+        mats[:, :3] = pose_vec2mat(torch.as_tensor(np.asarray(poses), dtype=torch.float64), rotation_mode).numpy()
+    return mats
+
+
+def relative_gt_poses(cam_to_world):
+    """``[F,4,4]`` camera-to-world -> ``[F-1,4,4]`` GT poses ``t -> t+1``."""
+    return np.stack([np.linalg.inv(cam_to_world[t + 1]) @ cam_to_world[t] for t in range(len(cam_to_world) - 1)])
+
+
+def snippet_positions(pair_poses):
+    """Camera positions of a snippet in its first camera: ``[L-1,4,4]`` poses ``t -> t+1`` -> ``[L,3]``."""
+    first_to_frame = np.eye(4)
+    positions = [np.zeros(3)]
+    for pose in pair_poses:
+        first_to_frame = pose @ first_to_frame
+        positions.append(np.linalg.inv(first_to_frame)[:3, 3])
+    return np.stack(positions)
+
+
+def snippet_ate(gt_positions, pred_positions):
+    """ATE of one snippet with the least-squares scale: ``||gt - s pred|| / L`` (SC-SfMLearner's test_pose)."""
+    denominator = float(np.sum(pred_positions ** 2))
+    scale = float(np.sum(gt_positions * pred_positions)) / denominator if denominator > 0 else 0.0
+    return float(np.linalg.norm(gt_positions - scale * pred_positions)) / len(gt_positions)
+
+
+def rotation_error_deg(gt_rotation, pred_rotation):
+    """Angle of ``R_gt R_pred^T`` in degrees."""
+    residual = gt_rotation @ pred_rotation.T
+    cosine = np.clip((np.trace(residual) - 1) / 2, -1.0, 1.0)
+    return float(np.degrees(np.arccos(cosine)))
+
+
+def ego_records(pred_poses, cam_to_world, scales, rotation_mode='euler'):
+    """The ego-motion record of one scene.
+
+    Args:
+        pred_poses: ``[F-1,6]`` EgoPoseNet poses ``t -> t+1``.
+        cam_to_world: ``[F,4,4]`` GT camera poses.
+        scales: ``F`` median scales of the frames' depth (None where the frame has no valid GT).
+    Returns:
+        dict ``pred`` ``[F-1,4,4]``, ``gt`` ``[F-1,4,4]``, ``scales`` list.
+    """
+    return {'pred': pose_vectors_to_matrices(pred_poses, rotation_mode), 'gt': relative_gt_poses(cam_to_world),
+            'scales': list(scales)}
+
+
+def _mean(values):
+    return float(np.mean(values)) if len(values) else None
+
+
+def summarise_ego(records, snippet_length=3):
+    """``{'ate', 'ate_std', 'rel_trans', 'rot_deg', 'snippets', 'pairs', 'snippet_length'}`` over scenes."""
+    ates, rel_trans, rot = [], [], []
+    for record in records:
+        pred, gt = record['pred'], record['gt']
+        for start in range(len(gt) - snippet_length + 2):
+            window = slice(start, start + snippet_length - 1)
+            ates.append(snippet_ate(snippet_positions(gt[window]), snippet_positions(pred[window])))
+        for t in range(len(gt)):
+            rot.append(rotation_error_deg(gt[t, :3, :3], pred[t, :3, :3]))
+            gt_norm = np.linalg.norm(gt[t, :3, 3])
+            if record['scales'][t] is not None and gt_norm > 0:
+                rel_trans.append(float(np.linalg.norm(record['scales'][t] * pred[t, :3, 3] - gt[t, :3, 3]) / gt_norm))
+    return {'ate': _mean(ates), 'ate_std': float(np.std(ates)) if ates else None, 'rel_trans': _mean(rel_trans),
+            'rot_deg': _mean(rot), 'snippets': len(ates), 'pairs': len(rot), 'snippet_length': snippet_length}
+
+
+def gt_object_translation(truth, car, frame_a, frame_b):
+    """``[3]`` translation car ``car`` (0-based) adds to the ego motion ``a -> b``, in camera ``b``."""
+    move = truth['objects'][car]['position'][frame_b] - truth['objects'][car]['position'][frame_a]
+    return truth['cam_to_world'][frame_b, :3, :3].T @ move
+
+
+def object_records(matches, obj_motion, truth, scales):
+    """Predicted and GT translation of every car visible in two consecutive frames.
+
+    Args:
+        matches: ``F-1`` int arrays ``[k,2]``: stored mask channel in frame t and t+1 of each match.
+        obj_motion: ``F-1`` arrays ``[k,3]``: ObjPoseNet translation ``t -> t+1`` of each match.
+        truth: the scene's ground truth (``experiments.eval_synthetic.read_scene_truth``).
+        scales: ``F`` median depth scales (None: the pair is skipped).
+    Returns:
+        list of dicts ``kind``, ``gt`` ``[3]`` metres, ``pred`` ``[3]`` metres (zero when not matched),
+        ``matched`` bool.
+    """
+    records = []
+    for t, (pairs, motion) in enumerate(zip(matches, obj_motion)):
+        if scales[t] is None:
+            continue
+        channels = list(np.asarray(pairs).reshape(-1, 2)[:, 0])
+        for car, obj in enumerate(truth['objects']):
+            if obj['mask_index'][t] < 1 or obj['mask_index'][t + 1] < 1:
+                continue
+            matched = obj['mask_index'][t] in channels
+            pred = scales[t] * np.asarray(motion[channels.index(obj['mask_index'][t])], float) if matched \
+                else np.zeros(3)
+            records.append({'kind': obj['kind'], 'gt': gt_object_translation(truth, car, t, t + 1), 'pred': pred,
+                            'matched': bool(matched)})
+    return records
+
+
+def direction_error_deg(gt, pred):
+    """Angle between two ``[3]`` vectors in degrees (180 when either is zero)."""
+    norms = np.linalg.norm(gt) * np.linalg.norm(pred)
+    if norms == 0:
+        return 180.0
+    return float(np.degrees(np.arccos(np.clip(np.dot(gt, pred) / norms, -1.0, 1.0))))
+
+
+def summarise_objects(records, tolerance_deg=DIRECTION_TOLERANCE_DEG):
+    """``{'moving': {epe, rel, within_30deg, cars, matched}, 'parked': {epe, rel (null), cars, matched}}``.
+
+    ``epe`` is the mean end-point error in metres, ``rel`` the mean of ``epe / |gt|`` (moving cars),
+    ``within_30deg`` the share of moving cars whose estimated direction is within ``tolerance_deg``.
+    """
+    summary = {}
+    for group in ('moving', 'parked'):
+        chosen = [r for r in records if (r['kind'] == 'parked') == (group == 'parked')]
+        epe = [float(np.linalg.norm(r['pred'] - r['gt'])) for r in chosen]
+        moving = group == 'moving'
+        rel = [e / np.linalg.norm(r['gt']) for e, r in zip(epe, chosen) if moving and np.linalg.norm(r['gt']) > 0]
+        within = [direction_error_deg(r['gt'], r['pred']) < tolerance_deg for r in chosen] if moving else []
+        summary[group] = {'epe': _mean(epe), 'rel': _mean(rel), 'within_30deg': _mean(within) if moving else None,
+                          'cars': len(chosen), 'matched': sum(r['matched'] for r in chosen)}
+    return summary

@@ -1,0 +1,117 @@
+#!/bin/sh
+# Ablation of Insta-DM on the synthetic world (issue 18): what the instance-aware projection buys.
+#
+#   DATA=VIS_ROOT OUT=DIR STEPS=N SEEDS="0 1 2" HEIGHT=H WIDTH=W BATCH=B bash scripts/run_ablation.sh
+#
+# Trains every configuration with every seed on the same data, steps and batch (train.py, one process per
+# run), evaluates each final checkpoint with experiments/eval_synthetic.py and aggregates them with
+# experiments/ablation_results.py into OUT/results.json, OUT/results.md and OUT/results.png.
+#   full         the official loss settings, -mni $MNI
+#   rigid        -mni 0 (no instances: the rigid model)
+#   no_mof       -mc 0 (no motion-field consistency)
+#   no_obj_size  -o 0 (no object-size term)
+# Resumable: a configuration/seed whose OUT/runs/CONFIG/seedS/metrics.json exists is skipped; an interrupted
+# training continues from its last epoch (train.py --resume); run it again after any interruption.
+# Variables (defaults): NAME (synthetic), OUT (experiments/results/$NAME), DATA (rendered into $OUT/data/vis:
+# SCENES scenes x FRAMES frames at HEIGHTxWIDTH, seed 0), STEPS (300), EPOCH_SIZE (20, steps between
+# checkpoints and validations; keep it <= the batches of one epoch), SEEDS ("0 1 2"), HEIGHT (96), WIDTH (320),
+# BATCH (4), MNI (3), SCENES (10), FRAMES (12), CONFIGS ("full rigid no_mof no_obj_size"), DEVICE (auto),
+# WORKERS (2), PY (.venv/bin/python, else python3), EXTRA_FLAGS (more train.py flags for every configuration,
+# e.g. "--amp bf16"), DEPTH_SCALE (1: the official objective; another value is passed as --depth-scale to
+# train.py, which must have that flag, and to the evaluation: see README, "Science").
+set -eu
+cd "$(dirname "$0")/.."
+NAME=${NAME:-synthetic}
+OUT=${OUT:-experiments/results/$NAME}
+STEPS=${STEPS:-300}
+EPOCH_SIZE=${EPOCH_SIZE:-20}
+SEEDS=${SEEDS:-"0 1 2"}
+HEIGHT=${HEIGHT:-96}
+WIDTH=${WIDTH:-320}
+BATCH=${BATCH:-4}
+MNI=${MNI:-3}
+SCENES=${SCENES:-10}
+FRAMES=${FRAMES:-12}
+CONFIGS=${CONFIGS:-"full rigid no_mof no_obj_size"}
+DEVICE=${DEVICE:-auto}
+WORKERS=${WORKERS:-2}
+EXTRA_FLAGS=${EXTRA_FLAGS:-}
+DEPTH_SCALE=${DEPTH_SCALE:-1}
+if [ -z "${PY:-}" ]; then
+    if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+[ "$EPOCH_SIZE" -le "$STEPS" ] || EPOCH_SIZE=$STEPS
+[ "$DEPTH_SCALE" = 1 ] || EXTRA_FLAGS="$EXTRA_FLAGS --depth-scale $DEPTH_SCALE"
+EPOCHS=$(( (STEPS + EPOCH_SIZE - 1) / EPOCH_SIZE ))
+COMMON="--with-pretrain 0 -b $BATCH -j $WORKERS --epochs $EPOCHS --epoch-size $EPOCH_SIZE -p 2.0 -c 1.0 -s 0.1 \
+-o 0.02 -mc 0.1 -hp 0 -dm 0 --with-ssim --with-mask --with-auto-mask --with-gt --device $DEVICE --image-freq 0 $EXTRA_FLAGS"
+
+config_flags() {
+    case "$1" in
+        full) echo "-mni $MNI" ;;
+        rigid) echo "-mni 0" ;;
+        no_mof) echo "-mni $MNI -mc 0" ;;
+        no_obj_size) echo "-mni $MNI -o 0" ;;
+        *) echo "error: unknown configuration '$1' in CONFIGS (full, rigid, no_mof, no_obj_size)" >&2; exit 2 ;;
+    esac
+}
+
+config_mni() {
+    if [ "$1" = rigid ]; then echo 0; else echo "$MNI"; fi
+}
+
+# the newest run folder of a seed that holds a training state (empty when none)
+last_run() {
+    for run in $(ls -td "$1"/checkpoints/run/*/ 2>/dev/null); do
+        if [ -f "${run}training_state.pth.tar" ]; then echo "${run%/}"; return; fi
+    done
+}
+
+if [ -z "${DATA:-}" ]; then
+    DATA=$OUT/data/vis
+    if [ ! -f "$DATA/synthetic_config.json" ]; then
+        echo "== rendering the synthetic world: $SCENES scenes x $FRAMES frames at ${HEIGHT}x${WIDTH}"
+        $PY -m data.synthetic --out "$OUT/data" --layout vis --scenes "$SCENES" --frames "$FRAMES" \
+            --height "$HEIGHT" --width "$WIDTH" --seed 0 --overwrite
+    fi
+fi
+[ -f "$DATA/val.txt" ] || { echo "error: DATA=$DATA: no val.txt (a synthetic KITTI-VIS folder is expected)" >&2; exit 2; }
+for CONFIG in $CONFIGS; do config_flags "$CONFIG" > /dev/null; done
+
+START=$(date +%s)
+for CONFIG in $CONFIGS; do
+    FLAGS=$(config_flags "$CONFIG")
+    mkdir -p "$OUT/runs/$CONFIG"
+    echo "$FLAGS" > "$OUT/runs/$CONFIG/flags.txt"
+    for SEED in $SEEDS; do
+        DIR=$OUT/runs/$CONFIG/seed$SEED
+        if [ -f "$DIR/metrics.json" ]; then
+            echo "== $CONFIG seed $SEED: finished, skipped"
+            continue
+        fi
+        mkdir -p "$DIR"
+        RUN=$(last_run "$DIR")
+        if [ -n "$RUN" ]; then
+            echo "== $CONFIG seed $SEED: resuming $RUN"
+            # shellcheck disable=SC2086
+            $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$SEED" $COMMON $FLAGS \
+                --resume "$RUN"
+        else
+            echo "== $CONFIG seed $SEED: training ($STEPS steps, batch $BATCH, ${HEIGHT}x${WIDTH})"
+            # shellcheck disable=SC2086
+            $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$SEED" $COMMON $FLAGS
+            RUN=$(last_run "$DIR")
+        fi
+        echo "$RUN" > "$DIR/run_dir.txt"
+        $PY experiments/eval_synthetic.py --data "$DATA" --pretrained-dispnet "$RUN/dispnet_checkpoint.pth.tar" \
+            --pretrained-ego-pose "$RUN/ego_pose_checkpoint.pth.tar" \
+            --pretrained-obj-pose "$RUN/obj_pose_checkpoint.pth.tar" \
+            --mni "$(config_mni "$CONFIG")" --depth-scale "$DEPTH_SCALE" --device "$DEVICE" --output-dir "$DIR/eval"
+        mv "$DIR/eval/metrics.json" "$DIR/metrics.json"
+    done
+done
+SECONDS_SPENT=$(( $(date +%s) - START ))
+$PY experiments/ablation_results.py --out "$OUT" --data "$DATA" --configs "$CONFIGS" \
+    --settings "Settings: $STEPS steps (epochs of $EPOCH_SIZE), batch $BATCH, ${HEIGHT}x${WIDTH}, mni $MNI, depth scale $DEPTH_SCALE, \
+seeds $SEEDS, data $DATA, device $DEVICE; this invocation trained/evaluated for ${SECONDS_SPENT} s (skipped runs excluded)."
+echo "=> $OUT/results.md, $OUT/results.json, $OUT/results.png"

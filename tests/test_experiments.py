@@ -1,0 +1,309 @@
+"""experiments/: depth by region, ego- and object-motion errors, the command line on a tiny synthetic world."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from checkpoint_io import save_checkpoint
+from data import synthetic
+from experiments import ablation_results, eval_synthetic, motion_metrics
+from experiments.eval_synthetic import read_scene_truth, region_errors, region_masks
+from models import DispResNet, EgoPoseNet, ObjPoseNet
+
+HEIGHT, WIDTH = 64, 96
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory):
+    """A one-scene KITTI-VIS world (scene 4 of seed 0: a parked and a moving car visible in all 3 frames)."""
+    root = tmp_path_factory.mktemp('world')
+    scene = synthetic.render_scene(seed=0, index=4, height=HEIGHT, width=WIDTH, frames=3, min_cars=3, max_cars=4)
+    synthetic.write_kitti_vis([scene], root)
+    return root, scene
+
+
+def two_car_segmentation():
+    """``[3,4,8]`` masks: channel 1 a parked car (2 px), channel 2 a moving car (3 px), and its objects."""
+    seg = np.zeros((3, 4, 8), np.uint8)
+    seg[1, 0, :2] = 1
+    seg[2, 3, 5:] = 1
+    objects = [{'kind': 'same', 'mask_index': np.array([2, -1])}, {'kind': 'parked', 'mask_index': np.array([1, 1])},
+               {'kind': 'crossing', 'mask_index': np.array([-1, 2])}]
+    return seg, objects
+
+
+def test_region_masks_split_cars_by_kind_and_channel():
+    seg, objects = two_car_segmentation()
+    regions = region_masks(seg, objects, frame=0)
+    assert regions['moving'].sum() == 3 and regions['moving'][3, 5:].all()
+    assert regions['parked'].sum() == 2 and regions['parked'][0, :2].all()
+    assert regions['background'].sum() == 32 - 5 and regions['all'].all()
+    # frame 1: channel 2 belongs to the crossing car, so it is still moving; channel 1 still parked
+    assert (region_masks(seg, objects, frame=1)['moving'] == regions['moving']).all()
+
+
+def test_region_masks_of_a_rendered_scene_match_its_instance_maps(world):
+    root, scene = world
+    truth = read_scene_truth(root, scene.name)
+    assert [o['kind'] for o in truth['objects']] == [o.kind for o in scene.objects]
+    kinds = np.array(['none'] + [o.kind for o in scene.objects])
+    for k in range(scene.frames):
+        regions = region_masks(scene.masks[k], truth['objects'], k)
+        car_kind = kinds[scene.instance_maps[k]]
+        masked = (scene.masks[k][1:] > 0).any(0)
+        assert regions['moving'].any() and regions['parked'].any()
+        assert (regions['moving'] == (masked & (car_kind != 'parked') & (car_kind != 'none'))).all()
+        assert (regions['parked'] == (masked & (car_kind == 'parked'))).all()
+        assert not (regions['background'] & (regions['moving'] | regions['parked'])).any()
+
+
+def test_perfect_prediction_scores_zero(world):
+    root, scene = world
+    truth = read_scene_truth(root, scene.name)
+    gt = scene.depths[0]
+    results = region_errors(gt, gt * 3.0, region_masks(scene.masks[0], truth['objects'], 0), min_pixels=1)
+    assert set(results) == {'all', 'background', 'moving', 'parked'}
+    for errors, pixels in results.values():
+        assert pixels > 0
+        assert errors.abs_rel == pytest.approx(0, abs=1e-7) and errors.rmse == pytest.approx(0, abs=1e-5)
+        assert errors.a1 == 1.0
+
+
+def test_scaled_and_perturbed_prediction_equals_a_hand_computation():
+    gt = np.full((10, 20), 10.0)
+    gt[:, :5] = 20.0
+    gt[0, 0] = 0.0                                   # no GT: ignored
+    moving = np.zeros(gt.shape, bool)
+    moving[:5, 10:] = True                           # 50 pixels, all at 10 m
+    pred = 0.5 * gt
+    pred[moving] *= 1.2                              # moving cars 20 % too far after the global scale 2
+    results = region_errors(gt, pred, {'all': np.ones(gt.shape, bool), 'moving': moving, 'background': ~moving})
+    errors, pixels = results['moving']
+    assert pixels == 50
+    assert errors.abs_rel == pytest.approx(0.2)
+    assert errors.sq_rel == pytest.approx(2.0 ** 2 / 10)
+    assert errors.rmse == pytest.approx(2.0) and errors.rmse_log == pytest.approx(np.log(1.2))
+    assert errors.a1 == 1.0
+    assert results['background'][0].abs_rel == pytest.approx(0) and results['background'][1] == 199 - 50
+    assert results['all'][0].abs_rel == pytest.approx(0.2 * 50 / 199)
+
+
+def test_regions_below_50_valid_pixels_are_left_out_and_averaged_as_null():
+    gt = np.full((10, 10), 5.0)
+    small = np.zeros(gt.shape, bool)
+    small[0, :9] = True
+    per_image = [region_errors(gt, gt, {'all': np.ones(gt.shape, bool), 'moving': small})]
+    assert 'moving' not in per_image[0]
+    summary = eval_synthetic.average_region_errors(per_image)
+    assert summary['moving'] == {**{m: None for m in summary['moving'] if m not in ('images', 'pixels')},
+                                 'images': 0, 'pixels': 0}
+    assert summary['all']['images'] == 1 and summary['all']['pixels'] == 100
+
+
+def gt_pose_vectors(scene):
+    return np.stack([synthetic.pose_to_vec(synthetic.relative_pose(scene, t, t + 1)) for t in range(scene.frames - 1)])
+
+
+def test_ego_errors_are_zero_for_the_true_poses_in_any_scale(world):
+    _, scene = world
+    vectors = gt_pose_vectors(scene)
+    vectors[:, :3] *= 0.25                            # the network's depth scale is 4x smaller
+    record = motion_metrics.ego_records(vectors, scene.cam_to_world, [4.0] * scene.frames)
+    summary = motion_metrics.summarise_ego([record], snippet_length=3)
+    assert summary['ate'] == pytest.approx(0, abs=1e-9) and summary['rel_trans'] == pytest.approx(0, abs=1e-9)
+    assert summary['rot_deg'] == pytest.approx(0, abs=1e-4)
+    assert (summary['snippets'], summary['pairs']) == (1, 2)
+
+
+def test_ego_errors_of_a_known_perturbation():
+    cam_to_world = np.tile(np.eye(4), (3, 1, 1))
+    cam_to_world[1, 2, 3], cam_to_world[2, 2, 3] = 1.0, 2.0       # 1 m forward per frame
+    pred = np.array([[0, 0, -1.0, 0, 0, 0.1], [0.5, 0, -1.0, 0, 0, 0.1]])
+    record = motion_metrics.ego_records(pred, cam_to_world, [1.0, 1.0, 1.0])
+    summary = motion_metrics.summarise_ego([record], snippet_length=3)
+    assert summary['rot_deg'] == pytest.approx(np.degrees(0.1))
+    assert summary['rel_trans'] == pytest.approx(0.25)             # (0 + 0.5) / 2
+    gt_positions = np.array([[0, 0, 0], [0, 0, 1.0], [0, 0, 2.0]])
+    pred_positions = motion_metrics.snippet_positions(record['pred'])
+    scale = (gt_positions * pred_positions).sum() / (pred_positions ** 2).sum()
+    assert summary['ate'] == pytest.approx(np.linalg.norm(gt_positions - scale * pred_positions) / 3)
+    assert summary['ate'] > 0.01
+
+
+def test_object_motion_error_is_zero_for_the_true_motion(world):
+    root, scene = world
+    truth = read_scene_truth(root, scene.name)
+    scales = [2.0] * scene.frames
+    matches, motion = [], []
+    for t in range(scene.frames - 1):
+        visible = [j for j, o in enumerate(scene.objects) if o.mask_index[t] >= 1 and o.mask_index[t + 1] >= 1]
+        matches.append(np.array([[scene.objects[j].mask_index[k] for k in (t, t + 1)] for j in visible]))
+        motion.append(np.stack([synthetic.object_translation(scene, j + 1, t, t + 1) / 2.0 for j in visible]))
+    summary = motion_metrics.summarise_objects(motion_metrics.object_records(matches, motion, truth, scales))
+    assert summary['moving']['cars'] == 2 and summary['parked']['cars'] == 2
+    assert summary['moving']['epe'] == pytest.approx(0, abs=1e-9) and summary['moving']['rel'] == pytest.approx(0)
+    assert summary['moving']['within_30deg'] == 1.0 and summary['parked']['epe'] == pytest.approx(0, abs=1e-9)
+    # unmatched cars get no motion: the error is the car's own motion
+    unmatched = motion_metrics.summarise_objects(motion_metrics.object_records(
+        [np.zeros((0, 2), int)] * 2, [np.zeros((0, 3))] * 2, truth, scales))
+    assert unmatched['moving']['rel'] == pytest.approx(1.0) and unmatched['moving']['within_30deg'] == 0.0
+    assert unmatched['moving']['matched'] == 0
+
+
+def save_random_networks(folder):
+    torch.manual_seed(0)
+    paths = {}
+    for name, net in (('disp', DispResNet(18)), ('ego', EgoPoseNet(18)), ('obj', ObjPoseNet(18))):
+        paths[name] = folder / f'{name}.pth.tar'
+        save_checkpoint(paths[name], net.state_dict(), 0)
+    return paths
+
+
+def test_command_line_writes_metrics_json_of_the_documented_shape(world, tmp_path, capsys):
+    root, _ = world
+    paths = save_random_networks(tmp_path)
+    assert eval_synthetic.main(['--data', str(root), '--pretrained-dispnet', str(paths['disp']),
+                                '--pretrained-ego-pose', str(paths['ego']), '--pretrained-obj-pose', str(paths['obj']),
+                                '--output-dir', str(tmp_path / 'out'), '--device', 'cpu', '--mni', '3']) == 0
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert set(metrics) == {'depth', 'ego', 'objects'}
+    assert set(metrics['depth']) == {'all', 'background', 'moving', 'parked'}
+    for row in metrics['depth'].values():
+        assert set(row) == {'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'a1', 'a2', 'a3', 'images', 'pixels'}
+    assert metrics['depth']['all']['images'] == 3 and metrics['depth']['all']['abs_rel'] > 0
+    assert metrics['ego']['pairs'] == 2 and metrics['objects']['moving']['cars'] == 2
+    assert 'background' in capsys.readouterr().out
+
+
+def test_command_line_refuses_an_ego_checkpoint_without_the_object_one(world, tmp_path, capsys):
+    root, _ = world
+    paths = save_random_networks(tmp_path)
+    assert eval_synthetic.main(['--data', str(root), '--pretrained-dispnet', str(paths['disp']),
+                                '--pretrained-ego-pose', str(paths['ego']), '--output-dir', str(tmp_path)]) == 2
+    assert '--pretrained-obj-pose' in capsys.readouterr().err
+
+
+def test_command_line_names_a_folder_without_poses(world, tmp_path, capsys):
+    root, scene = world
+    paths = save_random_networks(tmp_path)
+    (root / 'poses' / f'{scene.name}.json').rename(tmp_path / 'moved.json')
+    try:
+        assert eval_synthetic.main(['--data', str(root), '--pretrained-dispnet', str(paths['disp']),
+                                    '--output-dir', str(tmp_path / 'out'), '--device', 'cpu']) == 2
+    finally:
+        (tmp_path / 'moved.json').rename(root / 'poses' / f'{scene.name}.json')
+    assert 'poses' in capsys.readouterr().err
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def planted_metrics(abs_rel):
+    regions = {r: {'abs_rel': abs_rel, 'sq_rel': 0.1, 'rmse': 1.0, 'rmse_log': 0.1, 'a1': 0.9, 'a2': 0.95, 'a3': 0.99,
+                   'images': 3, 'pixels': 1000} for r in ('all', 'background', 'moving', 'parked')}
+    return {'depth': regions, 'ego': None, 'objects': None}
+
+
+def test_ablation_runner_skips_finished_configurations_and_aggregates(world, tmp_path):
+    """The runner trains only what is not finished (tiny settings: one step), and a rerun trains nothing."""
+    root, _ = world
+    out = tmp_path / 'ablation'
+    (out / 'runs' / 'full' / 'seed0').mkdir(parents=True)
+    (out / 'runs' / 'full' / 'seed0' / 'metrics.json').write_text(json.dumps(planted_metrics(0.5)))
+    calls = tmp_path / 'calls.txt'
+    wrapper = tmp_path / 'python'
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': str(wrapper), 'CONFIGS': 'full rigid',
+           'SEEDS': '0', 'STEPS': '1', 'BATCH': '1', 'WORKERS': '0', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
+    run = lambda: subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,  # noqa: E731
+                                 capture_output=True, text=True)
+    first = run()
+    assert first.returncode == 0, first.stderr[-2000:]
+    trained = [line for line in calls.read_text().splitlines() if line.startswith('train.py')]
+    assert len(trained) == 1 and '-mni 0' in trained[0] and '/runs/rigid/' in trained[0]
+    assert 'full seed 0: finished, skipped' in first.stdout
+    results = json.loads((out / 'results.json').read_text())
+    assert set(results['configs']) == {'full', 'rigid'}
+    assert results['configs']['full']['mean']['depth']['moving']['abs_rel'] == 0.5
+    assert results['configs']['full']['std']['depth']['moving']['abs_rel'] == 0.0
+    assert results['configs']['rigid']['flags'] == '-mni 0' and results['configs']['rigid']['steps'] == {'0': 1}
+    assert results['configs']['rigid']['mean']['depth']['all']['images'] == 3
+    assert (out / 'results.png').stat().st_size > 1000 and '| rigid |' in (out / 'results.md').read_text()
+    calls.write_text('')
+    second = run()
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert not [line for line in calls.read_text().splitlines() if 'train.py' in line or 'eval_synthetic' in line]
+    assert 'rigid seed 0: finished, skipped' in second.stdout
+
+
+def test_ablation_runner_refuses_an_unknown_configuration(tmp_path):
+    env = {**os.environ, 'DATA': str(tmp_path), 'OUT': str(tmp_path / 'out'), 'CONFIGS': 'full nonsense',
+           'PY': sys.executable}
+    (tmp_path / 'val.txt').write_text('scene\n')
+    result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown configuration 'nonsense'" in result.stderr
+    assert not (tmp_path / 'out' / 'runs').exists()
+
+
+def test_combine_averages_nested_metrics_and_skips_missing_values():
+    mean = ablation_results.combine([{'a': {'x': 1.0, 'y': None}, 'n': 2}, {'a': {'x': 3.0, 'y': 4.0}, 'n': 4}],
+                                    np.mean)
+    assert mean == {'a': {'x': 2.0, 'y': 4.0}, 'n': 3.0}
+    assert ablation_results.combine([None, None], np.mean) is None
+
+
+def test_objective_is_lowest_at_the_true_depth_and_motion():
+    """The photometric term at the exact depth and motion beats a wrong scale, rotation only and no motion."""
+    from experiments import objective_at_truth
+    scene = synthetic.render_scene(seed=0, index=4, height=HEIGHT, width=WIDTH, frames=3, min_cars=3, max_cars=4)
+    pairs, depths, ego, fields = objective_at_truth.scene_inputs(scene)
+    options = objective_at_truth.LossOptions(with_ssim=True, with_mask=True, with_auto_mask=True)
+    photo = {name: objective_at_truth.objective(pairs, *case, options)[0]
+             for name, case in objective_at_truth.variants(depths, ego, fields, scales=(0.1, 10.0)).items()}
+    assert photo['truth + objects'] <= photo['truth, rigid'] + 1e-6
+    for name in ('depth x 0.1', 'depth x 10', 'rotation only', 'identity'):
+        assert photo['truth, rigid'] < photo[name], name
+
+
+def test_depth_scale_option_divides_the_disparity():
+    from projection import estimate_depths
+    net = lambda x: torch.full((x.shape[0], 1, 2, 2), 4.0)  # noqa: E731
+    depths, disparities = estimate_depths(net, torch.zeros(1, 3, 2, 2), [torch.zeros(1, 3, 2, 2)], depth_scale=0.1)
+    assert depths.shape == (2, 1, 2, 2) and torch.allclose(depths, torch.full_like(depths, 0.025))
+    assert torch.equal(disparities, torch.full_like(disparities, 4.0))
+
+
+def test_depth_scale_of_the_evaluation_divides_the_disparity():
+    net = eval_synthetic.ScaledDisparity(lambda img: torch.full((1, 1, 2, 2), 2.0), 0.1)
+    assert torch.allclose(1 / net(torch.zeros(1, 3, 2, 2)), torch.full((1, 1, 2, 2), 0.05))
+
+
+def test_probe_logs_disparity_parallax_and_mask_shares(world, tmp_path):
+    from experiments import diagnose_objective
+    root, _ = world
+    rows = diagnose_objective.main([str(root), '--name', 'probe', '--checkpoint-root', str(tmp_path), '--with-pretrain',
+                                    '0', '--device', 'cpu', '-b', '1', '-j', '0', '-mni', '0', '--with-auto-mask',
+                                    '--probe-steps', '2', '--probe-every', '1', '--depth-scale', '0.5',
+                                    '--probe-csv', str(tmp_path / 'probe.csv')])
+    assert [row['step'] for row in rows] == [0, 1]
+    for row in rows:
+        assert 0 < row['auto_mask_kept'] <= 1 and 0 < row['first_valid'] <= 1 and row['disparity'] > 0
+        assert row['parallax'] == pytest.approx(row['ego_translation'] * row['disparity'] / 0.5, rel=0.5)
+    lines = (tmp_path / 'probe.csv').read_text().splitlines()
+    assert lines[0].split(',') == list(diagnose_objective.COLUMNS) and len(lines) == 3
+
+
+def test_forward_share_reads_the_sign_of_forward_driving():
+    from experiments.diagnose_objective import forward_share
+    # pairs (t,t-1), (t,t+1), (t-1,t), (t+1,t), batch 1: forward driving gives t_z +, -, -, +
+    poses = torch.zeros(4, 6)
+    poses[:, 2] = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    assert forward_share(poses, 2) == 1.0 and forward_share(-poses, 2) == 0.0
+    assert forward_share(poses.repeat_interleave(3, 0), 2) == 1.0
