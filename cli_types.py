@@ -32,10 +32,12 @@ def odd_int_at_least(minimum):
     return parse
 
 
-def float_in(low, high=math.inf, include_high=True):
-    """A finite ``float`` type accepting ``low <= value <= high`` (``< high`` when ``include_high`` is False)."""
+def float_in(low, high=math.inf, include_high=True, include_low=True):
+    """A finite ``float`` type accepting ``low <= value <= high`` (``<`` where ``include_*`` is False)."""
+    lower = '[' if include_low else '('
     upper = ']' if include_high else ')'
-    interval = f"in [{low}, {high}{upper}" if math.isfinite(high) else f">= {low}"
+    interval = (f"in {lower}{low}, {high}{upper}" if math.isfinite(high)
+                else f"{'>=' if include_low else '>'} {low}")
 
     def parse(text):
         try:
@@ -43,7 +45,8 @@ def float_in(low, high=math.inf, include_high=True):
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be a number {interval}, got {text!r}") from None
         too_high = value > high if include_high else value >= high
-        if not math.isfinite(value) or value < low or too_high:
+        too_low = value < low if include_low else value <= low
+        if not math.isfinite(value) or too_low or too_high:
             raise argparse.ArgumentTypeError(f"must be a finite number {interval}, got {text!r}")
         return value
     parse.__name__ = f'float {interval}'

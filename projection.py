@@ -60,7 +60,7 @@ class LossOptions:
                    depth_mean=args.depth_loss_weight, with_ssim=args.with_ssim, with_mask=args.with_mask,
                    with_auto_mask=args.with_auto_mask, with_only_obj=args.with_only_obj,
                    padding_mode=args.padding_mode, rotation_mode=args.rotation_mode,
-                   depth_scale=getattr(args, 'depth_scale', 1.0))
+                   depth_scale=args.depth_scale)
 
     def weight(self, name):
         return getattr(self, name)

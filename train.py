@@ -52,6 +52,7 @@ FUSED_ADAM_DEVICES = ('cpu', 'cuda')
 NON_NEGATIVE_INT = int_at_least(0)
 POSITIVE_INT = int_at_least(1)
 NON_NEGATIVE_FLOAT = float_in(0)
+POSITIVE_FLOAT = float_in(0, include_low=False)
 ADAM_BETA = float_in(0, 1, include_high=False)
 CSV_LOSS_NAMES = ('photo_loss', 'geometry_loss', 'smooth_loss', 'scale_loss', 'mof_consistency_loss',
                   'height_loss', 'depth_loss')
@@ -120,6 +121,9 @@ def build_parser():
                              'GPU, fp16 on GPU with gradient scaling')
     parser.add_argument('--channels-last', action='store_true', help='channels-last memory layout for the networks')
     parser.add_argument('--compile', action='store_true', help='torch.compile the three networks')
+    parser.add_argument('--depth-scale', type=POSITIVE_FLOAT, default=1.0, metavar='S',
+                        help='depth = S / disparity inside the step (1: the official objective; an experiment '
+                             'option of the ablation runner, see README "Science")')
     parser.add_argument('--sync-bn', action='store_true',
                         help='under torchrun, synchronise BatchNorm statistics across processes (SyncBatchNorm)')
     return parser
