@@ -13,6 +13,10 @@ import torch
 AMP_DTYPES = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
+class CompileUnavailable(RuntimeError):
+    """``--compile`` was asked for but ``torch.compile`` cannot run here (one-line message)."""
+
+
 @dataclass(frozen=True)
 class NetworkPrecision:
     """Runs a network under autocast (``dtype``) and/or on channels-last inputs; output in float32.
@@ -43,8 +47,8 @@ class NetworkPrecision:
 def prepare_networks(nets, channels_last=False, compile_networks=False):
     """Put the networks (a dict of modules) in channels-last layout and/or compile them, in place.
 
-    ``nn.Module.compile`` keeps the parameter names, so checkpoints are unchanged.  Raises a one-line
-    RuntimeError when ``torch.compile`` cannot run here (no C++ compiler, unsupported platform, ...).
+    ``nn.Module.compile`` keeps the parameter names, so checkpoints are unchanged.  Raises
+    :class:`CompileUnavailable` when ``torch.compile`` cannot run here (no C++ compiler, unsupported platform).
     """
     for net in nets.values():
         if channels_last:
@@ -63,7 +67,7 @@ def check_compile_backend():
         probe(torch.randn(4))
     except Exception as error:  # noqa: BLE001  (any backend failure means --compile cannot be used)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RuntimeError(f"--compile: torch.compile is not available here ({first_line}); "
+        raise CompileUnavailable(f"--compile: torch.compile is not available here ({first_line}); "
                            "train without --compile") from None
 
 

@@ -708,7 +708,7 @@ def main(argv=None):
     try:
         train(args, device, dist_ctx, run_dir)
     except (DatasetError, CheckpointError, OutputError, FileNotFoundError, RunError, TrainingStopped,
-            KeyboardInterrupt) as error:
+            precision.CompileUnavailable, KeyboardInterrupt) as error:
         if not args.resume and dist_ctx.is_main and read_manifest(run_dir) is None:
             shutil.rmtree(run_dir, ignore_errors=True)
         dist_ctx.close()

@@ -25,6 +25,7 @@ from datasets.samplers import EpochSampler
 from datasets.sequence_folders import SequenceFolder
 from datasets.toy_data import write_toy_kitti_vis
 from kitti_eval.kitti_raw import KittiFormatError, read_velodyne_points
+from models import insta_dm
 from preemption import StopRequest
 
 TINY = ['--with-pretrain', '0', '-b', '1', '-j', '0', '-mni', '1', '--epoch-size', '2', '--print-freq', '0',
@@ -294,20 +295,20 @@ def test_resume_at_an_epoch_boundary_is_exact(tiny_root, uninterrupted, tmp_path
 
 
 def signal_at_call(monkeypatch, step, signum):
-    """Send ``signum`` to this process during the ``step``-th call (0-based) of ``run_step`` (training and validation)."""
+    """Send ``signum`` to this process during the ``step``-th call (0-based) of ``run_step`` (training and validation; ``models.InstaDM`` calls it)."""
     calls = []
-    original = train.run_step
+    original = insta_dm.run_step
 
     def run_step(*args, **kwargs):
         if len(calls) == step:
             os.kill(os.getpid(), signum)
         calls.append(1)
         return original(*args, **kwargs)
-    monkeypatch.setattr(train, 'run_step', run_step)
+    monkeypatch.setattr(insta_dm, 'run_step', run_step)
 
 
 def test_sigterm_finishes_the_step_saves_and_resume_is_exact(tiny_root, uninterrupted, tmp_path, monkeypatch, capsys):
-    signum, run_step = signal.SIGTERM, train.run_step
+    signum, run_step = signal.SIGTERM, insta_dm.run_step
     monkeypatch.chdir(tmp_path)
     signal_at_call(monkeypatch, 3, signum)  # calls 0, 1: epoch 1; 2: its validation; 3: epoch 2
     with pytest.raises(SystemExit) as stop:
@@ -320,7 +321,7 @@ def test_sigterm_finishes_the_step_saves_and_resume_is_exact(tiny_root, uninterr
            f"same command plus --resume {os.path.relpath(run_dir, tmp_path)}" in stderr
     state = torch.load(run_dir / 'training_state.pth.tar', weights_only=True)
     assert (state['epoch'], state['n_iter'], state['step_in_epoch']) == (1, 3, 1)
-    monkeypatch.setattr(train, 'run_step', run_step)
+    monkeypatch.setattr(insta_dm, 'run_step', run_step)
     train.main([tiny_root, '--name', 'stopped', '--epochs', '2', '--resume', str(run_dir)] + TINY)
     assert full_rows(run_dir) == full_rows(uninterrupted[0])
     assert_same_weights(weights(run_dir), weights(uninterrupted[0]))
