@@ -12,3 +12,23 @@ if ROOT not in sys.path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope='module')
+def toy_root(tmp_path_factory):
+    """A toy KITTI-VIS folder (2 scenes x 5 frames, moving rectangles, GT depth) for the training tests."""
+    from datasets.toy_data import write_toy_kitti_vis
+    root = tmp_path_factory.mktemp('toy')
+    write_toy_kitti_vis(str(root), num_frames=5, with_depth=True)
+    return str(root)
+
+
+@pytest.fixture(scope='module')
+def toy_batch(toy_root):
+    """The first two training samples of ``toy_root`` (no augmentation) as a step's inputs."""
+    from datasets.custom_transforms import valid_transform
+    from datasets.sequence_folders import SequenceFolder
+    dataset = SequenceFolder(toy_root, seed=0, shuffle=False, max_num_instances=3, transform=valid_transform())
+    tgt, refs, K, _, tgt_insts, ref_insts = torch.utils.data.default_collate([dataset[0], dataset[1]])
+    assert tgt_insts[0][:, 0, 0, 0].sum() > 0, 'the toy samples should hold instances'
+    return tgt, refs, K, tgt_insts, ref_insts

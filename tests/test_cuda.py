@@ -13,9 +13,6 @@ import precision
 import test_disp
 import train
 from data import synthetic
-from datasets.custom_transforms import valid_transform
-from datasets.sequence_folders import SequenceFolder
-from datasets.toy_data import write_toy_kitti_vis
 from models import DispResNet, EgoPoseNet, InstaDM, ObjPoseNet
 from projection import LOSS_NAMES, LossOptions
 from test_eval_fixtures import raw_drive  # noqa: F401  (fixture)
@@ -26,20 +23,6 @@ CUDA_FAST = ['--with-pretrain', '0', '-b', '2', '-j', '0', '-mni', '3', '--epoch
 LOSS_RELATIVE_TOLERANCE = 1e-3      # float32 on both devices; the GPU sums in another order
 GRADIENT_RELATIVE_TOLERANCE = 1e-2  # relative L2 distance of each network's gradient
 BF16_RELATIVE_TOLERANCE = 0.01
-
-
-@pytest.fixture(scope='module')
-def toy_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('toy')
-    write_toy_kitti_vis(str(root), num_frames=5, with_depth=True)
-    return str(root)
-
-
-@pytest.fixture(scope='module')
-def toy_batch(toy_root):
-    dataset = SequenceFolder(toy_root, seed=0, shuffle=False, max_num_instances=3, transform=valid_transform())
-    tgt, refs, K, _, tgt_insts, ref_insts = torch.utils.data.default_collate([dataset[0], dataset[1]])
-    return tgt, refs, K, tgt_insts, ref_insts
 
 
 @pytest.fixture

@@ -7,30 +7,12 @@ import torch
 
 import precision
 import train
-from datasets.custom_transforms import valid_transform
-from datasets.sequence_folders import SequenceFolder
-from datasets.toy_data import write_toy_kitti_vis
 from models import DispResNet, EgoPoseNet, InstaDM, ObjPoseNet
 from projection import LOSS_NAMES, LossOptions
 
 FAST = ['--with-pretrain', '0', '-b', '1', '-j', '0', '-mni', '3', '--epoch-size', '1', '--device', 'cpu']
 # bf16 keeps 8 bits of mantissa; on the toy batch every loss term stayed within 0.1% of float32
 BF16_RELATIVE_TOLERANCE = 0.01
-
-
-@pytest.fixture(scope='module')
-def toy_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('toy')
-    write_toy_kitti_vis(str(root), num_frames=4, with_depth=True)
-    return str(root)
-
-
-@pytest.fixture(scope='module')
-def toy_batch(toy_root):
-    dataset = SequenceFolder(toy_root, seed=0, shuffle=False, max_num_instances=3, transform=valid_transform())
-    tgt, refs, K, _, tgt_insts, ref_insts = torch.utils.data.default_collate([dataset[0], dataset[1]])
-    assert tgt_insts[0][:, 0, 0, 0].sum() > 0, 'the toy sample should hold instances'
-    return tgt, refs, K, tgt_insts, ref_insts
 
 
 def make_model(run=precision.NetworkPrecision()):

@@ -11,19 +11,11 @@ import train
 from checkpoint_io import load_network_weights
 from datasets.custom_transforms import valid_transform
 from datasets.sequence_folders import SequenceFolder
-from datasets.toy_data import write_toy_kitti_vis
 from models import DispResNet, EgoPoseNet, InstaDM, ObjPoseNet
 from projection import LossOptions, run_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ['--with-pretrain', '0', '-b', '2', '-j', '0', '-mni', '3', '--epoch-size', '2', '--image-freq', '1']
-
-
-@pytest.fixture(scope='module')
-def toy_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('toy')
-    write_toy_kitti_vis(str(root), num_frames=5, with_depth=True)
-    return str(root)
 
 
 def first_batch(root, mni=3, sequence_length=3, batch_size=2):
