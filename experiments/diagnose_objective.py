@@ -79,7 +79,7 @@ def main(argv=None):
     loader, _ = make_loaders(args, Distributed(device.type))
     nets = build_networks(args, device)
     optimizer = build_optimizer(args, nets)
-    _, model = build_model(args, nets, device, Distributed(device.type))
+    model = build_model(args, nets, device, Distributed(device.type))
     model.options = LossOptions(**{**vars(LossOptions.from_args(args)), 'depth_scale': probe.depth_scale})
     model.train()
     rows, step = [], 0
