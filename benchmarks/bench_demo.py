@@ -1,12 +1,11 @@
 """Seconds per frame of each stage of the demo (networks, point clouds, figures) and the whole run.
 
-Usage: python benchmarks/bench_demo.py [--data ROOT/image/SCENE] [--frames 6 --height 128 --width 416 --device cpu]
+Usage: python -m benchmarks.bench_demo [--data ROOT/image/SCENE] [--frames 6 --height 128 --width 416 --device cpu]
 Without ``--data`` a synthetic KITTI-VIS scene of ``--frames`` frames is generated in a temporary folder.
 Networks are untrained (speed does not depend on the weights); ``--mni 3`` as in scripts/run_demo.sh.
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,11 +13,10 @@ from pathlib import Path
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import demo  # noqa: E402
-import demo_utils  # noqa: E402
-from data import synthetic  # noqa: E402
-from devices import select_device  # noqa: E402
+import demo
+import demo_utils
+from data import synthetic
+from devices import select_device
 
 
 def timed(fn, *args):

@@ -1,6 +1,6 @@
 """Speed of the evaluation path: DispResNet inference and metrics from a cached ground-truth file.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_eval.py [--device cpu] [--batch-sizes 1 8] [--frames 697] [--no-onnx]
+    OMP_NUM_THREADS=2 python -m benchmarks.bench_eval [--device cpu] [--batch-sizes 1 8] [--frames 697] [--no-onnx]
 
 Prints (1) DispResNet-18 frames per second at 256x832 for each batch size (random weights and
 images; the network cost does not depend on them), in PyTorch and, for the same network exported
@@ -9,23 +9,21 @@ capability PyTorch dispatches to, and (2) the time to load a cached GT file of `
 KITTI-sized (375x1242) sparse maps and evaluate ``[N,256,832]`` predictions against it.
 """
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import onnxruntime  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import onnxruntime
+import torch
 
-from exported_models import OnnxNetwork, export_onnx  # noqa: E402
-from kitti_eval.eval_depth import evaluate_depths  # noqa: E402
-from kitti_eval.gt_cache import load_gt_depths, save_gt_depths  # noqa: E402
-from models import DispResNet  # noqa: E402
-from devices import select_device  # noqa: E402
-from test_disp import synchronize  # noqa: E402
+from exported_models import OnnxNetwork, export_onnx
+from kitti_eval.eval_depth import evaluate_depths
+from kitti_eval.gt_cache import load_gt_depths, save_gt_depths
+from models import DispResNet
+from devices import select_device
+from test_disp import synchronize
 
 KITTI_SHAPE = (375, 1242)
 LIDAR_DENSITY = 0.045  # fraction of KITTI pixels with a velodyne point (~21k per frame)

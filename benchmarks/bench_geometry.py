@@ -1,18 +1,15 @@
 """Time inverse_warp_mof and forward_warp (forward + backward) at 256x832, batch 4.
 
-Usage: python benchmarks/bench_geometry.py [--height 256 --width 832 --batch 4 --repeats 5 --device cpu]
+Usage: python -m benchmarks.bench_geometry [--height 256 --width 832 --batch 4 --repeats 5 --device cpu]
 Prints the median seconds per call and the peak resident memory of the process.
 """
 import argparse
-import os
 import resource
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.timing import median_seconds  # noqa: E402
-from inverse_warp import forward_warp, inverse_warp_mof  # noqa: E402
+from benchmarks.timing import median_seconds
+from inverse_warp import forward_warp, inverse_warp_mof
 
 
 def main():

@@ -9,23 +9,21 @@ Measures, on toy KITTI-VIS data (or ``--root``):
 Each measurement is repeated ``--repeats`` times; the minimum (least disturbed by other processes
 on the machine) and the median are printed.
 
-Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_loader.py [--height 128 --width 416 --mni 3]
+Usage: OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_loader [--height 128 --width 416 --mni 3]
 """
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets import SequenceFolder  # noqa: E402
-from datasets.custom_transforms import train_transform  # noqa: E402
-from datasets.toy_data import write_toy_kitti_vis  # noqa: E402
+from datasets import SequenceFolder
+from datasets.custom_transforms import train_transform
+from datasets.toy_data import write_toy_kitti_vis
 
 
 def parse_args():

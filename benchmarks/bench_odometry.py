@@ -1,6 +1,6 @@
 """Speed of the pose evaluation: kitti_eval/eval_odometry.py on sequence 09 against a perturbed copy.
 
-    python benchmarks/bench_odometry.py [--repeats 5]
+    python -m benchmarks.bench_odometry [--repeats 5]
 
 The perturbed copy (seeded) chains the GT's frame-to-frame motions with 2 % more translation, 0.02 m
 of noise per step and 0.002 rad of rotation noise, then shrinks the whole trajectory to 0.4 of its size.
@@ -15,16 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.spatial.transform import Rotation  # noqa: E402
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
 
-from benchmarks.timing import median_seconds  # noqa: E402
-from kitti_eval.eval_odometry import save_trajectory_plot  # noqa: E402
-from kitti_eval.kitti_odometry import BUNDLED_GT_DIR, read_poses, write_poses  # noqa: E402
-from kitti_eval.odometry_metrics import align_trajectory, chain_poses, odometry_errors  # noqa: E402
+from benchmarks.timing import median_seconds
+from kitti_eval.eval_odometry import save_trajectory_plot
+from kitti_eval.kitti_odometry import BUNDLED_GT_DIR, read_poses, write_poses
+from kitti_eval.odometry_metrics import align_trajectory, chain_poses, odometry_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device('cpu')

@@ -1,6 +1,6 @@
 """Time data/prepare_train_data.py on synthetic raw-KITTI drives (frames per second, 1 and 2 workers).
 
-Usage: python benchmarks/bench_prepare.py [--drives 2 --copies 4 --frames 30 --height 256 --width 832
+Usage: python -m benchmarks.bench_prepare [--drives 2 --copies 4 --frames 30 --height 256 --width 832
                                           --workers 1 2 --repeats 1 --masks gt|none --data DIR]
 
 Renders ``--drives`` synthetic drives once (kept in ``--data`` when given, so later runs skip it),
@@ -12,16 +12,14 @@ Also prints the DIS time per frame pair and its end-point error against the exac
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import prepare_train_data, synthetic  # noqa: E402
-from data._prepare_models import DisFlow  # noqa: E402
+from data import prepare_train_data, synthetic
+from data._prepare_models import DisFlow
 
 
 def make_drives(data_dir, drives, frames, height, width):

@@ -1,19 +1,16 @@
 """Time the synthetic world generator: rendering, KITTI-VIS writing, raw-KITTI writing (lidar included).
 
-Usage: python benchmarks/bench_synthetic.py [--scenes 4 --frames 20 --height 128 --width 416 --seed 0]
+Usage: python -m benchmarks.bench_synthetic [--scenes 4 --frames 20 --height 128 --width 416 --seed 0]
 Prints seconds per stage, the total (the issue's target: under a minute for the defaults on
 2 CPU cores), seconds per frame, the output size and the peak resident memory of the process.
 """
 import argparse
-import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import synthetic  # noqa: E402
+from data import synthetic
 
 
 def folder_megabytes(root):

@@ -1,6 +1,6 @@
 """Seconds per optimisation step of Insta-DM and peak memory, on pre-loaded batches.
 
-Usage: python benchmarks/bench_train_step.py [--height 128 --width 416 --batch 2 --mni 1 3 8 --steps 5 --device cpu]
+Usage: python -m benchmarks.bench_train_step [--height 128 --width 416 --batch 2 --mni 1 3 8 --steps 5 --device cpu]
                                             [--counts 1 2] [--data KITTI_VIS_DIR]
                                             [--amp off|bf16|fp16] [--channels-last] [--compile] [--compare]
 Settings of the measurement: all losses on (-p 2 -c 1 -s 0.1 -o 0.02 -mc 0.1 --with-ssim --with-mask
@@ -31,12 +31,11 @@ import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from benchmarks.timing import median_seconds  # noqa: E402
-import precision  # noqa: E402
-from models import DispResNet, EgoPoseNet, ObjPoseNet  # noqa: E402
-from projection import LossOptions, run_step  # noqa: E402
-from train import build_optimizer, build_parser  # noqa: E402
+from benchmarks.timing import median_seconds
+import precision
+from models import DispResNet, EgoPoseNet, ObjPoseNet
+from projection import LossOptions, run_step
+from train import build_optimizer, build_parser
 
 
 def make_batch(batch, height, width, mni, num_refs=2, seed=0, counts=None):
@@ -186,14 +185,14 @@ def run_configuration(args, mni, counts=None, amp=None, channels_last=None, comp
     amp = args.amp if amp is None else amp
     channels_last = args.channels_last if channels_last is None else channels_last
     compile_networks = args.compile if compile_networks is None else compile_networks
-    command = [sys.executable, __file__, '--single', '--height', str(args.height), '--width', str(args.width),
+    command = [sys.executable, '-m', 'benchmarks.bench_train_step', '--single', '--height', str(args.height), '--width', str(args.width),
                '--batch', str(args.batch), '--mni', str(mni), '--steps', str(args.steps), '--device', args.device,
                '--amp', amp] + ['--channels-last'] * channels_last + ['--compile'] * compile_networks
     if counts:
         command += ['--counts'] + [str(c) for c in counts]
     if args.data:
         command += ['--data', args.data]
-    line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    line = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip().splitlines()[-1]
     return json.loads(line)
 
 

@@ -1,6 +1,6 @@
 """Kill -9 soak test of train.py: crash a tiny run many times, resume it each time, check the result.
 
-    python benchmarks/soak_kill9.py [--kills 20] [--epochs 6] [--workdir DIR]
+    python -m benchmarks.soak_kill9 [--kills 20] [--epochs 6] [--workdir DIR]
 
 A tiny run (toy data, 64x64 frames, 2 iterations per epoch) is killed with SIGKILL at random moments:
 half of the kills at a random time after training started, half as soon as a save is under way (a
@@ -31,13 +31,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from checkpoint_io import load_checkpoint, load_file  # noqa: E402
-from checkpoint_set import read_manifest  # noqa: E402
-from datasets.toy_data import write_toy_kitti_vis  # noqa: E402
+from checkpoint_io import load_checkpoint, load_file
+from checkpoint_set import read_manifest
+from datasets.toy_data import write_toy_kitti_vis
 
 NETWORK_FILES = ('dispnet_checkpoint.pth.tar', 'ego_pose_checkpoint.pth.tar', 'obj_pose_checkpoint.pth.tar')
 STEPS_PER_EPOCH = 2

@@ -22,5 +22,5 @@ echo "== CUDA tests"
 echo "== training step, 832x256, batch 4, mni 3, all losses"
 compile_flag=()
 [ "${COMPILE:-1}" = 1 ] && compile_flag=(--compile)
-"$PYTHON" benchmarks/bench_train_step.py --device cuda --height 256 --width 832 --batch 4 --mni 3 \
+"$PYTHON" -m benchmarks.bench_train_step --device cuda --height 256 --width 832 --batch 4 --mni 3 \
     --steps "${STEPS:-10}" --compare "${compile_flag[@]}"
