@@ -7,48 +7,16 @@ scale of DispResNet; they are brought to metres with the frame's median scale
 which fits one least-squares scale per snippet (the SfMLearner / SC-SfMLearner protocol).
 """
 import numpy as np
-import torch
 
-from inverse_warp import pose_vec2mat
+from demo_utils import pose_vectors_to_matrices
+from kitti_eval.odometry_metrics import chain_poses, rotation_angle, snippet_ate
 
 DIRECTION_TOLERANCE_DEG = 30.0
-
-
-def pose_vectors_to_matrices(poses, rotation_mode='euler'):
-    """``[N,6]`` pose vectors -> ``[N,4,4]`` float64 homogeneous transforms."""
-    mats = np.tile(np.eye(4), (len(poses), 1, 1))
-    if len(poses):
-        mats[:, :3] = pose_vec2mat(torch.as_tensor(np.asarray(poses), dtype=torch.float64), rotation_mode).numpy()
-    return mats
 
 
 def relative_gt_poses(cam_to_world):
     """``[F,4,4]`` camera-to-world -> ``[F-1,4,4]`` GT poses ``t -> t+1``."""
     return np.stack([np.linalg.inv(cam_to_world[t + 1]) @ cam_to_world[t] for t in range(len(cam_to_world) - 1)])
-
-
-def snippet_positions(pair_poses):
-    """Camera positions of a snippet in its first camera: ``[L-1,4,4]`` poses ``t -> t+1`` -> ``[L,3]``."""
-    first_to_frame = np.eye(4)
-    positions = [np.zeros(3)]
-    for pose in pair_poses:
-        first_to_frame = pose @ first_to_frame
-        positions.append(np.linalg.inv(first_to_frame)[:3, 3])
-    return np.stack(positions)
-
-
-def snippet_ate(gt_positions, pred_positions):
-    """ATE of one snippet with the least-squares scale: ``||gt - s pred|| / L`` (SC-SfMLearner's test_pose)."""
-    denominator = float(np.sum(pred_positions ** 2))
-    scale = float(np.sum(gt_positions * pred_positions)) / denominator if denominator > 0 else 0.0
-    return float(np.linalg.norm(gt_positions - scale * pred_positions)) / len(gt_positions)
-
-
-def rotation_error_deg(gt_rotation, pred_rotation):
-    """Angle of ``R_gt R_pred^T`` in degrees."""
-    residual = gt_rotation @ pred_rotation.T
-    cosine = np.clip((np.trace(residual) - 1) / 2, -1.0, 1.0)
-    return float(np.degrees(np.arccos(cosine)))
 
 
 def ego_records(pred_poses, cam_to_world, scales, rotation_mode='euler'):
@@ -74,11 +42,10 @@ def summarise_ego(records, snippet_length=3):
     ates, rel_trans, rot = [], [], []
     for record in records:
         pred, gt = record['pred'], record['gt']
-        for start in range(len(gt) - snippet_length + 2):
-            window = slice(start, start + snippet_length - 1)
-            ates.append(snippet_ate(snippet_positions(gt[window]), snippet_positions(pred[window])))
+        if len(gt) + 1 >= snippet_length:
+            ates.extend(snippet_ate(chain_poses(gt), chain_poses(pred), snippet_length).tolist())
+        rot.extend(np.degrees(rotation_angle(gt[:, :3, :3] @ pred[:, :3, :3].transpose(0, 2, 1))).tolist())
         for t in range(len(gt)):
-            rot.append(rotation_error_deg(gt[t, :3, :3], pred[t, :3, :3]))
             gt_norm = np.linalg.norm(gt[t, :3, 3])
             if record['scales'][t] is not None and gt_norm > 0:
                 rel_trans.append(float(np.linalg.norm(record['scales'][t] * pred[t, :3, 3] - gt[t, :3, 3]) / gt_norm))
