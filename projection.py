@@ -28,6 +28,7 @@ import torch
 import loss_functions as losses
 from inverse_warp import forward_warp, inverse_warp_mof
 from loss_functions import reverse_pairs
+from models import depth_from_disparity
 from precision import NetworkPrecision
 
 LOSS_NAMES = ('photo', 'geometry', 'smooth', 'obj_size', 'mof_consistency', 'height_prior', 'depth_mean')
@@ -146,7 +147,7 @@ def estimate_depths(disp_net, tgt_img, ref_imgs, precision=NetworkPrecision(), d
     which moves the starting point of training: see README, "Science: what instance-aware projection buys".
     """
     disparities = precision(disp_net, torch.cat([tgt_img] + list(ref_imgs)))
-    return depth_scale / disparities, disparities
+    return depth_from_disparity(disparities, depth_scale), disparities
 
 
 def pair_depths(depths, num_refs):

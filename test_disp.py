@@ -32,7 +32,7 @@ from fileio import OutputError, atomic_open, check_writable_folder
 from kitti_eval.eval_depth import CLI_ERRORS, DEFAULT_TEST_LIST, add_metric_options, evaluate_and_report
 from kitti_eval.kitti_raw import KittiFormatError, check_frame_files, locate_frame, missing_file, read_file_list
 from kitti_eval.metric_scale import add_scale_options, scale_to_metric
-from models import DispResNet
+from models import DispResNet, depth_from_disparity
 
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.5
 
@@ -103,7 +103,7 @@ def predict_depths(net, loader, device, progress=True):
         disparity = net(images)
         synchronize(device)
         forward_seconds += time.perf_counter() - start
-        depths.append((1.0 / disparity[:, 0]).float().cpu().numpy())
+        depths.append(depth_from_disparity(disparity[:, 0]).float().cpu().numpy())
         bar.update(len(images))
     bar.close()
     return np.concatenate(depths), forward_seconds

@@ -560,7 +560,7 @@ def validate_with_gt(disp_net, loader, device):
     disp_net.eval()
     sums, counts = {}, {}
     for img, depth, fg_mask in tqdm(loader, desc='validation', leave=False, dynamic_ncols=True):
-        pred = 1 / disp_net(img.to(device).float())
+        pred = models.depth_from_disparity(disp_net(img.to(device).float()))
         if pred.shape[-2:] != depth.shape[-2:]:
             pred = F.interpolate(pred, size=depth.shape[-2:], mode='bilinear', align_corners=False)
         for gt_i, pred_i, fg_i in zip(depth, pred[:, 0].cpu(), fg_mask):

@@ -49,7 +49,7 @@ from experiments import motion_metrics
 from fileio import atomic_open
 from kitti_eval.depth_metrics import TABLE_METRICS, NoValidPixelsError, compute_errors, compute_errors_and_scale, \
     evaluation_mask
-from models import DispResNet, EgoPoseNet, ObjPoseNet
+from models import DispResNet, EgoPoseNet, ObjPoseNet, depth_from_disparity
 
 REGIONS = ('all', 'background', 'moving', 'parked')
 MIN_REGION_PIXELS = 50
@@ -169,8 +169,8 @@ def load_network(cls, path, device, **kwargs):
 def predict_scene_depths(disp_net, scene, device):
     """``[F,H,W]`` depth of every frame of a ``demo.DemoScene``."""
     frame_hw = demo.read_frame(scene.frames[0]).shape[:2]
-    return np.stack([(1 / disp_net(demo.to_network_input(demo.read_frame(path, frame_hw), device)))[0, 0].cpu().numpy()
-                     for path in scene.frames])
+    disparities = (disp_net(demo.to_network_input(demo.read_frame(path, frame_hw), device)) for path in scene.frames)
+    return np.stack([depth_from_disparity(disparity)[0, 0].cpu().numpy() for disparity in disparities])
 
 
 def evaluate_scene(root, name, nets, mni, device):

@@ -65,6 +65,11 @@ class DispDecoder(nn.Module):
         return disparities
 
 
+def depth_from_disparity(disparity, depth_scale=1.0):
+    """Depth of a disparity map of any shape: ``depth_scale / disparity`` (1.0: the official unit)."""
+    return depth_scale / disparity
+
+
 class DispResNet(nn.Module):
     """Disparity network of Insta-DM.
 
@@ -73,7 +78,7 @@ class DispResNet(nn.Module):
         pretrained: False, True (torchvision ImageNet weights from the torch hub cache) or a path.
 
     ``forward(img [B,3,H,W])`` (normalised with mean 0.5, std 0.5; H and W multiples of 32) returns the
-    full-resolution disparity ``[B,1,H,W]`` (softplus, so positive); depth is ``1 / disparity``.
+    full-resolution disparity ``[B,1,H,W]`` (softplus, so positive); depth is :func:`depth_from_disparity`.
     The learnable scalar ``obj_height_prior`` (init 0.02) is the object height prior of the size loss.
     """
 
