@@ -52,6 +52,7 @@ class LossOptions:
     padding_mode: str = 'zeros'
     rotation_mode: str = 'euler'
     depth_scale: float = 1.0     # depth = depth_scale / disparity inside the step (1.0: the official objective)
+    antisymmetric_ego_pose: bool = False  # pose a -> b = (f(a,b) - f(b,a)) / 2 (False: the official EgoPoseNet)
 
     @classmethod
     def from_args(cls, args):
@@ -61,7 +62,7 @@ class LossOptions:
                    depth_mean=args.depth_loss_weight, with_ssim=args.with_ssim, with_mask=args.with_mask,
                    with_auto_mask=args.with_auto_mask, with_only_obj=args.with_only_obj,
                    padding_mode=args.padding_mode, rotation_mode=args.rotation_mode,
-                   depth_scale=args.depth_scale)
+                   depth_scale=args.depth_scale, antisymmetric_ego_pose=args.antisymmetric_ego_pose)
 
     def weight(self, name):
         return getattr(self, name)
@@ -133,10 +134,18 @@ def background(masks):
     return 1 - (masks.sum(1, keepdim=True) > 0).to(masks.dtype)
 
 
-def estimate_ego_motion(ego_pose_net, pairs, precision=NetworkPrecision()):
-    """EgoPoseNet on background-only images: ``[N,6]`` pose a -> b for each directed pair."""
+def estimate_ego_motion(ego_pose_net, pairs, precision=NetworkPrecision(), antisymmetric=False):
+    """EgoPoseNet on background-only images: ``[N,6]`` pose a -> b for each directed pair.
+
+    ``antisymmetric`` (an experiment option, off in the official objective) returns ``(f(a,b) - f(b,a)) / 2``:
+    the two directions of a pair get opposite poses by construction (the first-order inverse, exact for the
+    translation of a pure translation), from the same network calls.
+    """
     bg = background(pairs.view_masks) * background(pairs.source_masks)
-    return precision(ego_pose_net, pairs.views * bg, pairs.sources * bg)
+    poses = precision(ego_pose_net, pairs.views * bg, pairs.sources * bg)
+    if antisymmetric:
+        poses = 0.5 * (poses - reverse_pairs(poses, pairs.num_pairs))
+    return poses
 
 
 def estimate_depths(disp_net, tgt_img, ref_imgs, precision=NetworkPrecision(), depth_scale=1.0):
@@ -252,7 +261,7 @@ def run_step(disp_net, ego_pose_net, obj_pose_net, tgt_img, ref_imgs, K, tgt_ins
     """
     options = options or LossOptions()
     pairs = make_directed_pairs(tgt_img, ref_imgs, tgt_insts, ref_insts, K)
-    ego_poses = estimate_ego_motion(ego_pose_net, pairs, precision)
+    ego_poses = estimate_ego_motion(ego_pose_net, pairs, precision, options.antisymmetric_ego_pose)
     depths, disparities = estimate_depths(disp_net, tgt_img, ref_imgs, precision, options.depth_scale)
     view_depths, source_depths = pair_depths(depths, pairs.num_refs)
     ego_warped, ego_warped_masks, ego_valid = first_projection(pairs, source_depths, ego_poses, options.rotation_mode)

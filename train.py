@@ -124,6 +124,9 @@ def build_parser():
     parser.add_argument('--depth-scale', type=POSITIVE_FLOAT, default=1.0, metavar='S',
                         help='depth = S / disparity inside the step (1: the official objective; an experiment '
                              'option of the ablation runner, see README "Science")')
+    parser.add_argument('--antisymmetric-ego-pose', action='store_true',
+                        help='ego pose a -> b = (f(a,b) - f(b,a)) / 2 from the two directed pairs (an experiment '
+                             'option of the ablation runner, see README "Science"; off: the official EgoPoseNet)')
     parser.add_argument('--sync-bn', action='store_true',
                         help='under torchrun, synchronise BatchNorm statistics across processes (SyncBatchNorm)')
     return parser

@@ -158,6 +158,18 @@ class ScaledDisparity(torch.nn.Module):
         return self.disp_net(img) / self.depth_scale
 
 
+class AntisymmetricPose(torch.nn.Module):
+    """EgoPoseNet evaluated as a step with ``LossOptions.antisymmetric_ego_pose`` uses it:
+    ``(f(a,b) - f(b,a)) / 2`` (``[B,6]``)."""
+
+    def __init__(self, pose_net):
+        super().__init__()
+        self.pose_net = pose_net
+
+    def forward(self, view, source):
+        return 0.5 * (self.pose_net(view, source) - self.pose_net(source, view))
+
+
 def load_network(cls, path, device, **kwargs):
     """A network of class ``cls`` with the weights of ``path``, in eval mode."""
     net = cls(**kwargs)
@@ -266,8 +278,10 @@ def build_networks(args, device):
         disp = ScaledDisparity(disp, args.depth_scale)
     if args.pretrained_ego_pose is None:
         return Networks(disp, rotation_mode=args.rotation_mode)
-    return Networks(disp, load_network(EgoPoseNet, args.pretrained_ego_pose, device),
-                    load_network(ObjPoseNet, args.pretrained_obj_pose, device), args.rotation_mode)
+    ego = load_network(EgoPoseNet, args.pretrained_ego_pose, device)
+    if args.antisymmetric_ego_pose:
+        ego = AntisymmetricPose(ego)
+    return Networks(disp, ego, load_network(ObjPoseNet, args.pretrained_obj_pose, device), args.rotation_mode)
 
 
 def build_parser():
@@ -281,6 +295,8 @@ def build_parser():
     parser.add_argument('--mni', type=int, default=20, help='instances matched per pair (as -mni in training)')
     parser.add_argument('--depth-scale', type=float, default=1.0,
                         help='the LossOptions.depth_scale the networks were trained with (depth = scale / disparity)')
+    parser.add_argument('--antisymmetric-ego-pose', action='store_true',
+                        help='the networks were trained with --antisymmetric-ego-pose (pose = (f(a,b) - f(b,a)) / 2)')
     parser.add_argument('--snippet-length', type=int, default=3, help='frames per ATE snippet (the sequence length)')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
     parser.add_argument('--output-dir', required=True, type=Path, help='metrics.json goes here')

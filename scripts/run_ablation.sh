@@ -18,7 +18,8 @@
 # BATCH (4), MNI (3), SCENES (10), FRAMES (12), CONFIGS ("full rigid no_mof no_obj_size"), DEVICE (auto),
 # WORKERS (2), PY (.venv/bin/python, else python3), EXTRA_FLAGS (more train.py flags for every configuration,
 # e.g. "--amp bf16"), DEPTH_SCALE (1: the official objective; another value is passed as --depth-scale to
-# train.py, which must have that flag, and to the evaluation: see README, "Science").
+# train.py and to the evaluation: see README, "Science"), ANTISYMMETRIC (0: the official EgoPoseNet; 1 passes
+# --antisymmetric-ego-pose to train.py and to the evaluation).
 set -eu
 cd "$(dirname "$0")/.."
 NAME=${NAME:-synthetic}
@@ -37,11 +38,17 @@ DEVICE=${DEVICE:-auto}
 WORKERS=${WORKERS:-2}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
 DEPTH_SCALE=${DEPTH_SCALE:-1}
+ANTISYMMETRIC=${ANTISYMMETRIC:-0}
 if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 [ "$EPOCH_SIZE" -le "$STEPS" ] || EPOCH_SIZE=$STEPS
 [ "$DEPTH_SCALE" = 1 ] || EXTRA_FLAGS="$EXTRA_FLAGS --depth-scale $DEPTH_SCALE"
+EVAL_FLAGS=""
+if [ "$ANTISYMMETRIC" = 1 ]; then
+    EXTRA_FLAGS="$EXTRA_FLAGS --antisymmetric-ego-pose"
+    EVAL_FLAGS="--antisymmetric-ego-pose"
+fi
 EPOCHS=$(( (STEPS + EPOCH_SIZE - 1) / EPOCH_SIZE ))
 COMMON="--with-pretrain 0 -b $BATCH -j $WORKERS --epochs $EPOCHS --epoch-size $EPOCH_SIZE -p 2.0 -c 1.0 -s 0.1 \
 -o 0.02 -mc 0.1 -hp 0 -dm 0 --with-ssim --with-mask --with-auto-mask --with-gt --device $DEVICE --image-freq 0 $EXTRA_FLAGS"
@@ -106,12 +113,12 @@ for CONFIG in $CONFIGS; do
         $PY experiments/eval_synthetic.py --data "$DATA" --pretrained-dispnet "$RUN/dispnet_checkpoint.pth.tar" \
             --pretrained-ego-pose "$RUN/ego_pose_checkpoint.pth.tar" \
             --pretrained-obj-pose "$RUN/obj_pose_checkpoint.pth.tar" \
-            --mni "$(config_mni "$CONFIG")" --depth-scale "$DEPTH_SCALE" --device "$DEVICE" --output-dir "$DIR/eval"
+            --mni "$(config_mni "$CONFIG")" --depth-scale "$DEPTH_SCALE" $EVAL_FLAGS --device "$DEVICE" --output-dir "$DIR/eval"
         mv "$DIR/eval/metrics.json" "$DIR/metrics.json"
     done
 done
 SECONDS_SPENT=$(( $(date +%s) - START ))
 $PY experiments/ablation_results.py --out "$OUT" --data "$DATA" --configs "$CONFIGS" \
-    --settings "Settings: $STEPS steps (epochs of $EPOCH_SIZE), batch $BATCH, ${HEIGHT}x${WIDTH}, mni $MNI, depth scale $DEPTH_SCALE, \
+    --settings "Settings: $STEPS steps (epochs of $EPOCH_SIZE), batch $BATCH, ${HEIGHT}x${WIDTH}, mni $MNI, depth scale $DEPTH_SCALE, antisymmetric ego pose $ANTISYMMETRIC, \
 seeds $SEEDS, data $DATA, device $DEVICE; this invocation trained/evaluated for ${SECONDS_SPENT} s (skipped runs excluded)."
 echo "=> $OUT/results.md, $OUT/results.json, $OUT/results.png"

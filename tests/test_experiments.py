@@ -308,3 +308,26 @@ def test_forward_share_reads_the_sign_of_forward_driving():
     poses[:, 2] = torch.tensor([1.0, -1.0, -1.0, 1.0])
     assert forward_share(poses, 2) == 1.0 and forward_share(-poses, 2) == 0.0
     assert forward_share(poses.repeat_interleave(3, 0), 2) == 1.0
+
+
+def test_antisymmetric_ego_pose_gives_the_two_directions_opposite_poses():
+    from projection import estimate_ego_motion, make_directed_pairs
+    torch.manual_seed(0)
+    batch, num_refs = 2, 2
+    tgt = torch.rand(batch, 3, 4, 6)
+    refs = [torch.rand(batch, 3, 4, 6) for _ in range(num_refs)]
+    insts = [torch.zeros(batch, 2, 4, 6) for _ in range(num_refs)]
+    pairs = make_directed_pairs(tgt, refs, insts, insts, torch.eye(3).expand(batch, 3, 3))
+
+    def biased_net(view, source):   # a pose that does not depend on the direction (bias) plus one that does
+        return 0.3 + (view.mean((1, 2, 3)) - 2 * source.mean((1, 2, 3)))[:, None].expand(-1, 6)
+
+    raw = estimate_ego_motion(biased_net, pairs)
+    poses = estimate_ego_motion(biased_net, pairs, antisymmetric=True)
+    forward, backward = poses.split(batch * num_refs)
+    torch.testing.assert_close(forward, -backward)
+    raw_forward, raw_backward = raw.split(batch * num_refs)
+    torch.testing.assert_close(forward, (raw_forward - raw_backward) / 2)
+    assert not torch.allclose(raw_forward, -raw_backward)
+    evaluated = eval_synthetic.AntisymmetricPose(biased_net)(pairs.views, pairs.sources)
+    torch.testing.assert_close(evaluated, poses)
