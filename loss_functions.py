@@ -74,7 +74,7 @@ def photometric_and_geometry_maps(view, source, warped, valid, computed_depth, p
 
 
 def pairwise_masked_means(values, valid, num_pairs):
-    """Masked mean of each directed pair: ``values`` ``[P*B,C,H,W]`` -> ``[P]``."""
+    """Masked mean of each directed pair: ``values`` ``[P*B,C,H,W]`` (``B`` rows per pair) -> ``[P]``."""
     values = values.reshape(num_pairs, -1, *values.shape[1:])
     valid = valid.reshape(num_pairs, -1, *valid.shape[1:]).expand_as(values)
     dims = tuple(range(1, values.dim()))
@@ -169,32 +169,24 @@ def motion_field_cycle_errors(field_ab, field_ba, flow_ab, rotation_mode='euler'
     return rotation_error, translation_error
 
 
-def reverse_pairs(stacked, num_pairs):
-    """Swap the two directions of stacked directed pairs: pair ``p`` <-> pair ``(p + P/2) % P``."""
-    chunks = stacked.reshape(num_pairs, -1, *stacked.shape[1:])
-    return torch.roll(chunks, num_pairs // 2, dims=0).reshape(stacked.shape)
-
-
-def motion_field_consistency_loss(fields, flows, diff_depths, valids, num_pairs, alpha=MOF_ALPHA,
+def motion_field_consistency_loss(fields, flows, diff_depths, valids, layout, alpha=MOF_ALPHA,
                                   threshold=MOF_GEOMETRY_THRESHOLD, rotation_mode='euler'):
     """Motion-field consistency of the forward directed pairs (reference -> target), as the official code.
 
     Args:
-        fields: ``[P*B,6,H,W]`` motion fields of the directed pairs (pair ``p`` and pair
-            ``(p + P/2) % P`` are the two directions of one (target, reference) pair; the first
-            ``P/2`` pairs have the target as their view).
+        fields: ``[P*B,6,H,W]`` motion fields of the directed pairs.
         flows: ``[P*B,2,H,W]`` flows of the second projection (detached here).
         diff_depths, valids: ``[P*B,1,H,W]`` geometry errors and valid pixels of the second projection.
+        layout: the :class:`pairs.PairLayout` of the stacks (which rows are the forward pairs, which
+            pair is the reverse of which).
     Returns:
         Scalar ``rotation + alpha * translation`` averaged over the references; each reference's
         target field is checked against its reference field sampled at the target's flow, the
         translation error on valid pixels whose geometry error is below ``threshold``.
     """
-    num_forward = fields.shape[0] // 2
-    forward = slice(0, num_forward)
+    forward = layout.forward_half
     rotation, translation = motion_field_cycle_errors(
-        fields[forward], reverse_pairs(fields, num_pairs)[forward], flows[forward], rotation_mode)
-    mask = valids[forward] * (diff_depths[forward] < threshold).to(valids.dtype)
-    num_refs = num_pairs // 2
-    rotation = rotation.reshape(num_refs, -1).mean(1)
-    return (rotation + alpha * pairwise_masked_means(translation, mask.detach(), num_refs)).mean()
+        forward(fields), forward(layout.reverse(fields)), forward(flows), rotation_mode)
+    mask = forward(valids) * (forward(diff_depths) < threshold).to(valids.dtype)
+    rotation = rotation.reshape(layout.num_refs, -1).mean(1)
+    return (rotation + alpha * pairwise_masked_means(translation, mask.detach(), layout.num_refs)).mean()

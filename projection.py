@@ -1,12 +1,10 @@
 """The two-stage, instance-aware projection of Insta-DM: the geometry and losses of one training step.
 
 A sample holds a target frame and ``R`` reference frames.  Every (target, reference) pair is used
-in both directions, so the step works on ``P = 2R`` *directed pairs* ``(view a, source b)``
-stacked on the batch axis, in the order ``(t, r_0) .. (t, r_{R-1}), (r_0, t) .. (r_{R-1}, t)``:
-the first half warps references into the target ("r2t", forward motion t -> r), the second half
-the target into the references ("t2r", backward motion r -> t).  Pair ``p`` and ``(p + R) % P`` are
-the two directions of one pair.  Forward and backward therefore share every line of code, and
-each network runs once per step on the whole stack.
+in both directions, so the step works on ``P = 2R`` *directed pairs* ``(view, source)`` stacked on
+the batch axis in the order :class:`pairs.PairLayout` owns (the forward half warps the references
+into the target, the backward half the target into the references).  Forward and backward
+therefore share every line of code, and each network runs once per step on the whole stack.
 
 The steps, each a function below:
 1. ``estimate_ego_motion``: EgoPoseNet on background-only images, pose a -> b for every directed pair.
@@ -27,8 +25,8 @@ import torch
 
 import loss_functions as losses
 from inverse_warp import forward_warp, inverse_warp_mof
-from loss_functions import reverse_pairs
 from models import depth_from_disparity
+from pairs import DirectedPairs, PairLayout, make_directed_pairs
 from precision import NetworkPrecision
 
 LOSS_NAMES = ('photo', 'geometry', 'smooth', 'obj_size', 'mof_consistency', 'height_prior', 'depth_mean')
@@ -68,23 +66,6 @@ class LossOptions:
 
 
 @dataclass
-class DirectedPairs:
-    """Directed (view, source) pairs stacked on the batch axis; ``N = P * B``."""
-
-    views: torch.Tensor          # [N,3,H,W] image a
-    sources: torch.Tensor        # [N,3,H,W] image b
-    view_masks: torch.Tensor     # [N,M,H,W] instance masks of a, channel k matched with source_masks[:, k]
-    source_masks: torch.Tensor   # [N,M,H,W] instance masks of b
-    K: torch.Tensor              # [N,3,3]
-    num_pairs: int               # P
-    num_refs: int                # R
-
-    @property
-    def batch_size(self):
-        return self.views.shape[0] // self.num_pairs
-
-
-@dataclass
 class StepOutputs:
     """Everything one step computes; the intermediate maps feed logging and the debug figures."""
 
@@ -101,31 +82,6 @@ class StepOutputs:
     fields: torch.Tensor            # [N,6,H,W]
     warped: torch.Tensor            # [N,3,H,W] source warped into the view (second projection)
     valid: torch.Tensor             # [N,1,H,W]
-
-
-def instance_masks(insts):
-    """``[B,1+M,H,W]`` instance tensor (channel 0 = count) -> ``[B,M,H,W]`` binary masks."""
-    return insts[:, 1:]
-
-
-def make_directed_pairs(tgt_img, ref_imgs, tgt_insts, ref_insts, K):
-    """Stack the ``2R`` directed pairs of a batch (order in the module docstring).
-
-    Args:
-        tgt_img: ``[B,3,H,W]``; ref_imgs: list of R ``[B,3,H,W]``.
-        tgt_insts, ref_insts: lists of R ``[B,1+M,H,W]`` instance tensors (matched per reference).
-        K: ``[B,3,3]``.
-    """
-    num_refs = len(ref_imgs)
-    tgt_masks = [instance_masks(insts) for insts in tgt_insts]
-    ref_masks = [instance_masks(insts) for insts in ref_insts]
-    return DirectedPairs(
-        views=torch.cat([tgt_img] * num_refs + list(ref_imgs)),
-        sources=torch.cat(list(ref_imgs) + [tgt_img] * num_refs),
-        view_masks=torch.cat(tgt_masks + ref_masks),
-        source_masks=torch.cat(ref_masks + tgt_masks),
-        K=K.repeat(2 * num_refs, 1, 1),
-        num_pairs=2 * num_refs, num_refs=num_refs)
 
 
 def background(masks):
@@ -146,15 +102,8 @@ def estimate_depths(disp_net, tgt_img, ref_imgs, precision=NetworkPrecision(), d
     changes only the unit of depth the step works in (the pose networks' translations follow it),
     which moves the starting point of training: see README, "Science: what instance-aware projection buys".
     """
-    disparities = precision(disp_net, torch.cat([tgt_img] + list(ref_imgs)))
+    disparities = precision(disp_net, PairLayout(len(ref_imgs)).stack_frames(tgt_img, ref_imgs))
     return depth_from_disparity(disparities, depth_scale), disparities
-
-
-def pair_depths(depths, num_refs):
-    """Per-frame depths ``[(1+R)*B,...]`` -> ``(view_depths, source_depths)`` of the directed pairs."""
-    frames = depths.chunk(1 + num_refs)
-    tgt, refs = frames[0], list(frames[1:])
-    return torch.cat([tgt] * num_refs + refs), torch.cat(refs + [tgt] * num_refs)
 
 
 def first_projection(pairs, source_depths, ego_poses, rotation_mode='euler'):
@@ -163,7 +112,7 @@ def first_projection(pairs, source_depths, ego_poses, rotation_mode='euler'):
     Depths and poses are detached (the first projection only removes the camera motion).
     Returns ``(warped [N,3,H,W], warped_masks [N,M,H,W] rounded, valid [N,1,H,W])``.
     """
-    poses_b_to_a = reverse_pairs(ego_poses, pairs.num_pairs).detach()
+    poses_b_to_a = pairs.layout.reverse(ego_poses).detach()
     stacked = torch.cat([pairs.sources, pairs.source_masks], 1)
     warped, _, valid = forward_warp(stacked, source_depths.detach(), poses_b_to_a, pairs.K,
                                     upscale=3, rotation_mode=rotation_mode)
@@ -219,12 +168,12 @@ def compute_losses(pairs, options, tgt_img, ref_imgs, depths, disparities, view_
         'geometry': losses.pairwise_masked_means(diff_depth, valid, pairs.num_pairs).sum(),
     }
     frames = [tgt_img] + list(ref_imgs)
-    terms['smooth'] = (sum(losses.smooth_loss(d, img) for d, img in zip(depths.chunk(len(frames)), frames))
+    terms['smooth'] = (sum(losses.smooth_loss(d, img) for d, img in zip(pairs.layout.split_frames(depths), frames))
                        if options.smooth else zero)
     terms['obj_size'] = (losses.object_size_loss(view_depths, pairs.view_masks, pairs.K[:, 1, 1], height_prior,
                                                  pairs.num_pairs) / 2 if options.obj_size else zero)
     terms['mof_consistency'] = (losses.motion_field_consistency_loss(
-        fields, flows, diff_depth, valid, pairs.num_pairs, rotation_mode=options.rotation_mode)
+        fields, flows, diff_depth, valid, pairs.layout, rotation_mode=options.rotation_mode)
         if options.mof_consistency else zero)
     terms['height_prior'] = height_prior.reshape(())
     terms['depth_mean'] = disparities.mean()
@@ -254,7 +203,7 @@ def run_step(disp_net, ego_pose_net, obj_pose_net, tgt_img, ref_imgs, K, tgt_ins
     pairs = make_directed_pairs(tgt_img, ref_imgs, tgt_insts, ref_insts, K)
     ego_poses = estimate_ego_motion(ego_pose_net, pairs, precision)
     depths, disparities = estimate_depths(disp_net, tgt_img, ref_imgs, precision, options.depth_scale)
-    view_depths, source_depths = pair_depths(depths, pairs.num_refs)
+    view_depths, source_depths = pairs.layout.pair_frames(depths)
     ego_warped, ego_warped_masks, ego_valid = first_projection(pairs, source_depths, ego_poses, options.rotation_mode)
     obj_motion = estimate_object_motion(obj_pose_net, pairs, ego_warped, ego_warped_masks, precision)
     fields = compose_motion_fields(ego_poses, obj_motion, pairs.view_masks)

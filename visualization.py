@@ -85,8 +85,8 @@ def save_breakpoint_figures(outputs, folder, batch_index, sample=0):
     """
     os.makedirs(folder, exist_ok=True)
     pairs = outputs.pairs
-    batch = pairs.batch_size
-    fwd, bwd = sample, pairs.num_refs * batch + sample  # (t, r_0) and (r_0, t)
+    fwd = pairs.layout.row(pairs.batch_size, sample, forward=True)    # (t, r_0)
+    bwd = pairs.layout.row(pairs.batch_size, sample, forward=False)   # (r_0, t)
 
     fig, axes = plt.subplots(4, 2, figsize=(12, 9))
     _show(axes[0, 0], image_to_numpy(pairs.sources[fwd]), 'reference r_0')

@@ -30,8 +30,8 @@ import torch
 
 from data import synthetic
 from loss_functions import pairwise_masked_means, photometric_and_geometry_maps
-from projection import LossOptions, compose_motion_fields, first_projection, make_directed_pairs, pair_depths, \
-    second_projection
+from pairs import PairLayout
+from projection import LossOptions, compose_motion_fields, first_projection, make_directed_pairs, second_projection
 
 SKY_DEPTH = 1000.0
 
@@ -42,8 +42,9 @@ def to_tensor(image):
 
 
 def directed_frames(target=1, refs=(0, 2)):
-    """``(view, source)`` frame indices of the directed pairs, in :func:`projection.make_directed_pairs` order."""
-    return [(target, r) for r in refs] + [(r, target) for r in refs]
+    """``(view, source)`` frame indices of the directed pairs, in :class:`pairs.PairLayout` order."""
+    frames = [target] + list(refs)
+    return [(frames[view], frames[source]) for view, source in PairLayout(len(refs)).frame_pairs()]
 
 
 def scene_inputs(scene, target=1, refs=(0, 2)):
@@ -64,7 +65,7 @@ def scene_inputs(scene, target=1, refs=(0, 2)):
 
 def objective(pairs, depths, ego, fields, options):
     """``(photo, geometry, first-projection valid share, final kept share)`` of one configuration."""
-    view_depths, source_depths = pair_depths(depths, pairs.num_refs)
+    view_depths, source_depths = pairs.layout.pair_frames(depths)
     _, _, ego_valid = first_projection(pairs, source_depths, ego)
     warped, valid, projected, computed, _ = second_projection(pairs, view_depths, source_depths, fields, options)
     valid = valid * ego_valid

@@ -303,8 +303,10 @@ def test_probe_logs_disparity_parallax_and_mask_shares(world, tmp_path):
 
 def test_forward_share_reads_the_sign_of_forward_driving():
     from experiments.diagnose_objective import forward_share
+    from pairs import PairLayout
     # pairs (t,t-1), (t,t+1), (t-1,t), (t+1,t), batch 1: forward driving gives t_z +, -, -, +
     poses = torch.zeros(4, 6)
     poses[:, 2] = torch.tensor([1.0, -1.0, -1.0, 1.0])
-    assert forward_share(poses, 2) == 1.0 and forward_share(-poses, 2) == 0.0
-    assert forward_share(poses.repeat_interleave(3, 0), 2) == 1.0
+    layout = PairLayout(2)
+    assert forward_share(poses, layout) == 1.0 and forward_share(-poses, layout) == 0.0
+    assert forward_share(poses.repeat_interleave(3, 0), layout) == 1.0

@@ -8,8 +8,10 @@ import torch
 from inverse_warp import euler2mat, mat2euler
 from loss_functions import (MOF_ALPHA, masked_mean, motion_field_consistency_loss, object_size_loss, pairwise_masked_means,
                             photometric_and_geometry_maps, smooth_loss, ssim_loss)
+from pairs import PairLayout
 
 H, W = 24, 32
+PAIR = PairLayout(num_refs=1)   # one (target, reference) pair: rows 0 (forward) and 1 (backward)
 
 
 def test_identical_images_give_zero_photometric_and_ssim_loss():
@@ -128,10 +130,10 @@ def test_motion_field_consistency_zero_for_inverse_fields_and_positive_otherwise
     flows = torch.zeros(2, 2, H, W, dtype=torch.float64)
     ones = torch.ones(2, 1, H, W, dtype=torch.float64)
     zero_geometry_error = torch.zeros(2, 1, H, W, dtype=torch.float64)
-    loss = motion_field_consistency_loss(fields, flows, zero_geometry_error, ones, num_pairs=2)
+    loss = motion_field_consistency_loss(fields, flows, zero_geometry_error, ones, PAIR)
     assert loss == pytest.approx(0.0, abs=1e-12)
     wrong = torch.cat([field_ab, field_ab])
-    assert motion_field_consistency_loss(wrong, flows, zero_geometry_error, ones, num_pairs=2) > 0.5
+    assert motion_field_consistency_loss(wrong, flows, zero_geometry_error, ones, PAIR) > 0.5
 
 
 def official_smoothness(depth, img):
@@ -169,7 +171,7 @@ def test_motion_field_consistency_uses_the_official_cycle_order():
     fields = torch.cat([constant_field(pose_ab), constant_field(pose_ba)])
     flows = torch.zeros(2, 2, H, W, dtype=torch.float64)
     ones = torch.ones(2, 1, H, W, dtype=torch.float64)
-    loss = motion_field_consistency_loss(fields, flows, torch.zeros_like(ones), ones, num_pairs=2)
+    loss = motion_field_consistency_loss(fields, flows, torch.zeros_like(ones), ones, PAIR)
 
     rot_ab, rot_ba = euler2mat(pose_ab[:, 3:])[0].numpy(), euler2mat(pose_ba[:, 3:])[0].numpy()
     t_ab, t_ba = pose_ab[0, :3].numpy(), pose_ba[0, :3].numpy()
@@ -189,7 +191,7 @@ def test_motion_field_consistency_sends_no_gradient_through_the_flow():
     fields = torch.cat([constant_field(pose_ab), field_ba]).requires_grad_()
     flows = torch.full((2, 2, H, W), 1.5, dtype=torch.float64, requires_grad=True)
     ones = torch.ones(2, 1, H, W, dtype=torch.float64)
-    motion_field_consistency_loss(fields, flows, torch.zeros_like(ones), ones, num_pairs=2).backward()
+    motion_field_consistency_loss(fields, flows, torch.zeros_like(ones), ones, PAIR).backward()
     assert flows.grad is None
     assert fields.grad.abs().sum() > 0
 
@@ -202,10 +204,10 @@ def test_motion_field_consistency_is_taken_on_the_forward_pairs_only():
     flows = torch.zeros(2, 2, H, W, dtype=torch.float64)
     valid = torch.ones(2, 1, H, W, dtype=torch.float64)
     errors = torch.zeros_like(valid)
-    loss = motion_field_consistency_loss(fields, flows, errors, valid, num_pairs=2)
+    loss = motion_field_consistency_loss(fields, flows, errors, valid, PAIR)
     backward_changed = valid.clone()
     backward_changed[1, :, H // 2:] = 0            # the reverse (target -> reference) pair's own mask is not used
-    assert motion_field_consistency_loss(fields, flows, errors, backward_changed, num_pairs=2) == loss
+    assert motion_field_consistency_loss(fields, flows, errors, backward_changed, PAIR) == loss
     forward_changed = valid.clone()
     forward_changed[0, :, H // 2:] = 0
-    assert motion_field_consistency_loss(fields, flows, errors, forward_changed, num_pairs=2) != loss
+    assert motion_field_consistency_loss(fields, flows, errors, forward_changed, PAIR) != loss
