@@ -18,6 +18,8 @@ Every function is pure: nothing is cached between calls, so any dtype and device
 import torch
 import torch.nn.functional as F
 
+from motion_field import MotionField
+
 ROTATION_MODES = ('euler', 'quat')
 PADDING_MODES = ('zeros', 'border')
 GRID_TOLERANCE = 1e-5  # normalised coordinates this close outside [-1, 1] count as inside (float round-off)
@@ -42,6 +44,14 @@ def _as_depth4d(name, depth):
 
 def _check_image_like(name, img, depth):
     _check_shape(name, img, (depth.shape[0], None, depth.shape[2], depth.shape[3]))
+
+
+def _check_motion_field(field, depth):
+    """Raise a one-line error unless ``field`` is a MotionField matching ``[B,1,H,W]`` ``depth``."""
+    if not isinstance(field, MotionField):
+        raise TypeError(f"motion_field must be a MotionField, got {type(field).__name__}")
+    _check_shape('motion_field.rotation', field.rotation, (depth.shape[0], 3))
+    _check_shape('motion_field.translation', field.translation, (depth.shape[0], 3) + tuple(depth.shape[2:]))
 
 
 def _check_choice(name, value, choices):
@@ -213,17 +223,15 @@ def inverse_warp(img, depth, pose, K, rotation_mode='euler', padding_mode='zeros
 def inverse_warp_mof(img, tgt_depth, ref_depth, motion_field, K, padding_mode='zeros', rotation_mode='euler'):
     """Inverse warp of a reference image with a per-pixel motion field (the second projection).
 
-    Target pixels are back-projected with ``tgt_depth``, rotated by the (global) ego rotation and
-    translated by their own translation: ``X_ref = R X_tgt + t(p)``, then projected with ``K``.
-    The rotation channels of the field hold the ego rotation everywhere; their spatial mean is
-    used, so no per-pixel ``[B,3,3,H,W]`` rotation field is ever built.
+    Target pixels are back-projected with ``tgt_depth``, rotated by the field's rotation (one per
+    sample) and translated by their own translation: ``X_ref = R X_tgt + t(p)``, then projected with ``K``.
 
     Args:
         img: ``[B,C,H,W]`` reference image.
         tgt_depth: ``[B,1,H,W]`` target depth.
         ref_depth: ``[B,1,H,W]`` reference depth.
-        motion_field: ``[B,6,H,W]``; channels 0..2 translation, 3..5 rotation (target -> reference),
-            euler angles or quaternion coefficients after ``rotation_mode``.
+        motion_field: :class:`motion_field.MotionField` target -> reference: rotation ``[B,3]`` (euler
+            angles or quaternion coefficients after ``rotation_mode``), translation ``[B,3,H,W]``.
         K: ``[B,3,3]`` intrinsics.
     Returns:
         ``projected_img [B,C,H,W]``: reference image sampled at the projections;
@@ -236,12 +244,12 @@ def inverse_warp_mof(img, tgt_depth, ref_depth, motion_field, K, padding_mode='z
     ref_depth = _as_depth4d('ref_depth', ref_depth)
     _check_image_like('img', img, tgt_depth)
     _check_shape('ref_depth', ref_depth, tuple(tgt_depth.shape))
-    _check_shape('motion_field', motion_field, (tgt_depth.shape[0], 6) + tuple(tgt_depth.shape[2:]))
+    _check_motion_field(motion_field, tgt_depth)
     _check_shape('K', K, (tgt_depth.shape[0], 3, 3))
     b, _, h, w = tgt_depth.shape
-    rot = rotation_matrix(motion_field[:, 3:].mean(dim=(2, 3)), rotation_mode)
+    rot = rotation_matrix(motion_field.rotation, rotation_mode)
     points = pixel2cam(tgt_depth, torch.linalg.inv(K))
-    points = (rot @ points.reshape(b, 3, -1)).reshape(b, 3, h, w) + motion_field[:, :3]
+    points = (rot @ points.reshape(b, 3, -1)).reshape(b, 3, h, w) + motion_field.translation
     pixels, computed_depth = cam2pixel(points, K)
     sampled, valid = sample_image(torch.cat([img, ref_depth], 1), pixels, padding_mode)
     flow = pixels - pixel_grid(h, w, pixels.dtype, pixels.device)[:, :2]

@@ -148,21 +148,21 @@ def motion_field_cycle_errors(field_ab, field_ba, flow_ab, rotation_mode='euler'
     the fields alone.
 
     Args:
-        field_ab: ``[N,6,H,W]`` motion field a -> b (translation 0..2, global rotation 3..5).
-        field_ba: ``[N,6,H,W]`` motion field b -> a, in view b's pixels.
+        field_ab: :class:`motion_field.MotionField` a -> b (``N`` rotations, ``[N,3,H,W]`` translations).
+        field_ba: the motion field b -> a, in view b's pixels.
         flow_ab: ``[N,2,H,W]`` flow of view a's pixels into view b.
     Returns:
         ``(rotation_error [N], translation_error [N,1,H,W])``, each normalised by the motions' size.
     """
-    eye = torch.eye(3, dtype=field_ab.dtype, device=field_ab.device)
-    rot_ab = rotation_matrix(field_ab[:, 3:].mean(dim=(2, 3)), rotation_mode)
-    rot_ba = rotation_matrix(field_ba[:, 3:].mean(dim=(2, 3)), rotation_mode)
+    trans_ab = field_ab.translation
+    eye = torch.eye(3, dtype=trans_ab.dtype, device=trans_ab.device)
+    rot_ab = rotation_matrix(field_ab.rotation, rotation_mode)
+    rot_ba = rotation_matrix(field_ba.rotation, rotation_mode)
     rot_scale = ((rot_ab - eye) ** 2).mean(dim=(1, 2)) + ((rot_ba - eye) ** 2).mean(dim=(1, 2))
     rotation_error = ((rot_ab @ rot_ba - eye) ** 2).mean(dim=(1, 2)) / (1e-24 + rot_scale)
 
-    n, _, h, w = field_ab.shape
-    trans_ab = field_ab[:, :3]
-    trans_ba, _ = flow_warp(field_ba[:, :3], flow_ab.detach())
+    n, h, w = field_ab.shape
+    trans_ba, _ = flow_warp(field_ba.translation, flow_ab.detach())
     cycle_trans = (rot_ab @ trans_ba.reshape(n, 3, -1)).reshape(n, 3, h, w) + trans_ab
     trans_scale = (trans_ab ** 2).sum(1, keepdim=True) + (trans_ba ** 2).sum(1, keepdim=True)
     translation_error = (cycle_trans ** 2).sum(1, keepdim=True) / (1e-24 + trans_scale)
@@ -174,7 +174,7 @@ def motion_field_consistency_loss(fields, flows, diff_depths, valids, layout, al
     """Motion-field consistency of the forward directed pairs (reference -> target), as the official code.
 
     Args:
-        fields: ``[P*B,6,H,W]`` motion fields of the directed pairs.
+        fields: :class:`motion_field.MotionField` of the ``P*B`` directed pairs.
         flows: ``[P*B,2,H,W]`` flows of the second projection (detached here).
         diff_depths, valids: ``[P*B,1,H,W]`` geometry errors and valid pixels of the second projection.
         layout: the :class:`pairs.PairLayout` of the stacks (which rows are the forward pairs, which
@@ -186,7 +186,7 @@ def motion_field_consistency_loss(fields, flows, diff_depths, valids, layout, al
     """
     forward = layout.forward_half
     rotation, translation = motion_field_cycle_errors(
-        forward(fields), forward(layout.reverse(fields)), forward(flows), rotation_mode)
+        fields.apply(forward), fields.apply(layout.reverse).apply(forward), forward(flows), rotation_mode)
     mask = forward(valids) * (forward(diff_depths) < threshold).to(valids.dtype)
     rotation = rotation.reshape(layout.num_refs, -1).mean(1)
     return (rotation + alpha * pairwise_masked_means(translation, mask.detach(), layout.num_refs)).mean()

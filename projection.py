@@ -13,7 +13,8 @@ The steps, each a function below:
    source depth and the ego pose b -> a (both detached): camera motion removed.
 4. ``estimate_object_motion``: ObjPoseNet on (view * M_k, ego-warped source * M'_k) for every existing
    instance ``k`` of every directed pair, in one batched call; missing instances get zero motion.
-5. ``compose_motion_fields``: ego pose everywhere plus each object's translation on its view mask.
+5. ``object_translation_field`` and ``MotionField.with_objects``: the ego pose everywhere plus each
+   object's translation on its view mask.
 6. ``second_projection``: ``inverse_warp_mof`` of each source into its view with the motion field.
 7. ``compute_losses``: photometric, geometry, smoothness, object size, motion-field consistency,
    height prior and depth mean terms, and their weighted total.
@@ -26,6 +27,7 @@ import torch
 import loss_functions as losses
 from inverse_warp import forward_warp, inverse_warp_mof
 from models import depth_from_disparity
+from motion_field import MotionField
 from pairs import DirectedPairs, PairLayout, make_directed_pairs
 from precision import NetworkPrecision
 
@@ -79,7 +81,8 @@ class StepOutputs:
     ego_warped_masks: torch.Tensor  # [N,M,H,W]
     ego_valid: torch.Tensor         # [N,1,H,W]
     obj_motion: torch.Tensor        # [N,M,3]
-    fields: torch.Tensor            # [N,6,H,W]
+    object_translation: torch.Tensor  # [N,3,H,W] the objects' own translation on their view masks
+    fields: MotionField             # rotation [N,3], translation [N,3,H,W]
     warped: torch.Tensor            # [N,3,H,W] source warped into the view (second projection)
     valid: torch.Tensor             # [N,1,H,W]
 
@@ -137,12 +140,9 @@ def estimate_object_motion(obj_pose_net, pairs, ego_warped, ego_warped_masks, pr
     return motion.index_put((sample, instance), precision(obj_pose_net, view_objects, source_objects))
 
 
-def compose_motion_fields(ego_poses, obj_motion, view_masks):
-    """``[N,6,H,W]`` motion fields: the ego pose everywhere plus each object's translation on its mask."""
-    n, _, h, w = view_masks.shape
-    fields = ego_poses[:, :, None, None].expand(n, 6, h, w)
-    object_translation = torch.einsum('nmhw,nmc->nchw', view_masks, obj_motion)
-    return fields + torch.cat([object_translation, torch.zeros_like(object_translation)], 1)
+def object_translation_field(obj_motion, view_masks):
+    """``[N,3,H,W]``: each object's translation ``[N,M,3]`` on its view mask ``[N,M,H,W]``, 0 elsewhere."""
+    return torch.einsum('nmhw,nmc->nchw', view_masks, obj_motion)
 
 
 def second_projection(pairs, view_depths, source_depths, fields, options):
@@ -206,7 +206,8 @@ def run_step(disp_net, ego_pose_net, obj_pose_net, tgt_img, ref_imgs, K, tgt_ins
     view_depths, source_depths = pairs.layout.pair_frames(depths)
     ego_warped, ego_warped_masks, ego_valid = first_projection(pairs, source_depths, ego_poses, options.rotation_mode)
     obj_motion = estimate_object_motion(obj_pose_net, pairs, ego_warped, ego_warped_masks, precision)
-    fields = compose_motion_fields(ego_poses, obj_motion, pairs.view_masks)
+    object_translation = object_translation_field(obj_motion, pairs.view_masks)
+    fields = MotionField.with_objects(ego_poses, object_translation)
     warped, valid, projected_depth, computed_depth, flows = second_projection(
         pairs, view_depths, source_depths, fields, options)
     valid = valid * ego_valid
@@ -215,4 +216,4 @@ def run_step(disp_net, ego_pose_net, obj_pose_net, tgt_img, ref_imgs, K, tgt_ins
                                   valid, projected_depth, computed_depth, flows, fields, height_prior)
     return StepOutputs(losses=terms, total=total, pairs=pairs, depths=depths, view_depths=view_depths,
                        ego_poses=ego_poses, ego_warped=ego_warped, ego_warped_masks=ego_warped_masks,
-                       ego_valid=ego_valid, obj_motion=obj_motion, fields=fields, warped=warped, valid=valid)
+                       ego_valid=ego_valid, obj_motion=obj_motion, object_translation=object_translation, fields=fields, warped=warped, valid=valid)

@@ -59,13 +59,14 @@ def tensorboard_images(outputs, sample=0):
     warped (second projection), and the object part of the forward motion field.
     """
     pairs = outputs.pairs
-    object_motion = outputs.fields[sample, [0, 2]] - outputs.ego_poses[sample, [0, 2], None, None]
+    row = pairs.layout.row(pairs.batch_size, sample, forward=True)   # (t, r_0)
+    target_depth = pairs.layout.split_frames(outputs.depths)[0][sample, 0]
     return {
-        'target': to_chw(image_to_numpy(pairs.views[sample])),
-        'depth': to_chw(colorize(1 / outputs.depths[sample, 0])),
-        'ref_ego_warped': to_chw(image_to_numpy(outputs.ego_warped[sample])),
-        'ref_fully_warped': to_chw(image_to_numpy(outputs.warped[sample] * outputs.valid[sample])),
-        'object_motion_field': to_chw(motion_to_rgb(object_motion)),
+        'target': to_chw(image_to_numpy(pairs.views[row])),
+        'depth': to_chw(colorize(1 / target_depth)),
+        'ref_ego_warped': to_chw(image_to_numpy(outputs.ego_warped[row])),
+        'ref_fully_warped': to_chw(image_to_numpy(outputs.warped[row] * outputs.valid[row])),
+        'object_motion_field': to_chw(motion_to_rgb(outputs.object_translation[row, [0, 2]])),
     }
 
 
@@ -106,11 +107,10 @@ def save_breakpoint_figures(outputs, folder, batch_index, sample=0):
     for column, pair in enumerate((bwd, fwd)):
         name = 't -> r_0' if pair == bwd else 'r_0 -> t'
         error = (pairs.views[pair] - outputs.warped[pair]).abs().mean(0) * outputs.valid[pair, 0]
-        object_motion = outputs.fields[pair, [0, 2]] - outputs.ego_poses[pair, [0, 2], None, None]
         _show(axes[0, column], image_to_numpy(outputs.warped[pair]), f'{name} (ego + objects)')
         _show(axes[1, column], error.detach().cpu().numpy(), f'|error| {name}', cmap='bone', vmin=0, vmax=0.5)
         _show(axes[2, column], colorize(1 / outputs.view_depths[pair, 0]), 'disparity of the view')
-        _show(axes[3, column], motion_to_rgb(object_motion), 'object motion field (x, z)')
+        _show(axes[3, column], motion_to_rgb(outputs.object_translation[pair, [0, 2]]), 'object motion field (x, z)')
     fig.tight_layout()
     second = os.path.join(folder, f'breakpoint2_batch{batch_index:04d}.png')
     fig.savefig(second, dpi=80)

@@ -30,8 +30,9 @@ import torch
 
 from data import synthetic
 from loss_functions import pairwise_masked_means, photometric_and_geometry_maps
+from motion_field import MotionField
 from pairs import PairLayout
-from projection import LossOptions, compose_motion_fields, first_projection, make_directed_pairs, second_projection
+from projection import LossOptions, first_projection, make_directed_pairs, second_projection
 
 SKY_DEPTH = 1000.0
 
@@ -48,7 +49,7 @@ def directed_frames(target=1, refs=(0, 2)):
 
 
 def scene_inputs(scene, target=1, refs=(0, 2)):
-    """Directed pairs (no instances), exact depths ``[(1+R),1,H,W]``, ego poses ``[P,6]``, fields ``[P,6,H,W]``."""
+    """Directed pairs (no instances), exact depths ``[(1+R),1,H,W]``, ego poses ``[P,6]``, exact MotionField."""
     h, w = scene.depths.shape[1:]
     empty = torch.zeros(1, 1, h, w)
     K = torch.from_numpy(scene.K).float()[None]
@@ -59,7 +60,8 @@ def scene_inputs(scene, target=1, refs=(0, 2)):
     order = directed_frames(target, refs)
     ego = torch.tensor(np.stack([synthetic.pose_to_vec(synthetic.relative_pose(scene, a, b))
                                  for a, b in order])).float()
-    fields = torch.from_numpy(np.stack([synthetic.motion_field(scene, a, b) for a, b in order]))
+    fields = MotionField.from_channels(torch.from_numpy(np.stack([synthetic.motion_field(scene, a, b)
+                                                                  for a, b in order])))
     return pairs, depths, ego, fields
 
 
@@ -82,7 +84,7 @@ def variants(depths, ego, fields, scales=(0.1, 0.5, 2.0, 10.0)):
     h, w = depths.shape[-2:]
 
     def rigid(poses):
-        return compose_motion_fields(poses, torch.zeros(len(poses), 1, 3), torch.zeros(len(poses), 1, h, w))
+        return MotionField.rigid(poses, h, w)
 
     rotation_only = torch.cat([torch.zeros_like(ego[:, :3]), ego[:, 3:]], 1)
     cases = {'truth + objects': (depths, ego, fields), 'truth, rigid': (depths, ego, rigid(ego))}

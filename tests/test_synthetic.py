@@ -9,6 +9,7 @@ from scipy.ndimage import maximum_filter, minimum_filter
 
 from data import synthetic
 from inverse_warp import depth2flow, flow_warp, inverse_warp_mof
+from motion_field import MotionField
 
 HEIGHT, WIDTH = 128, 416
 
@@ -49,7 +50,7 @@ def as_map(array):
 def photometric_error(scene, a, b, field):
     """Per-pixel mean |frame a - frame b warped into a| ``[H,W]`` and the warp's valid mask."""
     warped, valid, _, _, _ = inverse_warp_mof(as_image(scene.images[b]), as_map(scene.depths[a]),
-                                              as_map(scene.depths[b]), as_map(field),
+                                              as_map(scene.depths[b]), MotionField.from_channels(as_map(field)),
                                               torch.from_numpy(scene.K)[None])
     error = (warped - as_image(scene.images[a])).abs().mean(1)[0].numpy()
     return error, valid[0, 0].numpy() > 0
@@ -95,7 +96,7 @@ def test_gt_flow_is_depth2flow_on_static_pixels_and_the_motion_field_flow_on_car
         rigid = depth2flow(as_map(scene.depths[a]), pose, torch.from_numpy(scene.K)[None])[0].permute(1, 2, 0).numpy()
         static = (scene.depths[a] > 0) & (scene.instance_maps[a] == 0)
         assert np.abs(rigid - scene.flow_f[a])[static].max() < 1e-3
-        field = as_map(synthetic.motion_field(scene, a, a + 1))
+        field = MotionField.from_channels(as_map(synthetic.motion_field(scene, a, a + 1)))
         _, _, _, _, flow = inverse_warp_mof(as_image(scene.images[a + 1]), as_map(scene.depths[a]),
                                             as_map(scene.depths[a + 1]), field, torch.from_numpy(scene.K)[None])
         cars = scene.instance_maps[a] > 0
