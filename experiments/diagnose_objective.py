@@ -43,7 +43,7 @@ def parse(argv):
     return probe_args, train.build_parser().parse_args(rest)
 
 
-def forward_share(ego_poses, layout):
+def forward_share(ego_source_from_view, layout):
     """Share of directed pairs whose EgoPoseNet ``t_z`` has the sign of a camera driving forward.
 
     Pose ``view -> source`` maps points of the view camera into the source camera; driving forward, a later
@@ -52,8 +52,8 @@ def forward_share(ego_poses, layout):
     """
     times = [0] + [r - layout.num_refs // 2 + (r >= layout.num_refs // 2) for r in range(layout.num_refs)]
     source_is_later = torch.tensor([times[source] > times[view] for view, source in layout.frame_pairs()])
-    sign = torch.where(source_is_later, -1.0, 1.0)[layout.pair_index(ego_poses.shape[0])]
-    return float(((ego_poses[:, 2] * sign.to(ego_poses.device)) > 0).float().mean())
+    sign = torch.where(source_is_later, -1.0, 1.0)[layout.pair_index(ego_source_from_view.shape[0])]
+    return float(((ego_source_from_view[:, 2] * sign.to(ego_source_from_view.device)) > 0).float().mean())
 
 
 @torch.no_grad()
@@ -61,15 +61,15 @@ def step_statistics(outputs, options):
     """The probe's numbers of one step (``StepOutputs``) as a dict (mask shares in [0, 1])."""
     pairs = outputs.pairs
     target_depth = pairs.layout.split_frames(outputs.depths)[0]
-    translation = outputs.ego_poses[:, :3].norm(dim=1).mean()
-    kept_before = outputs.valid.mean()
-    _, _, after = photometric_and_geometry_maps(pairs.views, pairs.sources, outputs.warped, outputs.valid,
+    translation = outputs.ego_source_from_view[:, :3].norm(dim=1).mean()
+    kept_before = outputs.warp_valid.mean()
+    _, _, after = photometric_and_geometry_maps(pairs.views, pairs.sources, outputs.second.warped, outputs.warp_valid,
                                                 outputs.view_depths, outputs.view_depths, with_auto_mask=True,
                                                 with_ssim=False, with_mask=False)
-    return {'forward_share': forward_share(outputs.ego_poses, pairs.layout), 'disparity': float((options.depth_scale / target_depth).mean()), 'ego_translation': float(translation),
-            'parallax': float(translation / outputs.view_depths.mean()), 'first_valid': float(outputs.ego_valid.mean()),
+    return {'forward_share': forward_share(outputs.ego_source_from_view, pairs.layout), 'disparity': float((options.depth_scale / target_depth).mean()), 'ego_translation': float(translation),
+            'parallax': float(translation / outputs.view_depths.mean()), 'first_valid': float(outputs.ego_warp_valid.mean()),
             'second_valid': float(kept_before),
-            'auto_mask_kept': float(after.sum() / outputs.valid.sum().clamp(min=1))}
+            'auto_mask_kept': float(after.sum() / outputs.warp_valid.sum().clamp(min=1))}
 
 
 def main(argv=None):

@@ -68,15 +68,14 @@ def scene_inputs(scene, target=1, refs=(0, 2)):
 def objective(pairs, depths, ego, fields, options):
     """``(photo, geometry, first-projection valid share, final kept share)`` of one configuration."""
     view_depths, source_depths = pairs.layout.pair_frames(depths)
-    _, _, ego_valid = first_projection(pairs, source_depths, ego)
-    warped, valid, projected, computed, _ = second_projection(pairs, view_depths, source_depths, fields, options)
-    valid = valid * ego_valid
+    _, _, ego_warp_valid = first_projection(pairs, source_depths, ego)
+    second = second_projection(pairs, view_depths, source_depths, fields, options)
     diff_img, diff_depth, kept = photometric_and_geometry_maps(
-        pairs.views, pairs.sources, warped, valid, computed, projected,
-        options.with_ssim, options.with_mask, options.with_auto_mask)
+        pairs.views, pairs.sources, second.warped, second.in_image * ego_warp_valid, second.computed_depth,
+        second.projected_depth, options.with_ssim, options.with_mask, options.with_auto_mask)
     return (float(pairwise_masked_means(diff_img, kept, pairs.num_pairs).sum()),
             float(pairwise_masked_means(diff_depth, kept, pairs.num_pairs).sum()),
-            float(ego_valid.mean()), float(kept.mean()))
+            float(ego_warp_valid.mean()), float(kept.mean()))
 
 
 def variants(depths, ego, fields, scales=(0.1, 0.5, 2.0, 10.0)):

@@ -276,7 +276,7 @@ def test_objective_is_lowest_at_the_true_depth_and_motion():
 def test_depth_scale_option_divides_the_disparity():
     from projection import estimate_depths
     net = lambda x: torch.full((x.shape[0], 1, 2, 2), 4.0)  # noqa: E731
-    depths, disparities = estimate_depths(net, torch.zeros(1, 3, 2, 2), [torch.zeros(1, 3, 2, 2)], depth_scale=0.1)
+    depths, disparities = estimate_depths(net, torch.zeros(2, 3, 2, 2), depth_scale=0.1)
     assert depths.shape == (2, 1, 2, 2) and torch.allclose(depths, torch.full_like(depths, 0.025))
     assert torch.equal(disparities, torch.full_like(disparities, 4.0))
 

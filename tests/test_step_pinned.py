@@ -17,17 +17,17 @@ GRADIENT_RELATIVE_TOLERANCE = 1e-4
 
 CASES = {
     'euler_ssim_mask_auto_mask': (
-        dict(with_ssim=True, with_mask=True, with_auto_mask=True, height_prior=0.1, depth_mean=0.05),
+        dict(with_ssim=True, with_mask=True, with_auto_mask=True, height_prior=0.1, mean_disparity=0.05),
         {'photo': 1.9068269729614258, 'geometry': 0.06882429867982864, 'smooth': 0.09997855126857758,
          'obj_size': 1.8980952501296997, 'mof_consistency': 11.909271240234375,
-         'height_prior': 0.019999999552965164, 'depth_mean': 0.7179257869720459},
+         'height_prior': 0.019999999552965164, 'mean_disparity': 0.7179257869720459},
         5.159261226654053,
         {'disp': 0.08371273428201675, 'ego': 2.394519090652466, 'obj': 0.3155161142349243}),
     'quat_border_only_obj': (
-        dict(rotation_mode='quat', padding_mode='border', with_only_obj=True, height_prior=0.1, depth_mean=0.05),
+        dict(rotation_mode='quat', padding_mode='border', with_only_obj=True, height_prior=0.1, mean_disparity=0.05),
         {'photo': 1.2569483518600464, 'geometry': 0.06223129481077194, 'smooth': 0.09997855126857758,
          'obj_size': 1.8980952501296997, 'mof_consistency': 11.831670761108398,
-         'height_prior': 0.019999999552965164, 'depth_mean': 0.7179257869720459},
+         'height_prior': 0.019999999552965164, 'mean_disparity': 0.7179257869720459},
         3.84515118598938,
         {'disp': 0.6679992079734802, 'ego': 2.172091007232666, 'obj': 1.3003817796707153}),
 }
