@@ -256,7 +256,8 @@ def infer_pair(nets, img_a, img_b, inst_a, inst_b, depth_a, depth_b, K):
     _, source_depths = pairs.layout.pair_frames(pairs.layout.stack_frames(depth_a, [depth_b]))
     warped, warped_masks, _ = first_projection(pairs, source_depths, ego_poses)
     obj_motion = estimate_object_motion(nets.obj, pairs, warped, warped_masks)
-    return ego_poses[0], obj_motion[0]
+    forward = pairs.layout.row(batch_size=1, sample=0, forward=True)   # the pair (t, t+1)
+    return ego_poses[forward], obj_motion[forward]
 
 
 @torch.no_grad()

@@ -60,10 +60,10 @@ def tensorboard_images(outputs, sample=0):
     """
     pairs = outputs.pairs
     row = pairs.layout.row(pairs.batch_size, sample, forward=True)   # (t, r_0)
-    target_depth = pairs.layout.split_frames(outputs.depths)[0][sample, 0]
+    target_disparity = pairs.layout.split_frames(outputs.disparities)[0][sample, 0]
     return {
         'target': to_chw(image_to_numpy(pairs.views[row])),
-        'depth': to_chw(colorize(1 / target_depth)),
+        'depth': to_chw(colorize(target_disparity)),
         'ref_ego_warped': to_chw(image_to_numpy(outputs.ego_warped[row])),
         'ref_fully_warped': to_chw(image_to_numpy(outputs.second.warped[row] * outputs.warp_valid[row])),
         'object_motion_field': to_chw(motion_to_rgb(outputs.object_translation[row, [0, 2]])),
@@ -86,6 +86,7 @@ def save_breakpoint_figures(outputs, folder, batch_index, sample=0):
     """
     os.makedirs(folder, exist_ok=True)
     pairs = outputs.pairs
+    view_disparities, _ = pairs.layout.pair_frames(outputs.disparities)
     fwd = pairs.layout.row(pairs.batch_size, sample, forward=True)    # (t, r_0)
     bwd = pairs.layout.row(pairs.batch_size, sample, forward=False)   # (r_0, t)
 
@@ -110,7 +111,7 @@ def save_breakpoint_figures(outputs, folder, batch_index, sample=0):
         error = (pairs.views[pair] - warped).abs().mean(0) * outputs.warp_valid[pair, 0]
         _show(axes[0, column], image_to_numpy(warped), f'{name} (ego + objects)')
         _show(axes[1, column], error.detach().cpu().numpy(), f'|error| {name}', cmap='bone', vmin=0, vmax=0.5)
-        _show(axes[2, column], colorize(1 / outputs.view_depths[pair, 0]), 'disparity of the view')
+        _show(axes[2, column], colorize(view_disparities[pair, 0]), 'disparity of the view')
         _show(axes[3, column], motion_to_rgb(outputs.object_translation[pair, [0, 2]]), 'object motion field (x, z)')
     fig.tight_layout()
     second = os.path.join(folder, f'breakpoint2_batch{batch_index:04d}.png')

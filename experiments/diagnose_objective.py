@@ -12,7 +12,6 @@ valid in the second projection, and kept by the auto-mask, and the loss terms.  
 sets :attr:`projection.LossOptions.depth_scale` (depth = depth_scale / disparity).
 """
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -57,18 +56,20 @@ def forward_share(ego_source_from_view, layout):
 
 
 @torch.no_grad()
-def step_statistics(outputs, options):
+def step_statistics(outputs):
     """The probe's numbers of one step (``StepOutputs``) as a dict (mask shares in [0, 1])."""
     pairs = outputs.pairs
-    target_depth = pairs.layout.split_frames(outputs.depths)[0]
+    target_disparity = pairs.layout.split_frames(outputs.disparities)[0]
     translation = outputs.ego_source_from_view[:, :3].norm(dim=1).mean()
-    kept_before = outputs.warp_valid.mean()
-    _, _, after = photometric_and_geometry_maps(pairs.views, pairs.sources, outputs.second.warped, outputs.warp_valid,
-                                                outputs.view_depths, outputs.view_depths, with_auto_mask=True,
-                                                with_ssim=False, with_mask=False)
-    return {'forward_share': forward_share(outputs.ego_source_from_view, pairs.layout), 'disparity': float((options.depth_scale / target_depth).mean()), 'ego_translation': float(translation),
-            'parallax': float(translation / outputs.view_depths.mean()), 'first_valid': float(outputs.ego_warp_valid.mean()),
-            'second_valid': float(kept_before),
+    _, _, after = photometric_and_geometry_maps(pairs.views, pairs.sources, outputs.second.warped,
+                                                outputs.warp_valid, outputs.view_depths, outputs.view_depths,
+                                                with_auto_mask=True, with_ssim=False, with_mask=False)
+    return {'forward_share': forward_share(outputs.ego_source_from_view, pairs.layout),
+            'disparity': float(target_disparity.mean()),
+            'ego_translation': float(translation),
+            'parallax': float(translation / outputs.view_depths.mean()),
+            'first_valid': float(outputs.ego_warp_valid.mean()),
+            'second_valid': float(outputs.warp_valid.mean()),
             'auto_mask_kept': float(after.sum() / outputs.warp_valid.sum().clamp(min=1))}
 
 
@@ -91,7 +92,7 @@ def main(argv=None):
             if torch.isfinite(outputs.total):
                 optimizer.step()
             if step % probe.probe_every == 0 or step == probe.probe_steps - 1:
-                row = {'step': step, **step_statistics(outputs, model.options),
+                row = {'step': step, **step_statistics(outputs),
                        **{name: float(outputs.losses[name].detach())
                           for name in ('photo', 'geometry', 'smooth', 'obj_size')},
                        'total': float(outputs.total.detach())}
