@@ -107,8 +107,9 @@ class StepOutputs(StepResults):
     total: torch.Tensor
 
     @classmethod
-    def of(cls, results, losses, total):
-        return cls(**{f.name: getattr(results, f.name) for f in fields(results)}, losses=losses, total=total)
+    def of(cls, results, terms, total):
+        """The outputs of a step from its :class:`StepResults` and :func:`compute_losses`' terms and total."""
+        return cls(**{f.name: getattr(results, f.name) for f in fields(results)}, losses=terms, total=total)
 
 
 def background(masks):
@@ -123,7 +124,8 @@ def estimate_ego_motion(ego_pose_net, pairs, precision=NetworkPrecision()):
 
 
 def estimate_depths(disp_net, frames, precision=NetworkPrecision(), depth_scale=1.0):
-    """DispResNet on the stacked frames ``[(1+R)*B,3,H,W]`` in one call: ``(depths, disparities)``, ``[(1+R)*B,1,H,W]``.
+    """DispResNet on the stacked frames ``[(1+R)*B,3,H,W]`` in one call: ``(depths, disparities)``,
+    each ``[(1+R)*B,1,H,W]``.
 
     ``depth = depth_scale / disparity``; ``depth_scale`` 1 is the official objective.  A smaller value
     changes only the unit of depth the step works in (the pose networks' translations follow it),
@@ -159,10 +161,10 @@ def estimate_object_motion(obj_pose_net, pairs, ego_warped, ego_warped_masks, pr
     exists = pairs.view_masks.flatten(2).amax(2) > 0
     if not bool(exists.any()):
         return motion
-    sample, instance = exists.nonzero(as_tuple=True)
-    view_objects = pairs.views[sample] * pairs.view_masks[sample, instance].unsqueeze(1)
-    source_objects = ego_warped[sample] * ego_warped_masks[sample, instance].unsqueeze(1)
-    return motion.index_put((sample, instance), precision(obj_pose_net, view_objects, source_objects))
+    row, instance = exists.nonzero(as_tuple=True)
+    view_objects = pairs.views[row] * pairs.view_masks[row, instance].unsqueeze(1)
+    source_objects = ego_warped[row] * ego_warped_masks[row, instance].unsqueeze(1)
+    return motion.index_put((row, instance), precision(obj_pose_net, view_objects, source_objects))
 
 
 def object_translation_field(object_motion, view_masks):
