@@ -253,9 +253,11 @@ def infer_pair(nets, img_a, img_b, inst_a, inst_b, depth_a, depth_b, K):
     """
     pairs = make_directed_pairs(img_a, [img_b], [inst_a], [inst_b], K)
     ego_poses = estimate_ego_motion(nets.ego, pairs)
-    warped, warped_masks, _ = first_projection(pairs, torch.cat([depth_b, depth_a]), ego_poses)
+    _, source_depths = pairs.layout.pair_frames(pairs.layout.stack_frames(depth_a, [depth_b]))
+    warped, warped_masks, _ = first_projection(pairs, source_depths, ego_poses)
     obj_motion = estimate_object_motion(nets.obj, pairs, warped, warped_masks)
-    return ego_poses[0], obj_motion[0]
+    forward = pairs.layout.row(batch_size=1, sample=0, forward=True)   # the pair (t, t+1)
+    return ego_poses[forward], obj_motion[forward]
 
 
 @torch.no_grad()

@@ -9,14 +9,17 @@ Conventions (used everywhere in this project):
   falls outside the image contributes nothing (its coordinate is pushed far outside before
   sampling) and is marked invalid.
 * A 6-DoF pose vector is ``(tx, ty, tz, rx, ry, rz)``; ``R = Rx(rx) @ Ry(ry) @ Rz(rz)`` (``euler``)
-  or a quaternion with real part fixed to 1 (``quat``).  A pose "from target to reference" maps
-  target-camera points into the reference camera: ``X_ref = R X_tgt + t``.
+  or a quaternion with real part fixed to 1 (``quat``).  The inverse warps reconstruct a *view* from a
+  *source* image; their pose "view -> source" (``source_from_view``, kornia's ``dst_from_src``) maps
+  view-camera points into the source camera: ``X_source = R X_view + t`` (docs/ARCHITECTURE.md).
 * Depth maps are ``[B,1,H,W]``; functions that took ``[B,H,W]`` in the official code accept both.
 
 Every function is pure: nothing is cached between calls, so any dtype and device works.
 """
 import torch
 import torch.nn.functional as F
+
+from motion_field import MotionField
 
 ROTATION_MODES = ('euler', 'quat')
 PADDING_MODES = ('zeros', 'border')
@@ -42,6 +45,14 @@ def _as_depth4d(name, depth):
 
 def _check_image_like(name, img, depth):
     _check_shape(name, img, (depth.shape[0], None, depth.shape[2], depth.shape[3]))
+
+
+def _check_motion_field(field, depth):
+    """Raise a one-line error unless ``field`` is a MotionField matching ``[B,1,H,W]`` ``depth``."""
+    if not isinstance(field, MotionField):
+        raise TypeError(f"motion_field must be a MotionField, got {type(field).__name__}")
+    _check_shape('motion_field.rotation', field.rotation, (depth.shape[0], 3))
+    _check_shape('motion_field.translation', field.translation, (depth.shape[0], 3) + tuple(depth.shape[2:]))
 
 
 def _check_choice(name, value, choices):
@@ -186,19 +197,19 @@ def sample_image(img, pixels, padding_mode='zeros'):
 
 
 def _inverse_warp_transform(img, depth, transform, K, padding_mode):
-    """Warp ``img`` (reference) into the target view given target depth and a ``[B,3,4]`` transform."""
+    """Warp ``img`` (source) into the view given the view's depth and the ``[B,3,4]`` transform view -> source."""
     points = transform_points(pixel2cam(depth, torch.linalg.inv(K)), transform)
     pixels, _ = cam2pixel(points, K)
     return sample_image(img, pixels, padding_mode)
 
 
 def inverse_warp(img, depth, pose, K, rotation_mode='euler', padding_mode='zeros'):
-    """Rigid inverse warp of a reference image into the target view.
+    """Rigid inverse warp of a source image into the view.
 
     Args:
-        img: ``[B,C,H,W]`` reference image.
-        depth: ``[B,1,H,W]`` (or ``[B,H,W]``) target depth.
-        pose: ``[B,6]`` pose from target to reference.
+        img: ``[B,C,H,W]`` source image.
+        depth: ``[B,1,H,W]`` (or ``[B,H,W]``) depth of the view.
+        pose: ``[B,6]`` pose view -> source (``source_from_view``).
         K: ``[B,3,3]`` intrinsics.
     Returns:
         ``(warped [B,C,H,W], valid [B,1,H,W])``.
@@ -210,42 +221,40 @@ def inverse_warp(img, depth, pose, K, rotation_mode='euler', padding_mode='zeros
     return _inverse_warp_transform(img, depth, pose_vec2mat(pose, rotation_mode), K, padding_mode)
 
 
-def inverse_warp_mof(img, tgt_depth, ref_depth, motion_field, K, padding_mode='zeros', rotation_mode='euler'):
-    """Inverse warp of a reference image with a per-pixel motion field (the second projection).
+def inverse_warp_mof(img, view_depth, source_depth, motion_field, K, padding_mode='zeros', rotation_mode='euler'):
+    """Inverse warp of a source image into the view with a per-pixel motion field (the second projection).
 
-    Target pixels are back-projected with ``tgt_depth``, rotated by the (global) ego rotation and
-    translated by their own translation: ``X_ref = R X_tgt + t(p)``, then projected with ``K``.
-    The rotation channels of the field hold the ego rotation everywhere; their spatial mean is
-    used, so no per-pixel ``[B,3,3,H,W]`` rotation field is ever built.
+    View pixels are back-projected with ``view_depth``, rotated by the field's rotation (one per
+    sample) and translated by their own translation: ``X_source = R X_view + t(p)``, then projected with ``K``.
 
     Args:
-        img: ``[B,C,H,W]`` reference image.
-        tgt_depth: ``[B,1,H,W]`` target depth.
-        ref_depth: ``[B,1,H,W]`` reference depth.
-        motion_field: ``[B,6,H,W]``; channels 0..2 translation, 3..5 rotation (target -> reference),
-            euler angles or quaternion coefficients after ``rotation_mode``.
+        img: ``[B,C,H,W]`` source image.
+        view_depth: ``[B,1,H,W]`` depth of the view.
+        source_depth: ``[B,1,H,W]`` depth of the source.
+        motion_field: :class:`motion_field.MotionField` view -> source: rotation ``[B,3]`` (euler
+            angles or quaternion coefficients after ``rotation_mode``), translation ``[B,3,H,W]``.
         K: ``[B,3,3]`` intrinsics.
     Returns:
-        ``projected_img [B,C,H,W]``: reference image sampled at the projections;
-        ``valid_mask [B,1,H,W]``: projections inside the image;
-        ``projected_depth [B,1,H,W]``: ``ref_depth`` sampled there;
+        ``projected_img [B,C,H,W]``: source image sampled at the projections;
+        ``in_image [B,1,H,W]``: projections inside the source image;
+        ``projected_depth [B,1,H,W]``: ``source_depth`` sampled there;
         ``computed_depth [B,1,H,W]``: z of the transformed points (clamped at 1e-3);
-        ``flow [B,2,H,W]``: projected pixel minus source pixel.
+        ``flow [B,2,H,W]``: projected pixel minus view pixel.
     """
-    tgt_depth = _as_depth4d('tgt_depth', tgt_depth)
-    ref_depth = _as_depth4d('ref_depth', ref_depth)
-    _check_image_like('img', img, tgt_depth)
-    _check_shape('ref_depth', ref_depth, tuple(tgt_depth.shape))
-    _check_shape('motion_field', motion_field, (tgt_depth.shape[0], 6) + tuple(tgt_depth.shape[2:]))
-    _check_shape('K', K, (tgt_depth.shape[0], 3, 3))
-    b, _, h, w = tgt_depth.shape
-    rot = rotation_matrix(motion_field[:, 3:].mean(dim=(2, 3)), rotation_mode)
-    points = pixel2cam(tgt_depth, torch.linalg.inv(K))
-    points = (rot @ points.reshape(b, 3, -1)).reshape(b, 3, h, w) + motion_field[:, :3]
+    view_depth = _as_depth4d('view_depth', view_depth)
+    source_depth = _as_depth4d('source_depth', source_depth)
+    _check_image_like('img', img, view_depth)
+    _check_shape('source_depth', source_depth, tuple(view_depth.shape))
+    _check_motion_field(motion_field, view_depth)
+    _check_shape('K', K, (view_depth.shape[0], 3, 3))
+    b, _, h, w = view_depth.shape
+    rot = rotation_matrix(motion_field.rotation, rotation_mode)
+    points = pixel2cam(view_depth, torch.linalg.inv(K))
+    points = (rot @ points.reshape(b, 3, -1)).reshape(b, 3, h, w) + motion_field.translation
     pixels, computed_depth = cam2pixel(points, K)
-    sampled, valid = sample_image(torch.cat([img, ref_depth], 1), pixels, padding_mode)
+    sampled, in_image = sample_image(torch.cat([img, source_depth], 1), pixels, padding_mode)
     flow = pixels - pixel_grid(h, w, pixels.dtype, pixels.device)[:, :2]
-    return sampled[:, :-1], valid, sampled[:, -1:], computed_depth, flow
+    return sampled[:, :-1], in_image, sampled[:, -1:], computed_depth, flow
 
 
 def upscale_intrinsics(K, scale):
@@ -311,7 +320,7 @@ def forward_warp(img, depth, pose, K, upscale=3, rotation_mode='euler'):
     Args:
         img: ``[B,C,H,W]`` source image (or masks).
         depth: ``[B,1,H,W]`` (or ``[B,H,W]``) source depth.
-        pose: ``[B,6]`` pose from source to destination (``X_dst = R X_src + t``).
+        pose: ``[B,6]`` pose source -> destination (``dst_from_src``: ``X_dst = R X_src + t``).
         K: ``[B,3,3]`` intrinsics.
         upscale: depth upsampling factor that fills the gaps between projected points.
     Returns:
@@ -349,7 +358,7 @@ def depth2flow(depth, pose, K, rotation_mode='euler'):
 
     Args:
         depth: ``[B,1,H,W]`` (or ``[B,H,W]``) depth of the first view.
-        pose: ``[B,6]`` pose from the first view to the second.
+        pose: ``[B,6]`` pose first view -> second view (maps first-camera points into the second camera).
         K: ``[B,3,3]`` intrinsics.
     Returns:
         ``[B,2,H,W]`` flow: projected pixel minus original pixel.

@@ -1,9 +1,9 @@
 """Losses of Insta-DM: photometric and geometry consistency, smoothness, object size, motion-field consistency.
 
 Images are the networks' normalised tensors (mean 0.5, std 0.5, range -1..1).  The losses work on
-"directed pairs" stacked on the batch axis: pair ``p`` compares a view ``a`` with a source ``b``
-warped into it, so forward (reference -> target) and backward (target -> reference) directions
-share one code path.  The depth metrics live in :mod:`kitti_eval.depth_metrics` (one
+"directed pairs" stacked on the batch axis (:class:`pairs.PairLayout`): each row compares a view with
+a source warped into it, so forward (reference -> target) and backward (target -> reference)
+directions share one code path.  The depth metrics live in :mod:`kitti_eval.depth_metrics` (one
 implementation for evaluation and validation) and are re-exported here.
 """
 import torch
@@ -44,7 +44,7 @@ def ssim_loss(x, y):
     return ((1 - numerator / denominator) / 2).clamp(0, 1)
 
 
-def photometric_and_geometry_maps(view, source, warped, valid, computed_depth, projected_depth,
+def photometric_and_geometry_maps(view, source, warped, warp_valid, computed_depth, projected_depth,
                                   with_ssim=True, with_mask=True, with_auto_mask=True, obj_mask=None):
     """Per-pixel photometric and geometry errors of a source warped into a view.
 
@@ -52,29 +52,30 @@ def photometric_and_geometry_maps(view, source, warped, valid, computed_depth, p
         view: ``[N,3,H,W]`` image the warp should reproduce.
         source: ``[N,3,H,W]`` source image before warping (for the auto-mask).
         warped: ``[N,3,H,W]`` source warped into the view.
-        valid: ``[N,1,H,W]`` pixels where the warp is valid.
+        warp_valid: ``[N,1,H,W]`` pixels where the warp is valid.
         computed_depth, projected_depth: ``[N,1,H,W]`` depths from the second projection.
         obj_mask: ``[N,1,H,W]`` instance pixels, to restrict the losses to objects (``--with-only-obj``).
     Returns:
-        ``(diff_img [N,3,H,W], diff_depth [N,1,H,W], valid [N,1,H,W])`` with ``valid`` updated by the
-        auto-mask and the object restriction.
+        ``(diff_img [N,3,H,W], diff_depth [N,1,H,W], loss_mask [N,1,H,W])``: ``loss_mask`` is ``warp_valid``
+        times the auto-mask and the object restriction, the pixels the losses average over.
     """
     diff_img = (view - warped).abs().clamp(0, 1)
     diff_depth = ((computed_depth - projected_depth).abs() / (computed_depth + projected_depth)).clamp(0, 1)
+    loss_mask = warp_valid
     if with_auto_mask:
         stationary = diff_img.mean(1, keepdim=True) < (view - source).abs().mean(1, keepdim=True)
-        valid = valid * stationary.to(valid.dtype)
+        loss_mask = loss_mask * stationary.to(loss_mask.dtype)
     if obj_mask is not None:
-        valid = valid * obj_mask
+        loss_mask = loss_mask * obj_mask
     if with_ssim:
         diff_img = (1 - SSIM_WEIGHT) * diff_img + SSIM_WEIGHT * ssim_loss(view, warped)
     if with_mask:
         diff_img = diff_img * (1 - diff_depth)
-    return diff_img, diff_depth, valid
+    return diff_img, diff_depth, loss_mask
 
 
 def pairwise_masked_means(values, valid, num_pairs):
-    """Masked mean of each directed pair: ``values`` ``[P*B,C,H,W]`` -> ``[P]``."""
+    """Masked mean of each directed pair: ``values`` ``[P*B,C,H,W]`` (``B`` rows per pair) -> ``[P]``."""
     values = values.reshape(num_pairs, -1, *values.shape[1:])
     valid = valid.reshape(num_pairs, -1, *valid.shape[1:]).expand_as(values)
     dims = tuple(range(1, values.dim()))
@@ -137,64 +138,56 @@ def object_size_loss(depth, masks, fy, height_prior, num_pairs=1):
     return (errors / counts.clamp(min=1)).sum()
 
 
-def motion_field_cycle_errors(field_ab, field_ba, flow_ab, rotation_mode='euler'):
+def motion_field_cycle_errors(field, reverse_field, flow, rotation_mode='euler'):
     """Cycle consistency of a motion field and the reverse field (Depth from Videos in the Wild).
 
-    Pixel ``p`` of view ``a`` moves to ``p + flow_ab(p)`` in view ``b``; going there with
-    ``field_ab`` and back with ``field_ba`` (sampled at the new position) should be the identity.
-    The errors are taken in the official order: rotation ``R_ab R_ba - I`` and translation
-    ``R_ab t_ba + t_ab``.  The flow only says where to sample ``field_ba``: it is detached, as the
-    official ``flow_warp(ref_mof, r2t_flow.detach())``, so the loss reaches depth and motion through
-    the fields alone.
+    Pixel ``p`` of the view moves to ``p + flow(p)`` in the source; going there with ``field``
+    (view -> source) and back with ``reverse_field`` (source -> view, sampled at the new position)
+    should be the identity.  The errors are taken in the official order: rotation ``R R' - I`` and
+    translation ``R t' + t`` (``R, t`` of ``field``, ``R', t'`` of ``reverse_field``).  The flow only says
+    where to sample ``reverse_field``: it is detached, as the official ``flow_warp(ref_mof,
+    r2t_flow.detach())``, so the loss reaches depth and motion through the fields alone.
 
     Args:
-        field_ab: ``[N,6,H,W]`` motion field a -> b (translation 0..2, global rotation 3..5).
-        field_ba: ``[N,6,H,W]`` motion field b -> a, in view b's pixels.
-        flow_ab: ``[N,2,H,W]`` flow of view a's pixels into view b.
+        field: :class:`motion_field.MotionField` view -> source (``N`` rotations, ``[N,3,H,W]`` translations).
+        reverse_field: the motion field source -> view, in the source's pixels.
+        flow: ``[N,2,H,W]`` flow of the view's pixels into the source.
     Returns:
         ``(rotation_error [N], translation_error [N,1,H,W])``, each normalised by the motions' size.
     """
-    eye = torch.eye(3, dtype=field_ab.dtype, device=field_ab.device)
-    rot_ab = rotation_matrix(field_ab[:, 3:].mean(dim=(2, 3)), rotation_mode)
-    rot_ba = rotation_matrix(field_ba[:, 3:].mean(dim=(2, 3)), rotation_mode)
-    rot_scale = ((rot_ab - eye) ** 2).mean(dim=(1, 2)) + ((rot_ba - eye) ** 2).mean(dim=(1, 2))
-    rotation_error = ((rot_ab @ rot_ba - eye) ** 2).mean(dim=(1, 2)) / (1e-24 + rot_scale)
+    translation = field.translation
+    eye = torch.eye(3, dtype=translation.dtype, device=translation.device)
+    rotation = rotation_matrix(field.rotation, rotation_mode)
+    reverse_rotation = rotation_matrix(reverse_field.rotation, rotation_mode)
+    rot_scale = ((rotation - eye) ** 2).mean(dim=(1, 2)) + ((reverse_rotation - eye) ** 2).mean(dim=(1, 2))
+    rotation_error = ((rotation @ reverse_rotation - eye) ** 2).mean(dim=(1, 2)) / (1e-24 + rot_scale)
 
-    n, _, h, w = field_ab.shape
-    trans_ab = field_ab[:, :3]
-    trans_ba, _ = flow_warp(field_ba[:, :3], flow_ab.detach())
-    cycle_trans = (rot_ab @ trans_ba.reshape(n, 3, -1)).reshape(n, 3, h, w) + trans_ab
-    trans_scale = (trans_ab ** 2).sum(1, keepdim=True) + (trans_ba ** 2).sum(1, keepdim=True)
+    n, h, w = field.shape
+    reverse_translation, _ = flow_warp(reverse_field.translation, flow.detach())
+    cycle_trans = (rotation @ reverse_translation.reshape(n, 3, -1)).reshape(n, 3, h, w) + translation
+    trans_scale = (translation ** 2).sum(1, keepdim=True) + (reverse_translation ** 2).sum(1, keepdim=True)
     translation_error = (cycle_trans ** 2).sum(1, keepdim=True) / (1e-24 + trans_scale)
     return rotation_error, translation_error
 
 
-def reverse_pairs(stacked, num_pairs):
-    """Swap the two directions of stacked directed pairs: pair ``p`` <-> pair ``(p + P/2) % P``."""
-    chunks = stacked.reshape(num_pairs, -1, *stacked.shape[1:])
-    return torch.roll(chunks, num_pairs // 2, dims=0).reshape(stacked.shape)
-
-
-def motion_field_consistency_loss(fields, flows, diff_depths, valids, num_pairs, alpha=MOF_ALPHA,
+def motion_field_consistency_loss(motion_field, flows, diff_depths, loss_mask, layout, alpha=MOF_ALPHA,
                                   threshold=MOF_GEOMETRY_THRESHOLD, rotation_mode='euler'):
     """Motion-field consistency of the forward directed pairs (reference -> target), as the official code.
 
     Args:
-        fields: ``[P*B,6,H,W]`` motion fields of the directed pairs (pair ``p`` and pair
-            ``(p + P/2) % P`` are the two directions of one (target, reference) pair; the first
-            ``P/2`` pairs have the target as their view).
+        motion_field: :class:`motion_field.MotionField` of the ``P*B`` directed pairs (view -> source).
         flows: ``[P*B,2,H,W]`` flows of the second projection (detached here).
-        diff_depths, valids: ``[P*B,1,H,W]`` geometry errors and valid pixels of the second projection.
+        diff_depths, loss_mask: ``[P*B,1,H,W]`` geometry errors and the photometric loss mask.
+        layout: the :class:`pairs.PairLayout` of the stacks (which rows are the forward pairs, which
+            pair is the reverse of which).
     Returns:
-        Scalar ``rotation + alpha * translation`` averaged over the references; each reference's
-        target field is checked against its reference field sampled at the target's flow, the
-        translation error on valid pixels whose geometry error is below ``threshold``.
+        Scalar ``rotation + alpha * translation`` averaged over the references; each forward pair's
+        field is checked against its reverse pair's field sampled at the forward flow, the translation
+        error on ``loss_mask`` pixels whose geometry error is below ``threshold``.
     """
-    num_forward = fields.shape[0] // 2
-    forward = slice(0, num_forward)
+    forward = layout.forward_half
     rotation, translation = motion_field_cycle_errors(
-        fields[forward], reverse_pairs(fields, num_pairs)[forward], flows[forward], rotation_mode)
-    mask = valids[forward] * (diff_depths[forward] < threshold).to(valids.dtype)
-    num_refs = num_pairs // 2
-    rotation = rotation.reshape(num_refs, -1).mean(1)
-    return (rotation + alpha * pairwise_masked_means(translation, mask.detach(), num_refs)).mean()
+        motion_field.apply(forward), motion_field.apply(layout.reverse).apply(forward), forward(flows), rotation_mode)
+    consistent = forward(loss_mask) * (forward(diff_depths) < threshold).to(loss_mask.dtype)
+    rotation = rotation.reshape(layout.num_refs, -1).mean(1)
+    return (rotation + alpha * pairwise_masked_means(translation, consistent.detach(), layout.num_refs)).mean()

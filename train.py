@@ -40,7 +40,8 @@ from errors import one_line
 from fileio import OutputError, atomic_open, check_writable_folder
 from kitti_eval.depth_metrics import METRIC_NAMES, compute_errors_split
 from preemption import StopRequest, ignore_stop_signals, workers_stopped_by
-from projection import LOSS_NAMES, LossOptions, unwrap
+from loss_terms import CSV_LOSS_NAMES, LOSS_TERMS, VALIDATION_TERMS, add_loss_weight_arguments, weighted_total
+from projection import LossOptions, unwrap
 from visualization import save_breakpoint_figures, tensorboard_images
 
 NETWORK_FILES = {'disp': 'dispnet', 'ego': 'ego_pose', 'obj': 'obj_pose'}
@@ -54,8 +55,6 @@ POSITIVE_INT = int_at_least(1)
 NON_NEGATIVE_FLOAT = float_in(0)
 POSITIVE_FLOAT = float_in(0, include_low=False)
 ADAM_BETA = float_in(0, 1, include_high=False)
-CSV_LOSS_NAMES = ('photo_loss', 'geometry_loss', 'smooth_loss', 'scale_loss', 'mof_consistency_loss',
-                  'height_loss', 'depth_loss')
 SUMMARY_HEADER = ['epoch', 'train_loss', 'validation_loss']
 FULL_HEADER = ['iteration'] + list(CSV_LOSS_NAMES) + ['train_loss']
 
@@ -93,13 +92,7 @@ def build_parser():
     parser.add_argument('--seed', type=NON_NEGATIVE_INT, default=0, help='seed of data order, augmentation and initialisation')
     parser.add_argument('--log-summary', default='progress_log_summary.csv', metavar='PATH', help='per-epoch CSV')
     parser.add_argument('--log-full', default='progress_log_full.csv', metavar='PATH', help='per-iteration CSV')
-    parser.add_argument('-p', '--photo-loss-weight', type=NON_NEGATIVE_FLOAT, default=2.0, metavar='W')
-    parser.add_argument('-c', '--geometry-consistency-weight', type=NON_NEGATIVE_FLOAT, default=1.0, metavar='W')
-    parser.add_argument('-s', '--smooth-loss-weight', type=NON_NEGATIVE_FLOAT, default=0.1, metavar='W')
-    parser.add_argument('-o', '--scale-loss-weight', type=NON_NEGATIVE_FLOAT, default=0.02, metavar='W', help='object size loss weight')
-    parser.add_argument('-mc', '--mof-consistency-loss-weight', type=NON_NEGATIVE_FLOAT, default=0.1, metavar='W')
-    parser.add_argument('-hp', '--height-loss-weight', type=NON_NEGATIVE_FLOAT, default=0.0, metavar='W', help='height prior weight')
-    parser.add_argument('-dm', '--depth-loss-weight', type=NON_NEGATIVE_FLOAT, default=0.0, metavar='W', help='mean disparity weight')
+    add_loss_weight_arguments(parser)
     parser.add_argument('--with-auto-mask', action='store_true', help='mask stationary pixels')
     parser.add_argument('--with-ssim', action='store_true', help='add SSIM to the photometric loss')
     parser.add_argument('--with-mask', action='store_true', help='weight the photometric loss by 1 - geometry error')
@@ -456,10 +449,10 @@ class Logs:
     def iteration(self, n_iter, terms, total):
         if not self.enabled:
             return
-        values = [terms[name].item() for name in LOSS_NAMES]
+        values = [terms[term.name].item() for term in LOSS_TERMS]
         self._append(self.full_path, [n_iter] + values + [total])
-        for name, value in zip(LOSS_NAMES, values):
-            self.writer.add_scalar(f'train/{name}', value, n_iter)
+        for term, value in zip(LOSS_TERMS, values):
+            self.writer.add_scalar(term.tensorboard_tag, value, n_iter)
         self.writer.add_scalar('train/total_loss', total, n_iter)
 
     def scalar(self, tag, value, step):
@@ -585,15 +578,15 @@ def validate_without_gt(model, loader, device):
     ``model``: the :class:`models.InstaDM` of the run (its loss options weight the total).
     """
     model.eval()
-    options = model.options
-    totals = {'photo_loss': [], 'geometry_loss': [], 'smooth_loss': [], 'total_loss': []}
+    columns = {term.name: term.csv_column for term in LOSS_TERMS if term.name in VALIDATION_TERMS}
+    totals = {column: [] for column in columns.values()}
+    totals['total_loss'] = []
     for batch in tqdm(loader, desc='validation', leave=False, dynamic_ncols=True):
-        terms = model(*to_device(batch, device)).losses
-        photo, geometry, smooth = terms['photo'].item(), terms['geometry'].item(), terms['smooth'].item()
-        totals['photo_loss'].append(photo)
-        totals['geometry_loss'].append(geometry)
-        totals['smooth_loss'].append(smooth)
-        totals['total_loss'].append(options.photo * photo + options.geometry * geometry + options.smooth * smooth)
+        losses = model(*to_device(batch, device)).losses
+        terms = {name: losses[name].item() for name in columns}
+        for name, column in columns.items():
+            totals[column].append(terms[name])
+        totals['total_loss'].append(weighted_total(terms, model.options.weights, VALIDATION_TERMS))
     return {name: float(np.mean(values)) for name, values in totals.items()}
 
 

@@ -59,13 +59,14 @@ def tensorboard_images(outputs, sample=0):
     warped (second projection), and the object part of the forward motion field.
     """
     pairs = outputs.pairs
-    object_motion = outputs.fields[sample, [0, 2]] - outputs.ego_poses[sample, [0, 2], None, None]
+    row = pairs.layout.row(pairs.batch_size, sample, forward=True)   # (t, r_0)
+    target_disparity = pairs.layout.split_frames(outputs.disparities)[0][sample, 0]
     return {
-        'target': to_chw(image_to_numpy(pairs.views[sample])),
-        'depth': to_chw(colorize(1 / outputs.depths[sample, 0])),
-        'ref_ego_warped': to_chw(image_to_numpy(outputs.ego_warped[sample])),
-        'ref_fully_warped': to_chw(image_to_numpy(outputs.warped[sample] * outputs.valid[sample])),
-        'object_motion_field': to_chw(motion_to_rgb(object_motion)),
+        'target': to_chw(image_to_numpy(pairs.views[row])),
+        'depth': to_chw(colorize(target_disparity)),
+        'ref_ego_warped': to_chw(image_to_numpy(outputs.ego_warped[row])),
+        'ref_fully_warped': to_chw(image_to_numpy(outputs.second.warped[row] * outputs.warp_valid[row])),
+        'object_motion_field': to_chw(motion_to_rgb(outputs.object_translation[row, [0, 2]])),
     }
 
 
@@ -85,16 +86,17 @@ def save_breakpoint_figures(outputs, folder, batch_index, sample=0):
     """
     os.makedirs(folder, exist_ok=True)
     pairs = outputs.pairs
-    batch = pairs.batch_size
-    fwd, bwd = sample, pairs.num_refs * batch + sample  # (t, r_0) and (r_0, t)
+    view_disparities, _ = pairs.layout.pair_frames(outputs.disparities)
+    fwd = pairs.layout.row(pairs.batch_size, sample, forward=True)    # (t, r_0)
+    bwd = pairs.layout.row(pairs.batch_size, sample, forward=False)   # (r_0, t)
 
     fig, axes = plt.subplots(4, 2, figsize=(12, 9))
     _show(axes[0, 0], image_to_numpy(pairs.sources[fwd]), 'reference r_0')
     _show(axes[0, 1], image_to_numpy(pairs.views[fwd]), 'target t')
     _show(axes[1, 0], image_to_numpy(outputs.ego_warped[bwd]), 't -> r_0 (ego only)')
     _show(axes[1, 1], image_to_numpy(outputs.ego_warped[fwd]), 'r_0 -> t (ego only)')
-    _show(axes[2, 0], outputs.ego_valid[bwd, 0].cpu().numpy(), 'valid t -> r_0', vmin=0, vmax=1)
-    _show(axes[2, 1], outputs.ego_valid[fwd, 0].cpu().numpy(), 'valid r_0 -> t', vmin=0, vmax=1)
+    _show(axes[2, 0], outputs.ego_warp_valid[bwd, 0].cpu().numpy(), 'valid t -> r_0', vmin=0, vmax=1)
+    _show(axes[2, 1], outputs.ego_warp_valid[fwd, 0].cpu().numpy(), 'valid r_0 -> t', vmin=0, vmax=1)
     _show(axes[3, 0], outputs.ego_warped_masks[bwd].sum(0).cpu().numpy(), 'warped target instances')
     _show(axes[3, 1], outputs.ego_warped_masks[fwd].sum(0).cpu().numpy(), 'warped reference instances')
     fig.tight_layout()
@@ -105,12 +107,12 @@ def save_breakpoint_figures(outputs, folder, batch_index, sample=0):
     fig, axes = plt.subplots(4, 2, figsize=(12, 9))
     for column, pair in enumerate((bwd, fwd)):
         name = 't -> r_0' if pair == bwd else 'r_0 -> t'
-        error = (pairs.views[pair] - outputs.warped[pair]).abs().mean(0) * outputs.valid[pair, 0]
-        object_motion = outputs.fields[pair, [0, 2]] - outputs.ego_poses[pair, [0, 2], None, None]
-        _show(axes[0, column], image_to_numpy(outputs.warped[pair]), f'{name} (ego + objects)')
+        warped = outputs.second.warped[pair]
+        error = (pairs.views[pair] - warped).abs().mean(0) * outputs.warp_valid[pair, 0]
+        _show(axes[0, column], image_to_numpy(warped), f'{name} (ego + objects)')
         _show(axes[1, column], error.detach().cpu().numpy(), f'|error| {name}', cmap='bone', vmin=0, vmax=0.5)
-        _show(axes[2, column], colorize(1 / outputs.view_depths[pair, 0]), 'disparity of the view')
-        _show(axes[3, column], motion_to_rgb(object_motion), 'object motion field (x, z)')
+        _show(axes[2, column], colorize(view_disparities[pair, 0]), 'disparity of the view')
+        _show(axes[3, column], motion_to_rgb(outputs.object_translation[pair, [0, 2]]), 'object motion field (x, z)')
     fig.tight_layout()
     second = os.path.join(folder, f'breakpoint2_batch{batch_index:04d}.png')
     fig.savefig(second, dpi=80)

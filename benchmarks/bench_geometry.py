@@ -10,6 +10,7 @@ import torch
 
 from benchmarks.timing import median_seconds
 from inverse_warp import forward_warp, inverse_warp_mof
+from motion_field import MotionField
 
 
 def main():
@@ -29,8 +30,7 @@ def main():
     masks = (torch.rand(b, 3, h, w, device=device) > 0.7).float()
 
     def mof_step():
-        field = pose[:, :, None, None].expand(b, 6, h, w) + torch.cat(
-            [masks[:, :1] * 0.1, torch.zeros(b, 5, h, w, device=device)], 1)
+        field = MotionField.with_objects(pose, torch.cat([masks[:, :1] * 0.1, torch.zeros(b, 2, h, w, device=device)], 1))
         projected, valid, projected_depth, computed_depth, _ = inverse_warp_mof(img, depth, depth, field, K)
         loss = ((projected - img).abs() * valid).mean() + ((projected_depth - computed_depth).abs() * valid).mean()
         loss.backward()

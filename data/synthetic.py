@@ -70,6 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from data._synthetic_odometry import write_kitti_odometry
@@ -78,6 +79,7 @@ from data._synthetic_render import (NOTHING, camera_rays, cast_rays, cull_behind
 from data._synthetic_world import StreetWorld, sample_camera_path, sample_world
 from datasets.io import save_npy, write_cam, write_flo, write_image
 from fileio import atomic_open
+from inverse_warp import mat2euler
 
 DATE = '2011_09_26'
 JPEG_QUALITY = 95
@@ -325,11 +327,8 @@ def relative_pose(scene, frame_a, frame_b):
 
 def pose_to_vec(transform):
     """``[4,4]`` (or ``[3,4]``) transform -> ``[6]`` ``(tx, ty, tz, rx, ry, rz)`` with ``R = Rx Ry Rz``."""
-    rot = transform[:3, :3]
-    ry = np.arcsin(np.clip(rot[0, 2], -1, 1))
-    rx = np.arctan2(-rot[1, 2], rot[2, 2])
-    rz = np.arctan2(-rot[0, 1], rot[0, 0])
-    return np.concatenate([transform[:3, 3], [rx, ry, rz]])
+    rotation = torch.from_numpy(np.asarray(transform[:3, :3], np.float64))[None]
+    return np.concatenate([transform[:3, 3], mat2euler(rotation)[0].numpy()])
 
 
 def object_translation(scene, car, frame_a, frame_b):

@@ -1,4 +1,4 @@
-"""Video instance association between two frames (DESIGN section 8), vectorised over instances.
+"""Video instance association between two frames (docs/ARCHITECTURE.md, "Data layout"), vectorised over instances.
 
 The two frames are taken in time order: frame ``a`` (earlier) and frame ``b`` (later), with the
 forward flow ``F_ab`` (a -> b, defined on a's pixels) and the backward flow ``F_ba`` (b -> a).

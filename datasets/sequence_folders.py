@@ -1,4 +1,4 @@
-"""Training samples of KITTI-VIS / Cityscapes-VIS with video-instance association (DESIGN section 8).
+"""Training samples of KITTI-VIS / Cityscapes-VIS with video-instance association (docs/ARCHITECTURE.md, "Data layout").
 
 Layout::
 

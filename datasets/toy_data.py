@@ -152,7 +152,7 @@ def toy_intrinsics(height, width):
 
 def write_toy_kitti_vis(root, num_scenes=2, num_frames=5, height=64, width=96, num_objects=4, seed=0,
                         image_ext='jpg', with_depth=False):
-    """Write a toy KITTI-VIS folder (layout of DESIGN section 8) and return its ground truth.
+    """Write a toy KITTI-VIS folder (docs/ARCHITECTURE.md, "Data layout") and return its ground truth.
 
     Args:
         root: output folder (created).

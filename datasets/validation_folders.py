@@ -1,4 +1,4 @@
-"""Validation frames with ground-truth depth for ``--with-gt`` (DESIGN section 8).
+"""Validation frames with ground-truth depth for ``--with-gt`` (docs/ARCHITECTURE.md, "Data layout").
 
 Layout: the scenes of ``ROOT/val.txt``; each frame ``ROOT/image/SCENE/XXXXXXXXXX.jpg`` has its depth
 map ``ROOT/image/SCENE/XXXXXXXXXX.npy`` (``[H,W]``, 0 = no measurement) next to it, and its

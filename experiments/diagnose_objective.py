@@ -12,7 +12,6 @@ valid in the second projection, and kept by the auto-mask, and the loss terms.  
 sets :attr:`projection.LossOptions.depth_scale` (depth = depth_scale / disparity).
 """
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -43,33 +42,35 @@ def parse(argv):
     return probe_args, train.build_parser().parse_args(rest)
 
 
-def forward_share(ego_poses, num_refs):
+def forward_share(ego_source_from_view, layout):
     """Share of directed pairs whose EgoPoseNet ``t_z`` has the sign of a camera driving forward.
 
-    Pose ``a -> b`` maps points of camera ``a`` into camera ``b``; driving forward, a later camera sees the
-    scene closer (``t_z < 0`` when ``b`` is later than ``a``).  Pairs are ordered as in
-    :func:`projection.make_directed_pairs` with references ``t-d..t-1, t+1..t+d``.
+    Pose ``view -> source`` maps points of the view camera into the source camera; driving forward, a later
+    camera sees the scene closer (``t_z < 0`` when the source is later than the view).  The references are
+    ``t-d..t-1, t+1..t+d`` (``layout``: :class:`pairs.PairLayout`).
     """
-    later = torch.tensor([r >= num_refs // 2 for r in range(num_refs)])   # reference after the target
-    b_is_later = torch.cat([later, ~later])
-    sign = torch.where(b_is_later, -1.0, 1.0).repeat_interleave(ego_poses.shape[0] // (2 * num_refs))
-    return float(((ego_poses[:, 2] * sign.to(ego_poses.device)) > 0).float().mean())
+    times = [0] + [r - layout.num_refs // 2 + (r >= layout.num_refs // 2) for r in range(layout.num_refs)]
+    source_is_later = torch.tensor([times[source] > times[view] for view, source in layout.frame_pairs()])
+    sign = torch.where(source_is_later, -1.0, 1.0)[layout.pair_index(ego_source_from_view.shape[0])]
+    return float(((ego_source_from_view[:, 2] * sign.to(ego_source_from_view.device)) > 0).float().mean())
 
 
 @torch.no_grad()
-def step_statistics(outputs, options):
+def step_statistics(outputs):
     """The probe's numbers of one step (``StepOutputs``) as a dict (mask shares in [0, 1])."""
     pairs = outputs.pairs
-    target_depth = outputs.depths[:pairs.batch_size]
-    translation = outputs.ego_poses[:, :3].norm(dim=1).mean()
-    kept_before = outputs.valid.mean()
-    _, _, after = photometric_and_geometry_maps(pairs.views, pairs.sources, outputs.warped, outputs.valid,
-                                                outputs.view_depths, outputs.view_depths, with_auto_mask=True,
-                                                with_ssim=False, with_mask=False)
-    return {'forward_share': forward_share(outputs.ego_poses, pairs.num_refs), 'disparity': float((options.depth_scale / target_depth).mean()), 'ego_translation': float(translation),
-            'parallax': float(translation / outputs.view_depths.mean()), 'first_valid': float(outputs.ego_valid.mean()),
-            'second_valid': float(kept_before),
-            'auto_mask_kept': float(after.sum() / outputs.valid.sum().clamp(min=1))}
+    target_disparity = pairs.layout.split_frames(outputs.disparities)[0]
+    translation = outputs.ego_source_from_view[:, :3].norm(dim=1).mean()
+    _, _, after = photometric_and_geometry_maps(pairs.views, pairs.sources, outputs.second.warped,
+                                                outputs.warp_valid, outputs.view_depths, outputs.view_depths,
+                                                with_auto_mask=True, with_ssim=False, with_mask=False)
+    return {'forward_share': forward_share(outputs.ego_source_from_view, pairs.layout),
+            'disparity': float(target_disparity.mean()),
+            'ego_translation': float(translation),
+            'parallax': float(translation / outputs.view_depths.mean()),
+            'first_valid': float(outputs.ego_warp_valid.mean()),
+            'second_valid': float(outputs.warp_valid.mean()),
+            'auto_mask_kept': float(after.sum() / outputs.warp_valid.sum().clamp(min=1))}
 
 
 def main(argv=None):
@@ -91,7 +92,7 @@ def main(argv=None):
             if torch.isfinite(outputs.total):
                 optimizer.step()
             if step % probe.probe_every == 0 or step == probe.probe_steps - 1:
-                row = {'step': step, **step_statistics(outputs, model.options),
+                row = {'step': step, **step_statistics(outputs),
                        **{name: float(outputs.losses[name].detach())
                           for name in ('photo', 'geometry', 'smooth', 'obj_size')},
                        'total': float(outputs.total.detach())}

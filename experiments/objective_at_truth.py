@@ -30,8 +30,9 @@ import torch
 
 from data import synthetic
 from loss_functions import pairwise_masked_means, photometric_and_geometry_maps
-from projection import LossOptions, compose_motion_fields, first_projection, make_directed_pairs, pair_depths, \
-    second_projection
+from motion_field import MotionField
+from pairs import PairLayout
+from projection import LossOptions, first_projection, make_directed_pairs, second_projection
 
 SKY_DEPTH = 1000.0
 
@@ -42,12 +43,13 @@ def to_tensor(image):
 
 
 def directed_frames(target=1, refs=(0, 2)):
-    """``(view, source)`` frame indices of the directed pairs, in :func:`projection.make_directed_pairs` order."""
-    return [(target, r) for r in refs] + [(r, target) for r in refs]
+    """``(view, source)`` frame indices of the directed pairs, in :class:`pairs.PairLayout` order."""
+    frames = [target] + list(refs)
+    return [(frames[view], frames[source]) for view, source in PairLayout(len(refs)).frame_pairs()]
 
 
 def scene_inputs(scene, target=1, refs=(0, 2)):
-    """Directed pairs (no instances), exact depths ``[(1+R),1,H,W]``, ego poses ``[P,6]``, fields ``[P,6,H,W]``."""
+    """Directed pairs (no instances), exact depths ``[(1+R),1,H,W]``, ego poses ``[P,6]``, exact MotionField."""
     h, w = scene.depths.shape[1:]
     empty = torch.zeros(1, 1, h, w)
     K = torch.from_numpy(scene.K).float()[None]
@@ -58,22 +60,22 @@ def scene_inputs(scene, target=1, refs=(0, 2)):
     order = directed_frames(target, refs)
     ego = torch.tensor(np.stack([synthetic.pose_to_vec(synthetic.relative_pose(scene, a, b))
                                  for a, b in order])).float()
-    fields = torch.from_numpy(np.stack([synthetic.motion_field(scene, a, b) for a, b in order]))
+    fields = MotionField.from_channels(torch.from_numpy(np.stack([synthetic.motion_field(scene, a, b)
+                                                                  for a, b in order])))
     return pairs, depths, ego, fields
 
 
 def objective(pairs, depths, ego, fields, options):
     """``(photo, geometry, first-projection valid share, final kept share)`` of one configuration."""
-    view_depths, source_depths = pair_depths(depths, pairs.num_refs)
-    _, _, ego_valid = first_projection(pairs, source_depths, ego)
-    warped, valid, projected, computed, _ = second_projection(pairs, view_depths, source_depths, fields, options)
-    valid = valid * ego_valid
+    view_depths, source_depths = pairs.layout.pair_frames(depths)
+    _, _, ego_warp_valid = first_projection(pairs, source_depths, ego)
+    second = second_projection(pairs, view_depths, source_depths, fields, options)
     diff_img, diff_depth, kept = photometric_and_geometry_maps(
-        pairs.views, pairs.sources, warped, valid, computed, projected,
-        options.with_ssim, options.with_mask, options.with_auto_mask)
+        pairs.views, pairs.sources, second.warped, second.in_image * ego_warp_valid, second.computed_depth,
+        second.projected_depth, options.with_ssim, options.with_mask, options.with_auto_mask)
     return (float(pairwise_masked_means(diff_img, kept, pairs.num_pairs).sum()),
             float(pairwise_masked_means(diff_depth, kept, pairs.num_pairs).sum()),
-            float(ego_valid.mean()), float(kept.mean()))
+            float(ego_warp_valid.mean()), float(kept.mean()))
 
 
 def variants(depths, ego, fields, scales=(0.1, 0.5, 2.0, 10.0)):
@@ -81,7 +83,7 @@ def variants(depths, ego, fields, scales=(0.1, 0.5, 2.0, 10.0)):
     h, w = depths.shape[-2:]
 
     def rigid(poses):
-        return compose_motion_fields(poses, torch.zeros(len(poses), 1, 3), torch.zeros(len(poses), 1, h, w))
+        return MotionField.rigid(poses, h, w)
 
     rotation_only = torch.cat([torch.zeros_like(ego[:, :3]), ego[:, 3:]], 1)
     cases = {'truth + objects': (depths, ego, fields), 'truth, rigid': (depths, ego, rigid(ego))}

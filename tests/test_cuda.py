@@ -14,7 +14,8 @@ import test_disp
 import train
 from data import synthetic
 from models import DispResNet, EgoPoseNet, InstaDM, ObjPoseNet
-from projection import LOSS_NAMES, LossOptions
+from loss_terms import LOSS_NAMES
+from projection import LossOptions
 from test_eval_fixtures import raw_drive  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')

@@ -276,7 +276,7 @@ def test_objective_is_lowest_at_the_true_depth_and_motion():
 def test_depth_scale_option_divides_the_disparity():
     from projection import estimate_depths
     net = lambda x: torch.full((x.shape[0], 1, 2, 2), 4.0)  # noqa: E731
-    depths, disparities = estimate_depths(net, torch.zeros(1, 3, 2, 2), [torch.zeros(1, 3, 2, 2)], depth_scale=0.1)
+    depths, disparities = estimate_depths(net, torch.zeros(2, 3, 2, 2), depth_scale=0.1)
     assert depths.shape == (2, 1, 2, 2) and torch.allclose(depths, torch.full_like(depths, 0.025))
     assert torch.equal(disparities, torch.full_like(disparities, 4.0))
 
@@ -303,11 +303,13 @@ def test_probe_logs_disparity_parallax_and_mask_shares(world, tmp_path):
 
 def test_forward_share_reads_the_sign_of_forward_driving():
     from experiments.diagnose_objective import forward_share
+    from pairs import PairLayout
     # pairs (t,t-1), (t,t+1), (t-1,t), (t+1,t), batch 1: forward driving gives t_z +, -, -, +
     poses = torch.zeros(4, 6)
     poses[:, 2] = torch.tensor([1.0, -1.0, -1.0, 1.0])
-    assert forward_share(poses, 2) == 1.0 and forward_share(-poses, 2) == 0.0
-    assert forward_share(poses.repeat_interleave(3, 0), 2) == 1.0
+    layout = PairLayout(2)
+    assert forward_share(poses, layout) == 1.0 and forward_share(-poses, layout) == 0.0
+    assert forward_share(poses.repeat_interleave(3, 0), layout) == 1.0
 
 
 def test_antisymmetric_ego_pose_gives_the_two_directions_opposite_poses():
@@ -324,9 +326,9 @@ def test_antisymmetric_ego_pose_gives_the_two_directions_opposite_poses():
 
     raw = estimate_ego_motion(biased_net, pairs)
     poses = estimate_ego_motion(biased_net, pairs, antisymmetric=True)
-    forward, backward = poses.split(batch * num_refs)
+    forward, backward = pairs.layout.forward_half(poses), pairs.layout.backward_half(poses)
     torch.testing.assert_close(forward, -backward)
-    raw_forward, raw_backward = raw.split(batch * num_refs)
+    raw_forward, raw_backward = pairs.layout.forward_half(raw), pairs.layout.backward_half(raw)
     torch.testing.assert_close(forward, (raw_forward - raw_backward) / 2)
     assert not torch.allclose(raw_forward, -raw_backward)
     evaluated = eval_synthetic.AntisymmetricPose(biased_net)(pairs.views, pairs.sources)

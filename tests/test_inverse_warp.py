@@ -8,6 +8,7 @@ from scipy.spatial.transform import Rotation
 
 from inverse_warp import (depth2flow, euler2mat, flow_warp, forward_warp, inverse_warp, inverse_warp_mof,
                           mat2euler, pixel2cam, pose_vec2mat, quat2mat, splat_depth)
+from motion_field import MotionField
 
 H, W = 48, 64
 FX, FY, CX, CY = 50.0, 48.0, 31.7, 23.4
@@ -57,7 +58,7 @@ def test_identity_pose_returns_input(dtype):
     assert torch.allclose(warped[INTERIOR], img[INTERIOR], atol=1e-5)
     assert valid[INTERIOR].all()
     projected, valid_mof, projected_depth, computed_depth, flow = inverse_warp_mof(
-        img, depth, depth * 2, torch.zeros(2, 6, H, W, dtype=dtype), K)
+        img, depth, depth * 2, MotionField.rigid(torch.zeros(2, 6, dtype=dtype), H, W), K)
     assert torch.allclose(projected[INTERIOR], img[INTERIOR], atol=1e-5)
     assert torch.allclose(projected_depth[INTERIOR], 2 * depth[INTERIOR], atol=tol)
     assert torch.allclose(computed_depth, depth, atol=tol)
@@ -132,7 +133,7 @@ def test_mof_with_broadcast_ego_pose_equals_inverse_warp():
     depth = torch.rand(2, 1, H, W, dtype=torch.float64) * 5 + 3
     pose = torch.tensor([[0.2, -0.05, 0.4, 0.02, -0.03, 0.01],
                          [-0.1, 0.02, -0.3, -0.01, 0.04, 0.02]], dtype=torch.float64)
-    field = pose[:, :, None, None].expand(2, 6, H, W)
+    field = MotionField.rigid(pose, H, W)
     expected, expected_valid = inverse_warp(img, depth, pose, intrinsics(2))
     projected, valid, _, _, _ = inverse_warp_mof(img, depth, depth, field, intrinsics(2))
     assert torch.allclose(projected, expected, atol=1e-10)
@@ -143,11 +144,10 @@ def test_object_translation_changes_only_its_mask():
     img = torch.rand(1, 3, H, W, dtype=torch.float64)
     depth = torch.full((1, 1, H, W), 6.0, dtype=torch.float64)
     pose = torch.tensor([[0.1, 0.0, 0.3, 0.0, 0.01, 0.0]], dtype=torch.float64)
-    field = pose[:, :, None, None].expand(1, 6, H, W).clone()
+    field = MotionField.rigid(pose, H, W)
     mask = torch.zeros(1, 1, H, W, dtype=torch.float64)
     mask[..., 15:30, 20:40] = 1
-    moved = field.clone()
-    moved[:, :3] += torch.tensor([0.4, 0.0, -0.5], dtype=torch.float64).view(1, 3, 1, 1) * mask
+    moved = MotionField.with_objects(pose, torch.tensor([0.4, 0.0, -0.5], dtype=torch.float64).view(1, 3, 1, 1) * mask)
     base = inverse_warp_mof(img, depth, depth, field, intrinsics())
     with_object = inverse_warp_mof(img, depth, depth, moved, intrinsics())
     changed = (base[0] - with_object[0]).abs().amax(1, keepdim=True) > 1e-9
@@ -252,7 +252,7 @@ def test_gradients_reach_depth_and_pose_through_mof():
     ref_depth = torch.full((1, 1, H, W), 7.0, dtype=torch.float64, requires_grad=True)
     pose = torch.tensor([[0.1, 0.05, 0.2, 0.01, 0.02, -0.01]], dtype=torch.float64, requires_grad=True)
     obj_t = torch.zeros(1, 3, 1, 1, dtype=torch.float64, requires_grad=True)
-    field = pose[:, :, None, None].expand(1, 6, H, W) + torch.cat([obj_t, torch.zeros_like(obj_t)], 1)
+    field = MotionField.with_objects(pose, obj_t.expand(1, 3, H, W))
     projected, valid, projected_depth, computed_depth, _ = inverse_warp_mof(
         img, tgt_depth, ref_depth, field, intrinsics())
     loss = ((projected - img).abs() * valid).mean() + ((computed_depth - projected_depth).abs() * valid).mean()
@@ -279,8 +279,11 @@ def test_pixel2cam_accepts_3d_depth():
     (lambda: inverse_warp(torch.rand(1, 3, H, W - 1), torch.rand(1, 1, H, W), torch.zeros(1, 6), intrinsics(1, torch.float32)),
      r'img must have shape'),
     (lambda: inverse_warp_mof(torch.rand(1, 3, H, W), torch.rand(1, 1, H, W), torch.rand(1, 1, H, W),
-                              torch.zeros(1, 3, H, W), intrinsics(1, torch.float32)),
-     r'motion_field must have shape \[1,6,48,64\]'),
+                              MotionField(torch.zeros(1, 3), torch.zeros(1, 3, H, W - 1)), intrinsics(1, torch.float32)),
+     r'motion_field.translation must have shape \[1,3,48,64\]'),
+    (lambda: inverse_warp_mof(torch.rand(1, 3, H, W), torch.rand(1, 1, H, W), torch.rand(1, 1, H, W),
+                              MotionField(torch.zeros(1, 6), torch.zeros(1, 3, H, W)), intrinsics(1, torch.float32)),
+     r'motion_field.rotation must have shape \[1,3\]'),
     (lambda: flow_warp(torch.rand(1, 3, H, W), torch.zeros(1, 3, H, W)), r'flow must have shape'),
     (lambda: pose_vec2mat(torch.zeros(1, 6), 'axis-angle'), r'rotation_mode must be one of'),
 ])

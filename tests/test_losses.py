@@ -8,8 +8,17 @@ import torch
 from inverse_warp import euler2mat, mat2euler
 from loss_functions import (MOF_ALPHA, masked_mean, motion_field_consistency_loss, object_size_loss, pairwise_masked_means,
                             photometric_and_geometry_maps, smooth_loss, ssim_loss)
+from motion_field import MotionField
+from pairs import PairLayout
 
 H, W = 24, 32
+PAIR = PairLayout(num_refs=1)   # one (target, reference) pair: rows 0 (forward) and 1 (backward)
+
+
+def constant_field(pose, h=H, w=W):
+    """The rigid MotionField of ``[N,6]`` poses, as writable copies (rotation ``[N,3]``, translation ``[N,3,H,W]``)."""
+    field = MotionField.rigid(pose, h, w)
+    return MotionField(field.rotation.clone(), field.translation.clone())
 
 
 def test_identical_images_give_zero_photometric_and_ssim_loss():
@@ -122,16 +131,14 @@ def test_motion_field_consistency_zero_for_inverse_fields_and_positive_otherwise
     inverse_rot = rot.transpose(1, 2)
     inverse_t = -(inverse_rot @ pose[:, :3, None])[..., 0]
     inverse = torch.cat([inverse_t, mat2euler(inverse_rot)], 1)
-    field_ab = pose[:, :, None, None].expand(1, 6, H, W)
-    field_ba = inverse[:, :, None, None].expand(1, 6, H, W)
-    fields = torch.cat([field_ab, field_ba])
+    fields = constant_field(torch.cat([pose, inverse]))
     flows = torch.zeros(2, 2, H, W, dtype=torch.float64)
     ones = torch.ones(2, 1, H, W, dtype=torch.float64)
     zero_geometry_error = torch.zeros(2, 1, H, W, dtype=torch.float64)
-    loss = motion_field_consistency_loss(fields, flows, zero_geometry_error, ones, num_pairs=2)
+    loss = motion_field_consistency_loss(fields, flows, zero_geometry_error, ones, PAIR)
     assert loss == pytest.approx(0.0, abs=1e-12)
-    wrong = torch.cat([field_ab, field_ab])
-    assert motion_field_consistency_loss(wrong, flows, zero_geometry_error, ones, num_pairs=2) > 0.5
+    wrong = constant_field(torch.cat([pose, pose]))
+    assert motion_field_consistency_loss(wrong, flows, zero_geometry_error, ones, PAIR) > 0.5
 
 
 def official_smoothness(depth, img):
@@ -159,17 +166,15 @@ def test_smoothness_equals_the_official_normalisation_on_a_known_map():
     assert smooth_loss(maps, imgs).item() == pytest.approx(official_smoothness(maps, imgs).item(), rel=1e-12)
 
 
-def constant_field(pose, h=H, w=W):
-    return pose[:, :, None, None].expand(pose.shape[0], 6, h, w).clone()
 
 
 def test_motion_field_consistency_uses_the_official_cycle_order():
     pose_ab = torch.tensor([[0.3, -0.1, 1.2, 0.05, -0.08, 0.03]], dtype=torch.float64)
     pose_ba = torch.tensor([[-0.5, 0.2, -0.7, 0.02, 0.09, -0.04]], dtype=torch.float64)
-    fields = torch.cat([constant_field(pose_ab), constant_field(pose_ba)])
+    fields = constant_field(torch.cat([pose_ab, pose_ba]))
     flows = torch.zeros(2, 2, H, W, dtype=torch.float64)
     ones = torch.ones(2, 1, H, W, dtype=torch.float64)
-    loss = motion_field_consistency_loss(fields, flows, torch.zeros_like(ones), ones, num_pairs=2)
+    loss = motion_field_consistency_loss(fields, flows, torch.zeros_like(ones), ones, PAIR)
 
     rot_ab, rot_ba = euler2mat(pose_ab[:, 3:])[0].numpy(), euler2mat(pose_ba[:, 3:])[0].numpy()
     t_ab, t_ba = pose_ab[0, :3].numpy(), pose_ba[0, :3].numpy()
@@ -184,28 +189,29 @@ def test_motion_field_consistency_uses_the_official_cycle_order():
 def test_motion_field_consistency_sends_no_gradient_through_the_flow():
     pose_ab = torch.tensor([[0.3, -0.1, 1.2, 0.05, -0.08, 0.03]], dtype=torch.float64)
     pose_ba = torch.tensor([[-0.5, 0.2, -0.7, 0.02, 0.09, -0.04]], dtype=torch.float64)
-    field_ba = constant_field(pose_ba)
-    field_ba[..., :3, :, W // 2:] += 0.3        # a field that varies, so where it is sampled matters
-    fields = torch.cat([constant_field(pose_ab), field_ba]).requires_grad_()
+    fields = constant_field(torch.cat([pose_ab, pose_ba]))
+    fields.translation[1, :, :, W // 2:] += 0.3        # a field that varies, so where it is sampled matters
+    fields.rotation.requires_grad_()
+    fields.translation.requires_grad_()
     flows = torch.full((2, 2, H, W), 1.5, dtype=torch.float64, requires_grad=True)
     ones = torch.ones(2, 1, H, W, dtype=torch.float64)
-    motion_field_consistency_loss(fields, flows, torch.zeros_like(ones), ones, num_pairs=2).backward()
+    motion_field_consistency_loss(fields, flows, torch.zeros_like(ones), ones, PAIR).backward()
     assert flows.grad is None
-    assert fields.grad.abs().sum() > 0
+    assert fields.rotation.grad.abs().sum() > 0 and fields.translation.grad.abs().sum() > 0
 
 
 def test_motion_field_consistency_is_taken_on_the_forward_pairs_only():
     pose_ab = torch.tensor([[0.3, -0.1, 1.2, 0.05, -0.08, 0.03]], dtype=torch.float64)
     pose_ba = torch.tensor([[-0.5, 0.2, -0.7, 0.02, 0.09, -0.04]], dtype=torch.float64)
-    fields = torch.cat([constant_field(pose_ab), constant_field(pose_ba)])
-    fields[1, :3, :H // 2] += 0.4
+    fields = constant_field(torch.cat([pose_ab, pose_ba]))
+    fields.translation[1, :, :H // 2] += 0.4
     flows = torch.zeros(2, 2, H, W, dtype=torch.float64)
     valid = torch.ones(2, 1, H, W, dtype=torch.float64)
     errors = torch.zeros_like(valid)
-    loss = motion_field_consistency_loss(fields, flows, errors, valid, num_pairs=2)
+    loss = motion_field_consistency_loss(fields, flows, errors, valid, PAIR)
     backward_changed = valid.clone()
     backward_changed[1, :, H // 2:] = 0            # the reverse (target -> reference) pair's own mask is not used
-    assert motion_field_consistency_loss(fields, flows, errors, backward_changed, num_pairs=2) == loss
+    assert motion_field_consistency_loss(fields, flows, errors, backward_changed, PAIR) == loss
     forward_changed = valid.clone()
     forward_changed[0, :, H // 2:] = 0
-    assert motion_field_consistency_loss(fields, flows, errors, forward_changed, num_pairs=2) != loss
+    assert motion_field_consistency_loss(fields, flows, errors, forward_changed, PAIR) != loss

@@ -8,7 +8,8 @@ import torch
 import precision
 import train
 from models import DispResNet, EgoPoseNet, InstaDM, ObjPoseNet
-from projection import LOSS_NAMES, LossOptions
+from loss_terms import LOSS_NAMES
+from projection import LossOptions
 
 FAST = ['--with-pretrain', '0', '-b', '1', '-j', '0', '-mni', '3', '--epoch-size', '1', '--device', 'cpu']
 # bf16 keeps 8 bits of mantissa; on the toy batch every loss term stayed within 0.1% of float32
@@ -31,8 +32,10 @@ def test_bf16_networks_keep_every_loss_term_close_and_the_geometry_in_float32(to
         assert outputs.losses[name].dtype == torch.float32, name
         assert outputs.losses[name].item() == pytest.approx(expected.losses[name].item(),
                                                             rel=BF16_RELATIVE_TOLERANCE, abs=1e-4), name
-    for name in ('depths', 'ego_poses', 'obj_motion', 'fields', 'warped', 'ego_warped'):
+    for name in ('depths', 'ego_source_from_view', 'object_motion', 'ego_warped'):
         assert getattr(outputs, name).dtype == torch.float32, name
+    assert outputs.motion_field.rotation.dtype == outputs.motion_field.translation.dtype == torch.float32
+    assert outputs.second.warped.dtype == torch.float32
     # the networks did run in bf16: their outputs are not the float32 ones bit for bit
     assert not torch.equal(outputs.depths, expected.depths)
 

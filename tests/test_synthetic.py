@@ -8,7 +8,8 @@ import torch
 from scipy.ndimage import maximum_filter, minimum_filter
 
 from data import synthetic
-from inverse_warp import depth2flow, flow_warp, inverse_warp_mof
+from inverse_warp import depth2flow, euler2mat, flow_warp, inverse_warp_mof
+from motion_field import MotionField
 
 HEIGHT, WIDTH = 128, 416
 
@@ -49,7 +50,7 @@ def as_map(array):
 def photometric_error(scene, a, b, field):
     """Per-pixel mean |frame a - frame b warped into a| ``[H,W]`` and the warp's valid mask."""
     warped, valid, _, _, _ = inverse_warp_mof(as_image(scene.images[b]), as_map(scene.depths[a]),
-                                              as_map(scene.depths[b]), as_map(field),
+                                              as_map(scene.depths[b]), MotionField.from_channels(as_map(field)),
                                               torch.from_numpy(scene.K)[None])
     error = (warped - as_image(scene.images[a])).abs().mean(1)[0].numpy()
     return error, valid[0, 0].numpy() > 0
@@ -95,12 +96,33 @@ def test_gt_flow_is_depth2flow_on_static_pixels_and_the_motion_field_flow_on_car
         rigid = depth2flow(as_map(scene.depths[a]), pose, torch.from_numpy(scene.K)[None])[0].permute(1, 2, 0).numpy()
         static = (scene.depths[a] > 0) & (scene.instance_maps[a] == 0)
         assert np.abs(rigid - scene.flow_f[a])[static].max() < 1e-3
-        field = as_map(synthetic.motion_field(scene, a, a + 1))
+        field = MotionField.from_channels(as_map(synthetic.motion_field(scene, a, a + 1)))
         _, _, _, _, flow = inverse_warp_mof(as_image(scene.images[a + 1]), as_map(scene.depths[a]),
                                             as_map(scene.depths[a + 1]), field, torch.from_numpy(scene.K)[None])
         cars = scene.instance_maps[a] > 0
         assert cars.any()
         assert np.abs(flow[0].permute(1, 2, 0).numpy() - scene.flow_f[a])[cars].max() < 1e-3
+
+
+def rotation_about(axis, angle):
+    """``[3,3]`` rotation about the x (0), y (1) or z (2) axis, with exact zeros and ones off its plane."""
+    c, s = np.cos(angle), np.sin(angle)
+    i, j = [k for k in range(3) if k != axis]
+    rot = np.eye(3)
+    rot[i, i], rot[i, j], rot[j, i], rot[j, j] = c, -s, s, c
+    return rot if axis != 1 else rot.T
+
+
+@pytest.mark.parametrize('ry_matrix', [rotation_about(1, -0.4),
+                                       np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])],
+                         ids=['ry=-0.4', 'ry=pi/2 exactly (gimbal lock)'])
+def test_pose_to_vec_inverts_the_step_pose_even_at_gimbal_lock(ry_matrix):
+    transform = np.eye(4)
+    transform[:3, :3] = rotation_about(0, 0.3) @ ry_matrix @ rotation_about(2, 0.1)
+    transform[:3, 3] = (0.1, -0.2, 0.3)
+    vec = synthetic.pose_to_vec(transform)
+    assert np.allclose(vec[:3], (0.1, -0.2, 0.3))
+    assert np.allclose(euler2mat(torch.from_numpy(vec[None, 3:]))[0].numpy(), transform[:3, :3], atol=1e-12)
 
 
 def test_backward_flow_inverts_forward_flow_exactly_where_not_occluded(moving_scene):

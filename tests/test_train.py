@@ -51,12 +51,16 @@ def test_step_shapes_and_object_motion_only_for_existing_instances(toy_root):
     tgt, refs, K, tgt_insts, ref_insts = first_batch(toy_root)
     outputs = run_step(*networks(), tgt, refs, K, tgt_insts, ref_insts, LossOptions())
     n = 4 * tgt.shape[0]
-    assert outputs.fields.shape == (n, 6) + tgt.shape[-2:]
-    assert outputs.obj_motion.shape == (n, 3, 3)
+    assert outputs.motion_field.translation.shape == (n, 3) + tgt.shape[-2:] and outputs.motion_field.rotation.shape == (n, 3)
+    assert outputs.object_motion.shape == (n, 3, 3)
     exists = outputs.pairs.view_masks.flatten(2).amax(2) > 0
-    assert (outputs.obj_motion[~exists] == 0).all() and (outputs.obj_motion[exists].abs().sum(1) > 0).all()
-    # the rotation channels of every field are the ego rotation, everywhere
-    assert torch.equal(outputs.fields[:, 3:], outputs.ego_poses[:, 3:, None, None].expand_as(outputs.fields[:, 3:]))
+    assert (outputs.object_motion[~exists] == 0).all() and (outputs.object_motion[exists].abs().sum(1) > 0).all()
+    # the field's rotation is the ego rotation; its translation the ego translation plus the objects' own
+    assert torch.equal(outputs.motion_field.rotation, outputs.ego_source_from_view[:, 3:])
+    ego_translation = outputs.ego_source_from_view[:, :3, None, None]
+    assert torch.equal(outputs.motion_field.translation, ego_translation + outputs.object_translation)
+    off_objects = outputs.pairs.view_masks.sum(1, keepdim=True).expand(-1, 3, -1, -1) == 0
+    assert (outputs.object_translation[off_objects] == 0).all() and outputs.object_translation.abs().sum() > 0
     assert all(torch.isfinite(v) for v in outputs.losses.values())
 
 
@@ -64,7 +68,7 @@ def test_rigid_ablation_with_mni_0_and_sequence_length_5(toy_root):
     tgt, refs, K, tgt_insts, ref_insts = first_batch(toy_root, mni=0, sequence_length=5, batch_size=1)
     assert len(refs) == 4 and tgt_insts[0].shape[1] == 1
     outputs = run_step(*networks(), tgt, refs, K, tgt_insts, ref_insts, LossOptions(with_ssim=True))
-    assert outputs.losses['obj_size'] == 0 and outputs.obj_motion.numel() == 0
+    assert outputs.losses['obj_size'] == 0 and outputs.object_motion.numel() == 0
     outputs.total.backward()
 
 
