@@ -44,7 +44,7 @@ from tqdm import tqdm
 import demo_utils
 import models
 import rerun_recording
-from checkpoint_io import CheckpointError, load_network_weights
+from checkpoint_io import CheckpointError
 from devices import select_device
 from ground_plane import DEFAULT_CAMERA_HEIGHT, backproject, describe_scales, metric_scales
 from datasets.association import associate_stored, binary_instances, pack_pairs
@@ -67,7 +67,11 @@ def build_parser():
     parser.add_argument('--pretrained-disp', default=None, help='DispResNet checkpoint')
     parser.add_argument('--pretrained-ego-pose', default=None, help='EgoPoseNet checkpoint')
     parser.add_argument('--pretrained-obj-pose', default=None, help='ObjPoseNet checkpoint')
-    parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=18, help='DispResNet encoder depth')
+    parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=None,
+                        help='DispResNet encoder depth (default: saved in the checkpoints, else 18)')
+    parser.add_argument('--rotation-mode', choices=['euler', 'quat'], default=None,
+                        help='rotation parameterisation of the pose vectors (default: saved in the checkpoints, '
+                             'else euler)')
     parser.add_argument('--mni', type=int, default=20, help='maximum number of instances per frame pair')
     parser.add_argument('--name', default='demo', help='outputs go to OUTPUT_DIR/NAME/TIMESTAMP')
     parser.add_argument('--output-dir', default='outputs', help='root of the output folders')
@@ -104,9 +108,12 @@ class DemoScene:
 
 @dataclass
 class Networks:
+    """The three networks in eval mode and the rotation mode of the pose vectors they were trained with."""
+
     disp: torch.nn.Module
     ego: torch.nn.Module
     obj: torch.nn.Module
+    rotation_mode: str = 'euler'
 
 
 @dataclass
@@ -168,20 +175,16 @@ def find_scene(data, scene=None, max_frames=0):
 
 
 def build_networks(args, device):
-    """The three networks, from ``--pretrained-*`` checkpoints or randomly initialised (said so)."""
+    """The three networks, from ``--pretrained-*`` checkpoints or randomly initialised (said so).
+
+    The DispResNet depth and the rotation mode are the flags given, else the run's config saved in the
+    checkpoints (:mod:`models.config`), else 18 and euler.
+    """
     torch.manual_seed(args.seed)
-    nets = Networks(models.DispResNet(args.resnet_layers, False), models.EgoPoseNet(18, False),
-                    models.ObjPoseNet(18, False))
-    for key, path in (('disp', args.pretrained_disp), ('ego', args.pretrained_ego_pose),
-                      ('obj', args.pretrained_obj_pose)):
-        net = getattr(nets, key)
-        if path:
-            load_network_weights(net, path)
-            print(f"=> {type(net).__name__} weights from {path}")
-        else:
-            print(f"=> {type(net).__name__}: no checkpoint given, using an untrained (randomly initialised) network")
-        setattr(nets, key, net.to(device).eval())
-    return nets
+    paths = {'disp': args.pretrained_disp, 'ego': args.pretrained_ego_pose, 'obj': args.pretrained_obj_pose}
+    nets, config = models.load_trained_networks(
+        paths, {'resnet_layers': args.resnet_layers, 'rotation_mode': args.rotation_mode}, device)
+    return Networks(nets['disp'], nets['ego'], nets['obj'], config.rotation_mode)
 
 
 def read_frame(path, expected_hw=None):
@@ -253,7 +256,7 @@ def infer_pair(nets, img_a, img_b, inst_a, inst_b, depth_a, depth_b, K):
     """
     pairs = make_directed_pairs(img_a, [img_b], [inst_a], [inst_b], K)
     ego_poses = estimate_ego_motion(nets.ego, pairs)
-    warped, warped_masks, _ = first_projection(pairs, torch.cat([depth_b, depth_a]), ego_poses)
+    warped, warped_masks, _ = first_projection(pairs, torch.cat([depth_b, depth_a]), ego_poses, nets.rotation_mode)
     obj_motion = estimate_object_motion(nets.obj, pairs, warped, warped_masks)
     return ego_poses[0], obj_motion[0]
 
@@ -439,7 +442,7 @@ def run_demo(args):
     if args.scale_from == 'camera-height':
         inference, scale = scale_to_metric(inference, scene.intrinsics, args.camera_height)
     unit = 'network units' if scale is None else 'm'
-    cam_to_world = demo_utils.chain_trajectory(inference.poses)
+    cam_to_world = demo_utils.chain_trajectory(inference.poses, nets.rotation_mode)
     ids = demo_utils.assign_track_ids(inference.matches, len(scene.frames))
     tracks = build_tracks(scene, inference, cam_to_world, ids)
     speed = mean_speed(tracks)

@@ -44,16 +44,17 @@ def pose_vectors_to_matrices(poses, rotation_mode='euler'):
     return transforms
 
 
-def chain_trajectory(poses):
+def chain_trajectory(poses, rotation_mode='euler'):
     """Chain relative poses into camera-to-world transforms.
 
     Args:
         poses: ``[F-1,6]`` pose vectors of frame t -> t+1 (``X_{t+1} = R X_t + t``).
+        rotation_mode: ``'euler'`` or ``'quat'``, as the pose network was trained (``pose_vec2mat``).
     Returns:
         ``[F,4,4]`` float64 ``cam_to_world``; frame 0 is the world frame and
         ``cam_to_world[t+1] = cam_to_world[t] @ inv(T_{t -> t+1})``.
     """
-    return chain_poses(pose_vectors_to_matrices(poses))
+    return chain_poses(pose_vectors_to_matrices(poses, rotation_mode))
 
 
 def to_world(cam_to_world, points):

@@ -66,11 +66,12 @@ def check_arguments(args):
 def requested_networks(args):
     """``[(file stem, network with its weights, checkpoint path)]`` for the checkpoints given."""
     chosen = []
-    for stem, path, build in (('dispnet', args.pretrained_dispnet, lambda: models.DispResNet(args.resnet_layers)),
-                              ('ego_pose', args.pretrained_ego_pose, lambda: models.EgoPoseNet(18)),
-                              ('obj_pose', args.pretrained_obj_pose, lambda: models.ObjPoseNet(18))):
+    config = models.ModelConfig(resnet_layers=args.resnet_layers)
+    for stem, path, kind in (('dispnet', args.pretrained_dispnet, 'disp'),
+                             ('ego_pose', args.pretrained_ego_pose, 'ego'),
+                             ('obj_pose', args.pretrained_obj_pose, 'obj')):
         if path:
-            net = build()
+            net = models.build_network(kind, config)
             load_network_weights(net, path)
             chosen.append((stem, net.eval(), path))
     return chosen

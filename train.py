@@ -281,19 +281,20 @@ def start_epoch(loader, state):
     loader.sampler.set_epoch(state.epoch, start=state.step_in_epoch * loader.batch_size)
 
 
-def build_networks(args, device):
-    """The three networks, ImageNet-initialised with ``--with-pretrain 1`` and loaded from ``--pretrained-*``."""
-    def pretrained(layers):
-        if not args.with_pretrain:
-            return False
-        if args.imagenet_weights:
-            from models.resnet_encoder import RESNET_WEIGHTS
-            return os.path.join(args.imagenet_weights, os.path.basename(RESNET_WEIGHTS[layers].url))
-        return True
+def model_config(args, frame_hw=None):
+    """The :class:`models.ModelConfig` of the run, saved in its network checkpoints.
 
-    nets = {'disp': models.DispResNet(args.resnet_layers, pretrained(args.resnet_layers)),
-            'ego': models.EgoPoseNet(18, pretrained(18)),
-            'obj': models.ObjPoseNet(18, pretrained(18))}
+    ``frame_hw``: the ``(height, width)`` of the training frames (None: the default size).
+    """
+    size = {} if frame_hw is None else {'img_height': int(frame_hw[0]), 'img_width': int(frame_hw[1])}
+    return models.ModelConfig(resnet_layers=args.resnet_layers, rotation_mode=args.rotation_mode, mni=args.mni,
+                              depth_scale=args.depth_scale, **size)
+
+
+def build_networks(args, device, config=None):
+    """The three networks, ImageNet-initialised with ``--with-pretrain 1`` and loaded from ``--pretrained-*``."""
+    nets = models.build_networks(config or model_config(args),
+                                 models.imagenet_initialisation(args.with_pretrain, args.imagenet_weights))
     for key, path in (('disp', args.pretrained_disp), ('ego', args.pretrained_ego_pose), ('obj', args.pretrained_obj_pose)):
         if path:
             load_network_weights(nets[key], path)
@@ -342,16 +343,19 @@ class TrainingState:
                 'epoch_losses': list(self.epoch_losses)}
 
 
-def save_run(run_dir, nets, optimizer, state, is_best=False, keep_copy=False):
+def save_run(run_dir, nets, optimizer, state, is_best=False, keep_copy=False, config=None):
     """Commit the network checkpoints and the training state as one crash-consistent set (:mod:`checkpoint_set`).
 
-    Network files are ``{'epoch', 'state_dict', 'n_iter'}`` with ``epoch`` the number of finished
-    epochs (the official ``epoch + 1``).  ``is_best`` also writes ``*_model_best.pth.tar``;
-    ``keep_copy`` keeps ``*_checkpoint_epNNN.pth.tar``.
+    Network files are ``{'epoch', 'state_dict', 'n_iter', 'model_config'}`` with ``epoch`` the number of
+    finished epochs (the official ``epoch + 1``) and ``model_config`` the run's :class:`models.ModelConfig`
+    as a dict (when ``config`` is given).  ``is_best`` also writes ``*_model_best.pth.tar``; ``keep_copy``
+    keeps ``*_checkpoint_epNNN.pth.tar``.
     """
     objects = {STATE_FILE: {**state.as_dict(), 'optimizer': optimizer.state_dict()}}
+    saved_config = {} if config is None else {models.CONFIG_KEY: config.as_dict()}
     for key, prefix in NETWORK_FILES.items():
-        checkpoint = {'epoch': state.epoch, 'state_dict': unwrap(nets[key]).state_dict(), 'n_iter': state.n_iter}
+        checkpoint = {'epoch': state.epoch, 'state_dict': unwrap(nets[key]).state_dict(), 'n_iter': state.n_iter,
+                      **saved_config}
         names = [f'{prefix}_checkpoint.pth.tar']
         if is_best:
             names.append(f'{prefix}_model_best.pth.tar')
@@ -373,8 +377,11 @@ def load_optimizer_state(optimizer, state_dict):
         group.update(kernel)
 
 
-def resume_run(run_dir, nets, optimizer, state, device):
+def resume_run(run_dir, nets, optimizer, state, device, config=None):
     """Restore networks, optimiser and counters from the committed checkpoint set of ``run_dir``.
+
+    A saved :class:`models.ModelConfig` that differs from ``config`` (the resuming command line's) gets a
+    one-line warning per setting; the run continues with ``config``.
 
     Raises:
         CheckpointError: a file is missing or unreadable, or does not carry the epoch and iteration
@@ -389,7 +396,12 @@ def resume_run(run_dir, nets, optimizer, state, device):
         check_member(state_path, saved, manifest)
     for key, prefix in NETWORK_FILES.items():
         path = os.path.join(run_dir, f'{prefix}_checkpoint.pth.tar')
-        check_member(path, load_network_weights(unwrap(nets[key]), path, device), manifest)
+        checkpoint = load_network_weights(unwrap(nets[key]), path, device)
+        check_member(path, checkpoint, manifest)
+        if key == 'disp' and config is not None:
+            _, warnings = models.resolve_config(models.saved_config(checkpoint, path), config.as_dict(), path)
+            for line in warnings:
+                print(line, file=sys.stderr)
     load_optimizer_state(optimizer, saved['optimizer'])
     for name, default in state.as_dict().items():
         setattr(state, name, saved.get(name, default))
@@ -625,11 +637,12 @@ def train(args, device, dist_ctx, run_dir):
     """
     torch.manual_seed(args.seed)
     train_loader, val_loader = make_loaders(args, dist_ctx)
-    nets = build_networks(args, device)
+    config = model_config(args, read_image_size(train_loader.dataset.scenes[0].frames[0]))
+    nets = build_networks(args, device, config)
     optimizer = build_optimizer(args, nets)
     state = TrainingState()
     if args.resume:
-        resume_run(run_dir, nets, optimizer, state, device)
+        resume_run(run_dir, nets, optimizer, state, device, config)
         if state.epoch >= args.epochs:
             raise RunError(f"--epochs {args.epochs}: {run_dir} has already trained {state.epoch} epochs; "
                            f"give a larger --epochs to continue")
@@ -651,17 +664,18 @@ def train(args, device, dist_ctx, run_dir):
             logs.drop_rows_after(state)
         with StopRequest() as stop:
             train_epochs(args, nets, model, optimizer, precision.make_grad_scaler(args.amp, device), train_loader,
-                         val_loader, device, state, logs, dist_ctx, run_dir, stop)
+                         val_loader, device, state, logs, dist_ctx, run_dir, stop, config)
     finally:
         logs.close()
 
 
 def train_epochs(args, nets, model, optimizer, scaler, train_loader, val_loader, device, state, logs, dist_ctx,
-                 run_dir, stop):
+                 run_dir, stop, config=None):
     """The epoch loop: train, validate, log, save; a stop request saves and raises :class:`TrainingStopped`.
 
     ``nets``: the three networks (what is saved); ``model``: the :class:`models.InstaDM` holding them
-    (in DistributedDataParallel under torchrun), what is trained.
+    (in DistributedDataParallel under torchrun), what is trained; ``config``: the run's
+    :class:`models.ModelConfig`, saved with the networks.
     """
     for _ in tqdm(range(state.epoch, args.epochs), desc='epochs', disable=not dist_ctx.is_main,
                   initial=state.epoch, total=args.epochs, dynamic_ncols=True):
@@ -684,11 +698,11 @@ def train_epochs(args, nets, model, optimizer, scaler, train_loader, val_loader,
                     state.best_error = decisive
                 logs.epoch(state.epoch, train_loss, errors)
                 save_run(run_dir, nets, optimizer, state, is_best=is_best,
-                         keep_copy=args.save_freq > 0 and state.epoch % args.save_freq == 0)
+                         keep_copy=args.save_freq > 0 and state.epoch % args.save_freq == 0, config=config)
                 tqdm.write(f"epoch {state.epoch}: train loss {train_loss:.4f} | " +
                            ', '.join(f'{k} {v:.4f}' for k, v in errors.items() if '/' not in k))
         elif dist_ctx.is_main:
-            save_run(run_dir, nets, optimizer, state)
+            save_run(run_dir, nets, optimizer, state, config=config)
         dist_ctx.barrier()
         if train_loss is None or (state.epoch < args.epochs and dist_ctx.any_true(stop.requested)):
             raise TrainingStopped(f"stopped by {stop.name} at epoch {state.epoch}, iteration {state.n_iter}: "

@@ -24,14 +24,14 @@ if __package__ in (None, ''):
 import numpy as np
 import torch
 
-from checkpoint_io import CheckpointError, load_file, load_network_weights
+from checkpoint_io import CheckpointError, load_file
 from data.synthetic import depth_to_colour
 from datasets.io import read_image
 from datasets.sequence_folders import list_frames, read_scene_list
 from demo import to_network_input
 from experiments.eval_synthetic import median_scale
 from fileio import atomic_open
-from models import DispResNet
+from models import depth_from_disparity, load_trained_networks
 
 CONFIG_ORDER = ('full', 'rigid', 'no_mof', 'no_obj_size')
 REGIONS = ('all', 'background', 'moving', 'parked')
@@ -150,10 +150,9 @@ def load_validation_frame(data):
 
 def predict_depth(checkpoint, image):
     """``[H,W]`` depth of DispResNet ``checkpoint`` for one uint8 frame (on the CPU)."""
-    net = DispResNet(18, pretrained=False)
-    load_network_weights(net, checkpoint)
+    nets, _ = load_trained_networks({'disp': checkpoint}, {}, torch.device('cpu'), log=lambda line: None)
     with torch.no_grad():
-        return (1 / net.eval()(to_network_input(image, torch.device('cpu'))))[0, 0].numpy()
+        return depth_from_disparity(nets['disp'](to_network_input(image, torch.device('cpu'))))[0, 0].numpy()
 
 
 def config_depths(out, results, image, gt):

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 import demo
-from checkpoint_io import CheckpointError, load_network_weights
+from checkpoint_io import CheckpointError
 from datasets.io import DatasetError, read_segmentation
 from datasets.sequence_folders import read_scene_list
 from datasets.validation_folders import read_depth
@@ -49,7 +49,7 @@ from experiments import motion_metrics
 from fileio import atomic_open
 from kitti_eval.depth_metrics import TABLE_METRICS, NoValidPixelsError, compute_errors, compute_errors_and_scale, \
     evaluation_mask
-from models import DispResNet, EgoPoseNet, ObjPoseNet, depth_from_disparity
+from models import ConfigError, depth_from_disparity, load_trained_networks
 
 REGIONS = ('all', 'background', 'moving', 'parked')
 MIN_REGION_PIXELS = 50
@@ -158,13 +158,6 @@ class ScaledDisparity(torch.nn.Module):
         return self.disp_net(img) / self.depth_scale
 
 
-def load_network(cls, path, device, **kwargs):
-    """A network of class ``cls`` with the weights of ``path``, in eval mode."""
-    net = cls(**kwargs)
-    load_network_weights(net, path)
-    return net.to(device).eval()
-
-
 @torch.no_grad()
 def predict_scene_depths(disp_net, scene, device):
     """``[F,H,W]`` depth of every frame of a ``demo.DemoScene``."""
@@ -248,26 +241,30 @@ def format_report(metrics):
     return '\n'.join(lines)
 
 
-class Networks:
-    """The networks of an evaluation (``ego``/``obj`` None for depth only) and the rotation mode."""
-
-    def __init__(self, disp, ego=None, obj=None, rotation_mode='euler'):
-        self.disp, self.ego, self.obj, self.rotation_mode = disp, ego, obj, rotation_mode
-
-
 def build_networks(args, device):
-    """Load the networks of the command line."""
+    """Load the networks of the command line: a ``demo.Networks`` (``ego``/``obj`` None for depth only).
+
+    The DispResNet depth, rotation mode and depth scale are the flags given, else the run's config
+    saved in the checkpoints, else 18, euler and 1.
+    """
     if (args.pretrained_ego_pose is None) != (args.pretrained_obj_pose is None):
         raise EvalError("--pretrained-ego-pose and --pretrained-obj-pose go together (motion metrics need both)")
-    if args.depth_scale <= 0:
+    if args.depth_scale is not None and args.depth_scale <= 0:
         raise EvalError(f"--depth-scale must be > 0, got {args.depth_scale}")
-    disp = load_network(DispResNet, args.pretrained_dispnet, device, num_layers=args.resnet_layers)
-    if args.depth_scale != 1:
-        disp = ScaledDisparity(disp, args.depth_scale)
-    if args.pretrained_ego_pose is None:
-        return Networks(disp, rotation_mode=args.rotation_mode)
-    return Networks(disp, load_network(EgoPoseNet, args.pretrained_ego_pose, device),
-                    load_network(ObjPoseNet, args.pretrained_obj_pose, device), args.rotation_mode)
+    paths = {'disp': args.pretrained_dispnet}
+    if args.pretrained_ego_pose is not None:
+        paths.update(ego=args.pretrained_ego_pose, obj=args.pretrained_obj_pose)
+    explicit = {'resnet_layers': args.resnet_layers, 'rotation_mode': args.rotation_mode,
+                'depth_scale': args.depth_scale}
+    nets, config = load_trained_networks(paths, explicit, device, log=print_warning)
+    disp = nets['disp'] if config.depth_scale == 1 else ScaledDisparity(nets['disp'], config.depth_scale)
+    return demo.Networks(disp, nets.get('ego'), nets.get('obj'), config.rotation_mode)
+
+
+def print_warning(line):
+    """Print the warnings of :func:`models.load_trained_networks` (to stderr), not its loading notes."""
+    if line.startswith('warning'):
+        print(line, file=sys.stderr)
 
 
 def build_parser():
@@ -276,11 +273,14 @@ def build_parser():
     parser.add_argument('--pretrained-dispnet', required=True, help='DispResNet checkpoint')
     parser.add_argument('--pretrained-ego-pose', default=None, help='EgoPoseNet checkpoint (ego-motion metrics)')
     parser.add_argument('--pretrained-obj-pose', default=None, help='ObjPoseNet checkpoint (object-motion metrics)')
-    parser.add_argument('--rotation-mode', choices=['euler', 'quat'], default='euler', help='as in training')
-    parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=18, help='DispResNet depth')
+    parser.add_argument('--rotation-mode', choices=['euler', 'quat'], default=None,
+                        help='as in training (default: saved in the checkpoints, else euler)')
+    parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=None,
+                        help='DispResNet depth (default: saved in the checkpoint, else 18)')
     parser.add_argument('--mni', type=int, default=20, help='instances matched per pair (as -mni in training)')
-    parser.add_argument('--depth-scale', type=float, default=1.0,
-                        help='the LossOptions.depth_scale the networks were trained with (depth = scale / disparity)')
+    parser.add_argument('--depth-scale', type=float, default=None,
+                        help='the LossOptions.depth_scale the networks were trained with (depth = scale / disparity; '
+                             'default: saved in the checkpoints, else 1)')
     parser.add_argument('--snippet-length', type=int, default=3, help='frames per ATE snippet (the sequence length)')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
     parser.add_argument('--output-dir', required=True, type=Path, help='metrics.json goes here')
@@ -296,7 +296,7 @@ def main(argv=None):
         device = select_device(args.device)
         nets = build_networks(args, device)
         metrics = evaluate(args.data, nets, args.mni, device, args.snippet_length)
-    except (EvalError, DatasetError, CheckpointError, ValueError) as error:
+    except (EvalError, DatasetError, CheckpointError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -337,3 +337,29 @@ def test_missing_rerun_sdk_is_one_clear_line(vis_root, tmp_path, monkeypatch):
     monkeypatch.setattr(demo.rerun_recording.importlib, 'import_module', no_rerun)
     message = _error_of(['--data', str(vis_root / 'image' / SCENE), '--rerun', str(tmp_path / 'r.rrd')])
     assert 'pip install rerun-sdk' in message and not (tmp_path / 'r.rrd').exists()
+
+
+def _quaternion_ego_checkpoint(path):
+    """An EgoPoseNet whose pose vectors hold large rotations (0.1..0.3), saved as trained with quaternions."""
+    torch.manual_seed(1)
+    net = models.EgoPoseNet(18)
+    with torch.no_grad():
+        net.decoder.convs_pose[2].bias.copy_(torch.tensor([0., 0., 100., 10., 20., 30.]))
+    torch.save({'epoch': 1, 'state_dict': net.state_dict(),
+                models.CONFIG_KEY: models.ModelConfig(rotation_mode='quat').as_dict()}, path)
+    return path
+
+
+def test_a_quaternion_model_is_decoded_as_quaternion_without_the_flag(vis_root, tmp_path, capsys):
+    ego = _quaternion_ego_checkpoint(tmp_path / 'ego.pth.tar')
+    common = ['--data', str(vis_root / 'image' / SCENE), '--max-frames', '2', '--device', 'cpu', '--output-dir',
+              str(tmp_path / 'out'), '--pretrained-ego-pose', str(ego)]
+    trajectories = {}
+    for mode in (None, 'quat', 'euler'):
+        out = demo.main(common + ([] if mode is None else ['--rotation-mode', mode]))
+        trajectories[mode] = np.loadtxt(out / 'trajectory.txt')
+        warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith('warning')]
+        assert warnings == ([f"warning: {ego} was trained with rotation_mode 'quat', using 'euler' as given"]
+                            if mode == 'euler' else [])
+    np.testing.assert_allclose(trajectories[None], trajectories['quat'], rtol=1e-6, atol=1e-9)
+    assert np.abs(trajectories[None] - trajectories['euler']).max() > 1e-2

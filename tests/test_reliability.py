@@ -217,7 +217,7 @@ def test_unwritable_test_disp_output_is_refused_before_inference(where, tmp_path
     output = str(user_file) if where == 'existing file' else str(tmp_path / 'ro' / 'out')
     if where == 'read-only':
         read_only_probe(monkeypatch)
-    monkeypatch.setattr(test_disp, 'load_disp_net', lambda *a: pytest.fail('work started'))
+    monkeypatch.setattr(test_disp, 'load_depth_network', lambda *a: pytest.fail('work started'))
     with pytest.raises(SystemExit) as stop:
         test_disp.main(['--pretrained-dispnet', 'x.pth', '--dataset-dir', str(tmp_path), '--output-dir', output])
     assert str(stop.value.code).startswith(f"error: --output-dir {output}: ")

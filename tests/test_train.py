@@ -3,6 +3,7 @@ import csv
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 import train
 from checkpoint_io import load_network_weights
 from datasets.custom_transforms import valid_transform
+from datasets.io import read_image_size
 from datasets.sequence_folders import SequenceFolder
 from models import DispResNet, EgoPoseNet, InstaDM, ObjPoseNet
 from projection import LossOptions, run_step
@@ -92,7 +94,11 @@ def test_train_end_to_end_writes_every_output(toy_root, tmp_path, monkeypatch, w
     assert [row[0] for row in summary[1:]] == ['1', '2']
     full = read_tsv(os.path.join(run_dir, 'progress_log_full.csv'))
     assert len(full) == 1 + 4 and len(full[0]) == 9 and [row[0] for row in full[1:]] == ['0', '1', '2', '3']
-    assert load_network_weights(DispResNet(18), os.path.join(run_dir, 'dispnet_checkpoint.pth.tar'))['epoch'] == 2
+    saved = load_network_weights(DispResNet(18), os.path.join(run_dir, 'dispnet_checkpoint.pth.tar'))
+    assert saved['epoch'] == 2
+    frame_hw = read_image_size(next((Path(toy_root) / 'image').glob('*/*.jpg')))
+    assert saved['model_config'] == {'resnet_layers': 18, 'rotation_mode': 'euler', 'img_height': frame_hw[0],
+                                     'img_width': frame_hw[1], 'mni': 3, 'depth_scale': 1.0}
     assert not any(name.endswith('.tmp') for name in files)
 
 
