@@ -32,10 +32,8 @@ Example::
         --mni 3 --save-fig
 """
 import argparse
-import datetime
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 import torch
@@ -43,17 +41,17 @@ from tqdm import tqdm
 
 import demo_utils
 import models
+import network_input
 import rerun_recording
 from checkpoint_io import CheckpointError
 from devices import select_device
+from fileio import new_run_folder
 from ground_plane import DEFAULT_CAMERA_HEIGHT, backproject, describe_scales, metric_scales
 from datasets.association import associate_stored, binary_instances, pack_pairs
-from datasets.custom_transforms import valid_transform
-from datasets.io import DatasetError, read_cam, read_flo, read_image, read_segmentation
-from datasets.sequence_folders import list_frames
+from datasets.io import DatasetError, read_image, read_segmentation
+from datasets.scenes import COMPANIONS, list_frames, read_flow, read_scene
+from network_input import size_problem
 from projection import estimate_ego_motion, estimate_object_motion, first_projection, make_directed_pairs
-
-SIZE_MULTIPLE = 32
 
 
 def build_parser():
@@ -94,19 +92,6 @@ def build_parser():
 
 
 @dataclass
-class DemoScene:
-    """Files of the scene; ``segmentations``/``flows_*`` are ``None`` when the dataset has none."""
-
-    name: str
-    folder: Path
-    frames: List[Path]
-    intrinsics: np.ndarray                  # [3,3]
-    segmentations: Optional[List[Path]]     # F files
-    flows_forward: Optional[List[Path]]     # F-1 files, k: frame k -> k+1
-    flows_backward: Optional[List[Path]]    # F-1 files, k: frame k+1 -> k
-
-
-@dataclass
 class Networks:
     """The three networks in eval mode and the rotation mode of the pose vectors they were trained with."""
 
@@ -136,20 +121,9 @@ def scene_folder(data, scene):
     return data, root, data.name
 
 
-def _companion_files(root, kind, name, pattern, expected, num_frames):
-    """Sorted ``pattern`` files of ``ROOT/kind/SCENE`` (``None`` without that folder); their count is checked."""
-    folder = None if root is None else root / kind / name
-    if folder is None or not folder.is_dir():
-        return None
-    files = sorted(folder.glob(pattern))
-    if len(files) != expected:
-        raise DatasetError(folder, f"{len(files)} {pattern} files, expected {expected} for the {num_frames} frames "
-                                   "of the scene")
-    return files
-
-
 def find_scene(data, scene=None, max_frames=0):
-    """Locate and check the files of the scene.
+    """Locate and check the files of the scene (:func:`datasets.scenes.read_scene`; segmentation and flows
+    are optional: ``None`` when the dataset has none).
 
     Raises:
         DatasetError: missing folder, fewer than 2 frames, no ``cam.txt``, mismatched file counts.
@@ -162,16 +136,8 @@ def find_scene(data, scene=None, max_frames=0):
     if len(frames) < 2:
         raise DatasetError(folder, f"{len(frames)} frame(s) (.jpg/.png) found; the demo needs at least 2 "
                                    "consecutive frames")
-    if not (folder / 'cam.txt').is_file():
-        raise DatasetError(folder / 'cam.txt', "not found: the scene folder needs the 3x3 intrinsics of its frames")
-    intrinsics = read_cam(folder / 'cam.txt')
-    segmentations = _companion_files(root, 'segmentation', name, '*.npy', len(frames), len(frames))
-    flows = [_companion_files(root, kind, name, '*.flo', len(frames) - 1, len(frames)) for kind in ('flow_f', 'flow_b')]
-    count = len(frames) if max_frames <= 0 else max(2, min(max_frames, len(frames)))
-    return DemoScene(name, folder, frames[:count], intrinsics,
-                     None if segmentations is None else segmentations[:count],
-                     None if flows[0] is None else flows[0][:count - 1],
-                     None if flows[1] is None else flows[1][:count - 1])
+    found = read_scene(root, name, required=(), optional=COMPANIONS, image_dir=folder)
+    return found.first_frames(len(frames) if max_frames <= 0 else max(2, min(max_frames, len(frames))))
 
 
 def build_networks(args, device):
@@ -191,9 +157,9 @@ def read_frame(path, expected_hw=None):
     """A frame as ``[H,W,3]`` uint8; its size must be a multiple of 32 and equal to ``expected_hw``."""
     image = read_image(path)
     height, width = image.shape[:2]
-    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-        raise DatasetError(path, f"frame is {height}x{width} (HxW); the networks need sizes that are multiples of "
-                                 f"{SIZE_MULTIPLE} (e.g. 256x832, 128x416): resize the scene first")
+    problem = size_problem(height, width)
+    if problem:
+        raise DatasetError(path, f"frame is {problem}: resize the scene first")
     if expected_hw is not None and (height, width) != tuple(expected_hw):
         raise DatasetError(path, f"frame is {height}x{width} (HxW), the first frame is "
                                  f"{expected_hw[0]}x{expected_hw[1]}")
@@ -211,11 +177,7 @@ def _flow(paths, t, frame_hw):
     """Flow file ``t`` of ``paths`` as ``[H,W,2]``; zero flow when the scene has no flows (plain mask IoU)."""
     if paths is None:
         return np.zeros(tuple(frame_hw) + (2,), np.float32)
-    flow = read_flo(paths[t])
-    if flow.shape[:2] != tuple(frame_hw):
-        raise DatasetError(paths[t], f"flow is {flow.shape[0]}x{flow.shape[1]} (HxW), the frames are "
-                                     f"{frame_hw[0]}x{frame_hw[1]}")
-    return flow
+    return read_flow(paths[t], frame_hw)
 
 
 def match_instances(scene, t, masks_a, masks_b, mni):
@@ -231,9 +193,8 @@ def match_instances(scene, t, masks_a, masks_b, mni):
 
 
 def to_network_input(image, device):
-    """``[H,W,3]`` uint8 frame -> ``[1,3,H,W]`` normalised tensor (the validation transform)."""
-    images, _, _ = valid_transform()([image.astype(np.float32)], [], None)
-    return images[0].unsqueeze(0).to(device)
+    """``[H,W,3]`` uint8 frame -> ``[1,3,H,W]`` normalised tensor on ``device`` (:mod:`network_input`)."""
+    return network_input.to_network_input(image).unsqueeze(0).to(device)
 
 
 def instance_tensors(masks_a, masks_b, pairs, mni, device):
@@ -365,16 +326,6 @@ def figure_cloud_sample(points, colours, depths, rng):
     return points[chosen], colours[chosen]
 
 
-def make_output_folder(output_dir, name):
-    """A new ``OUTPUT_DIR/NAME/TIMESTAMP`` folder (a suffix is added if that second is taken)."""
-    base = Path(output_dir) / name / datetime.datetime.now().strftime('%m-%d-%H:%M:%S')
-    folder, suffix = base, 1
-    while folder.exists():
-        folder, suffix = Path(f"{base}-{suffix}"), suffix + 1
-    folder.mkdir(parents=True)
-    return folder
-
-
 def write_point_clouds(scene, inference, cam_to_world, out_dir):
     """One PLY per frame; returns the figure samples and the full clouds, ``[(points, colours)]`` each."""
     rng = np.random.default_rng(0)
@@ -446,7 +397,7 @@ def run_demo(args):
     ids = demo_utils.assign_track_ids(inference.matches, len(scene.frames))
     tracks = build_tracks(scene, inference, cam_to_world, ids)
     speed = mean_speed(tracks)
-    out_dir = make_output_folder(args.output_dir, args.name)
+    out_dir = new_run_folder(Path(args.output_dir) / args.name, create=True)
     demo_utils.write_kitti_trajectory(out_dir / 'trajectory.txt', cam_to_world)
     demo_utils.write_json(out_dir / 'tracks.json', {
         'scene': str(scene.folder), 'frames': [p.stem for p in scene.frames],

@@ -20,36 +20,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from checkpoint_io import CheckpointError, load_network_weights
+from checkpoint_io import CheckpointError
 from devices import select_device
 from errors import one_line
 from exported_models import ExportError, OnnxNetwork
 from fileio import OutputError, atomic_open, check_writable_folder
 from kitti_eval.eval_depth import CLI_ERRORS, DEFAULT_TEST_LIST, add_metric_options, evaluate_and_report
-from kitti_eval.kitti_raw import KittiFormatError, check_frame_files, locate_frame, missing_file, read_file_list
+from kitti_eval.kitti_raw import check_frame_files, locate_frame, missing_file, read_file_list
 from kitti_eval.metric_scale import add_scale_options, scale_to_metric
 from models import ConfigError, depth_from_disparity, load_trained_networks, resolve_config
-
-IMAGE_MEAN, IMAGE_STD = 0.5, 0.5
-
-
-def load_image(path, height, width):
-    """RGB image resized (bilinear) to ``height x width`` and normalised: ``[3,H,W]`` float32 in [-1,1]."""
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert('RGB').resize((width, height), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise KittiFormatError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
-    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (pixels - IMAGE_MEAN) / IMAGE_STD
-
+from network_input import check_size_flags, load_network_input
 
 class ImageList(Dataset):
-    """The listed images, resized and normalised for the network."""
+    """The listed images, resized and normalised for the network (:func:`network_input.load_network_input`)."""
 
     def __init__(self, paths, height, width):
         self.paths, self.height, self.width = list(paths), height, width
@@ -58,7 +44,7 @@ class ImageList(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        return load_image(self.paths[index], self.height, self.width)
+        return load_network_input(self.paths[index], self.height, self.width)
 
 
 def check_images(paths):
@@ -166,11 +152,7 @@ def build_parser():
 
 def check_arguments(args):
     """One-line ValueError for sizes the network cannot take (sizes not given are not checked)."""
-    for name in ('img_height', 'img_width'):
-        value = getattr(args, name)
-        if value is not None and (value <= 0 or value % 32):
-            raise ValueError(f"--{name.replace('_', '-')} {value}: must be a positive multiple of 32 "
-                             f"(e.g. 256x832)")
+    check_size_flags({'--img-height': args.img_height, '--img-width': args.img_width})
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
 

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from checkpoint_io import CheckpointError, load_network_weights
+from checkpoint_io import CheckpointError
 from demo_utils import pose_vectors_to_matrices
 from devices import select_device
 from fileio import atomic_open

@@ -37,8 +37,9 @@ from datasets.sequence_folders import SequenceFolder
 from datasets.validation_folders import ValidationSet
 from devices import select_device
 from errors import one_line
-from fileio import OutputError, atomic_open, check_writable_folder
+from fileio import OutputError, atomic_open, check_writable_folder, new_run_folder
 from kitti_eval.depth_metrics import METRIC_NAMES, compute_errors_split
+from network_input import size_problem
 from preemption import StopRequest, ignore_stop_signals, workers_stopped_by
 from projection import LOSS_NAMES, LossOptions, unwrap
 from visualization import save_breakpoint_figures, tensorboard_images
@@ -46,7 +47,6 @@ from visualization import save_breakpoint_figures, tensorboard_images
 NETWORK_FILES = {'disp': 'dispnet', 'ego': 'ego_pose', 'obj': 'obj_pose'}
 STATE_FILE = 'training_state.pth.tar'
 RESUME_ARGS_FILE = 'args_resume.json'
-SIZE_MULTIPLE = 32
 DEBUG_EPOCH_SIZE = 6
 FUSED_ADAM_DEVICES = ('cpu', 'cuda')
 NON_NEGATIVE_INT = int_at_least(0)
@@ -204,13 +204,7 @@ def make_run_folder(args):
                                   f"holding a saved checkpoint")
         return args.resume
     check_writable_folder(args.checkpoint_root, '--checkpoint-root')
-    timestamp = datetime.datetime.now().strftime('%m-%d-%H:%M:%S')
-    run_dir = os.path.join(args.checkpoint_root, 'debug' if args.debug_mode else args.name, timestamp)
-    candidate, suffix = run_dir, 1
-    while os.path.exists(candidate):
-        suffix += 1
-        candidate = f'{run_dir}-{suffix}'
-    return candidate
+    return str(new_run_folder(os.path.join(args.checkpoint_root, 'debug' if args.debug_mode else args.name)))
 
 
 def check_frame_sizes(frames):
@@ -219,9 +213,9 @@ def check_frame_sizes(frames):
     DispResNet halves the resolution five times; a batch needs one frame size.
     """
     first = read_image_size(frames[0])
-    if first[0] % SIZE_MULTIPLE or first[1] % SIZE_MULTIPLE:
-        raise DatasetError(frames[0], f"frame is {first[0]}x{first[1]} (HxW); the networks need sides that are "
-                                      f"multiples of {SIZE_MULTIPLE} (e.g. 256x832, 128x416): resize the dataset "
+    problem = size_problem(*first)
+    if problem:
+        raise DatasetError(frames[0], f"frame is {problem}: resize the dataset "
                                       f"(data/prepare_train_data.py --img-height/--img-width)")
     for path in frames[1:]:
         size = read_image_size(path)

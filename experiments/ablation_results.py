@@ -27,7 +27,7 @@ import torch
 from checkpoint_io import CheckpointError, load_file
 from data.synthetic import depth_to_colour
 from datasets.io import read_image
-from datasets.sequence_folders import list_frames, read_scene_list
+from datasets.scenes import list_frames, read_scene_list
 from demo import to_network_input
 from experiments.eval_synthetic import median_scale
 from fileio import atomic_open

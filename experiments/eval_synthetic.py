@@ -42,7 +42,7 @@ import torch
 import demo
 from checkpoint_io import CheckpointError
 from datasets.io import DatasetError, read_segmentation
-from datasets.sequence_folders import read_scene_list
+from datasets.scenes import read_scene_list
 from datasets.validation_folders import read_depth
 from devices import select_device
 from experiments import motion_metrics
@@ -160,7 +160,7 @@ class ScaledDisparity(torch.nn.Module):
 
 @torch.no_grad()
 def predict_scene_depths(disp_net, scene, device):
-    """``[F,H,W]`` depth of every frame of a ``demo.DemoScene``."""
+    """``[F,H,W]`` depth of every frame of a ``datasets.scenes.Scene``."""
     frame_hw = demo.read_frame(scene.frames[0]).shape[:2]
     disparities = (disp_net(demo.to_network_input(demo.read_frame(path, frame_hw), device)) for path in scene.frames)
     return np.stack([depth_from_disparity(disparity)[0, 0].cpu().numpy() for disparity in disparities])

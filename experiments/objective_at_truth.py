@@ -30,6 +30,7 @@ import torch
 
 from data import synthetic
 from loss_functions import pairwise_masked_means, photometric_and_geometry_maps
+from network_input import to_network_input
 from projection import LossOptions, compose_motion_fields, first_projection, make_directed_pairs, pair_depths, \
     second_projection
 
@@ -37,8 +38,8 @@ SKY_DEPTH = 1000.0
 
 
 def to_tensor(image):
-    """``[H,W,3]`` uint8 -> ``[1,3,H,W]`` normalised (mean 0.5, std 0.5)."""
-    return (torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255 - 0.5) / 0.5
+    """``[H,W,3]`` uint8 -> ``[1,3,H,W]`` normalised (:func:`network_input.to_network_input`)."""
+    return to_network_input(image)[None]
 
 
 def directed_frames(target=1, refs=(0, 2)):

@@ -236,7 +236,7 @@ def test_frame_size_not_a_multiple_of_32_is_one_clear_line(vis_root, tmp_path):
 def test_segmentation_count_mismatch_and_bad_checkpoint_are_one_clear_line(vis_root, tmp_path):
     scene = _copy_scene(vis_root, tmp_path, ['segmentation'], frames=3)
     (tmp_path / 'segmentation' / SCENE / f'{2:010d}.npy').unlink()
-    assert '2 *.npy files, expected 3' in _error_of(['--data', str(scene)])
+    assert '2 segmentation files for 3 frames' in _error_of(['--data', str(scene)])
     (tmp_path / 'bad.pth.tar').write_bytes(b'not a checkpoint')
     message = _error_of(['--data', str(vis_root / 'image' / SCENE), '--pretrained-disp', str(tmp_path / 'bad.pth.tar')])
     assert 'bad.pth.tar' in message
