@@ -39,7 +39,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import demo_utils
+import demo_figures
+import demo_files
+import demo_odometry
 import models
 import network_input
 import rerun_recording
@@ -74,7 +76,7 @@ def build_parser():
     parser.add_argument('--name', default='demo', help='outputs go to OUTPUT_DIR/NAME/TIMESTAMP')
     parser.add_argument('--output-dir', default='outputs', help='root of the output folders')
     parser.add_argument('--save-fig', action='store_true', help='save per-frame figures and an animation')
-    parser.add_argument('--video', choices=demo_utils.ANIMATION_FORMATS, default='mp4',
+    parser.add_argument('--video', choices=demo_files.ANIMATION_FORMATS, default='mp4',
                         help='animation format with --save-fig: mp4 (H.264 through imageio-ffmpeg) or gif')
     parser.add_argument('--rerun', default=None, metavar='RECORDING.rrd',
                         help='also write a Rerun recording (needs the optional rerun-sdk: pip install rerun-sdk)')
@@ -287,7 +289,7 @@ def build_tracks(scene, inference, cam_to_world, ids):
             continue
         channels = sorted(channel_ids)
         masks = frame_masks(scene, t, frame_hw)[np.array(channels) - 1]
-        centroids = demo_utils.object_centroids(camera_points(inference.depths[t], scene.intrinsics), masks)
+        centroids = demo_odometry.object_centroids(camera_points(inference.depths[t], scene.intrinsics), masks)
         forward = ({int(c): m for c, m in zip(inference.matches[t][:, 0], inference.obj_motion[t])}
                    if t < len(inference.matches) else {})
         for channel, centroid in zip(channels, centroids):
@@ -297,7 +299,7 @@ def build_tracks(scene, inference, cam_to_world, ids):
             track['frames'].append(t)
             track['frame_names'].append(scene.frames[t].stem)
             track['channels'].append(channel)
-            track['positions'].append(demo_utils.to_world(cam_to_world[t], centroid).tolist())
+            track['positions'].append(demo_odometry.to_world(cam_to_world[t], centroid).tolist())
             track['positions_camera'].append(centroid.tolist())
             network = forward.get(channel)
             track['motion_network'].append(None if network is None else network.tolist())
@@ -314,7 +316,7 @@ def cloud_of_frame(image, depth, intrinsics, cam_to_world):
     points = camera_points(depth, intrinsics).reshape(3, -1).T
     depth = depth.reshape(-1)
     keep = np.isfinite(points).all(1) & (depth > 0)
-    return demo_utils.to_world(cam_to_world, points[keep]), image.reshape(-1, 3)[keep], depth[keep]
+    return demo_odometry.to_world(cam_to_world, points[keep]), image.reshape(-1, 3)[keep], depth[keep]
 
 
 def figure_cloud_sample(points, colours, depths, rng):
@@ -322,7 +324,7 @@ def figure_cloud_sample(points, colours, depths, rng):
     if len(points) == 0:
         return points, colours
     near = np.flatnonzero(depths <= np.percentile(depths, 95))
-    chosen = rng.choice(near, size=min(len(near), demo_utils.CLOUD_POINTS_IN_FIGURE), replace=False)
+    chosen = rng.choice(near, size=min(len(near), demo_figures.CLOUD_POINTS_IN_FIGURE), replace=False)
     return points[chosen], colours[chosen]
 
 
@@ -333,7 +335,7 @@ def write_point_clouds(scene, inference, cam_to_world, out_dir):
     for t, path in enumerate(scene.frames):
         image = read_frame(path)
         points, colours, depths = cloud_of_frame(image, inference.depths[t], scene.intrinsics, cam_to_world[t])
-        demo_utils.write_ply(out_dir / 'pointclouds' / f'{path.stem}.ply', points, colours)
+        demo_files.write_ply(out_dir / 'pointclouds' / f'{path.stem}.ply', points, colours)
         samples.append(figure_cloud_sample(points, colours, depths, rng))
         clouds.append((points, colours))
     return samples, clouds
@@ -343,19 +345,19 @@ def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir,
     """Per-frame figures and the animation (``demo.mp4`` or ``demo.gif``)."""
     points = [cam_to_world[:, :3, 3]] + [s[0] for s in samples]
     points += [np.asarray(track['positions']) for track in tracks.values()]
-    limits = demo_utils.scene_limits(np.concatenate(points))
+    limits = demo_figures.scene_limits(np.concatenate(points))
     frame_hw = inference.depths.shape[1:]
-    view = demo_utils.FrameView(K=np.asarray(scene.intrinsics, np.float64), image_hw=frame_hw,
+    view = demo_figures.FrameView(K=np.asarray(scene.intrinsics, np.float64), image_hw=frame_hw,
                                 cam_to_world=cam_to_world, tracks=tracks, limits=limits,
                                 frustum_size=0.08 * limits[1], arrow_frames=args.arrow_frames)
-    animation = demo_utils.AnimationWriter(out_dir / f'demo.{args.video}', args.fps)
+    animation = demo_files.AnimationWriter(out_dir / f'demo.{args.video}', args.fps)
     try:
         for t, path in enumerate(tqdm(scene.frames, desc='figures', unit='frame')):
             masks = frame_masks(scene, t, frame_hw)
             instances = {track_id: masks[channel - 1] for channel, track_id in ids[t].items()}
             view.cloud = samples[t]
             title = f"{scene.name}  frame {path.stem}  ({t + 1}/{len(scene.frames)})"
-            rgb = demo_utils.render_frame_figure(out_dir / 'figures' / f'{path.stem}.png', t, read_frame(path),
+            rgb = demo_figures.render_frame_figure(out_dir / 'figures' / f'{path.stem}.png', t, read_frame(path),
                                                  inference.depths[t], instances, view, title)
             animation.append(rgb)
     except BaseException:
@@ -367,7 +369,7 @@ def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir,
 def write_rerun(path, scene, inference, cam_to_world, tracks, clouds):
     """The Rerun recording of the run (``--rerun``)."""
     frames = [(read_frame(p), depth) for p, depth in zip(scene.frames, inference.depths)]
-    colours = {k: tuple(int(round(255 * c)) for c in demo_utils.track_colour(k)) for k in tracks}
+    colours = {k: tuple(int(round(255 * c)) for c in demo_figures.track_colour(k)) for k in tracks}
     rerun_recording.write_recording(path, frames, np.asarray(scene.intrinsics, np.float64), cam_to_world, tracks,
                                     colours, clouds)
     print(f"=> Rerun recording {path} (view it with: rerun {path})")
@@ -393,19 +395,19 @@ def run_demo(args):
     if args.scale_from == 'camera-height':
         inference, scale = scale_to_metric(inference, scene.intrinsics, args.camera_height)
     unit = 'network units' if scale is None else 'm'
-    cam_to_world = demo_utils.chain_trajectory(inference.poses, nets.rotation_mode)
-    ids = demo_utils.assign_track_ids(inference.matches, len(scene.frames))
+    cam_to_world = demo_odometry.chain_trajectory(inference.poses, nets.rotation_mode)
+    ids = demo_odometry.assign_track_ids(inference.matches, len(scene.frames))
     tracks = build_tracks(scene, inference, cam_to_world, ids)
     speed = mean_speed(tracks)
     out_dir = new_run_folder(Path(args.output_dir) / args.name, create=True)
-    demo_utils.write_kitti_trajectory(out_dir / 'trajectory.txt', cam_to_world)
-    demo_utils.write_json(out_dir / 'tracks.json', {
+    demo_files.write_kitti_trajectory(out_dir / 'trajectory.txt', cam_to_world)
+    demo_files.write_json(out_dir / 'tracks.json', {
         'scene': str(scene.folder), 'frames': [p.stem for p in scene.frames],
         'world_frame': 'camera of the first frame: x right, y down, z forward '
                        + ('(network scale)' if scale is None else f'(metres: camera-height scale {scale:.4f})'),
         'summary': {'tracked_objects': len(tracks), 'mean_speed': speed if np.isfinite(speed) else None,
                     'speed_unit': f'{unit}/frame'},
-        'tracks': {str(k): dict(v, colour=list(demo_utils.track_colour(k))) for k, v in sorted(tracks.items())}})
+        'tracks': {str(k): dict(v, colour=list(demo_figures.track_colour(k))) for k, v in sorted(tracks.items())}})
     samples, clouds = write_point_clouds(scene, inference, cam_to_world, out_dir)
     if args.save_fig:
         write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir, args)

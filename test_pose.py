@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from checkpoint_io import CheckpointError
-from demo_utils import pose_vectors_to_matrices
+from demo_odometry import pose_vectors_to_matrices
 from devices import select_device
 from fileio import atomic_open
 from kitti_eval.eval_odometry import CLI_ERRORS, evaluate_trajectory

@@ -35,7 +35,8 @@ from benchmarks.timing import median_seconds
 import precision
 from models import DispResNet, EgoPoseNet, ObjPoseNet
 from projection import LossOptions, run_step
-from train import build_optimizer, build_parser
+from train import build_parser
+from train_model import build_optimizer
 
 
 def make_batch(batch, height, width, mni, num_refs=2, seed=0, counts=None):

@@ -1,6 +1,6 @@
 """The one reader of a KITTI-VIS scene: which files it holds, checked, with one-line errors.
 
-Layout (DESIGN section 8)::
+Layout (README, "Datasets")::
 
     ROOT/image/SCENE/0000000000.jpg ...     frames (jpg, or png), ROOT/image/SCENE/cam.txt
     ROOT/image/SCENE/0000000000.npy         ground-truth depth next to each frame (validation, optional)

@@ -1,6 +1,6 @@
 """Aggregate an ablation run of ``scripts/run_ablation.sh``: ``results.json``, ``results.md``, ``results.png``.
 
-    python experiments/ablation_results.py --out OUT [--data VIS_ROOT] [--configs "full rigid no_mof no_obj_size"]
+    python -m experiments.ablation_results --out OUT [--data VIS_ROOT] [--configs "full rigid no_mof no_obj_size"]
 
 Reads ``OUT/runs/CONFIG/flags.txt`` (the training flags of the configuration) and, per seed,
 ``OUT/runs/CONFIG/seedS/metrics.json`` (written by ``experiments/eval_synthetic.py``) and
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(f"{sys.argv[0]}: run it from the repository root as a module: python -m experiments.ablation_results ...")
 
 import numpy as np
 import torch

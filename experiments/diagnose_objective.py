@@ -1,6 +1,6 @@
 """Probe what the Insta-DM objective does in a short run: disparity, pose and mask statistics per step.
 
-    python experiments/diagnose_objective.py DATA --name probe [any train.py flag] \
+    python -m experiments.diagnose_objective DATA --name probe [any train.py flag] \
         [--probe-steps 60 --probe-every 5 --probe-csv OUT.csv --depth-scale 1.0]
 
 A diagnostic of issue 18 (why the rigid ``-mni 0`` and ``-o 0`` configurations do not learn on the
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(f"{sys.argv[0]}: run it from the repository root as a module: python -m experiments.diagnose_objective ...")
 
 import torch
 
@@ -26,7 +26,9 @@ from devices import select_device
 from fileio import atomic_open
 from loss_functions import photometric_and_geometry_maps
 from projection import LossOptions
-from train import Distributed, build_model, build_networks, build_optimizer, make_loaders, to_device
+from train_data import make_loaders, to_device
+from train_distributed import Distributed
+from train_model import build_model, build_networks, build_optimizer
 
 COLUMNS = ('step', 'disparity', 'ego_translation', 'parallax', 'forward_share', 'first_valid', 'second_valid', 'auto_mask_kept',
            'photo', 'geometry', 'smooth', 'obj_size', 'total')

@@ -1,6 +1,6 @@
 """Depth by region, ego-motion and object-motion accuracy on the validation scenes of the synthetic world.
 
-    python experiments/eval_synthetic.py --data VIS_ROOT --pretrained-dispnet CKPT \
+    python -m experiments.eval_synthetic --data VIS_ROOT --pretrained-dispnet CKPT \
         [--pretrained-ego-pose CKPT --pretrained-obj-pose CKPT] [--rotation-mode euler|quat] \
         [--mni 20 --device auto] --output-dir OUT
 
@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(f"{sys.argv[0]}: run it from the repository root as a module: python -m experiments.eval_synthetic ...")
 
 import numpy as np
 import torch

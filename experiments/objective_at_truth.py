@@ -1,6 +1,6 @@
 """The Insta-DM objective evaluated at the synthetic world's exact depth and motion, and near it.
 
-    python experiments/objective_at_truth.py [--height 96 --width 320 --seed 0 --scenes 0 1 2 3 4]
+    python -m experiments.objective_at_truth [--height 96 --width 320 --seed 0 --scenes 0 1 2 3 4]
 
 A diagnostic of issue 18: does the objective (photometric + geometry terms with the official switches
 ``--with-ssim --with-mask --with-auto-mask``, restricted to pixels valid in both projections) prefer the
@@ -20,10 +20,9 @@ share of pixels kept by the validity masks and the auto-mask.  Sky (no depth) is
 """
 import argparse
 import sys
-from pathlib import Path
 
 if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(f"{sys.argv[0]}: run it from the repository root as a module: python -m experiments.objective_at_truth ...")
 
 import numpy as np
 import torch

@@ -1,16 +1,15 @@
 """Export the ground truth of a KITTI file list to one compressed ``.npz`` (see ``gt_cache.py``).
 
-    python kitti_eval/export_gt_depth.py --kitti_dir KITTI_RAW \
+    python -m kitti_eval.export_gt_depth --kitti_dir KITTI_RAW \
         [--test_file_list kitti_eval/test_files_eigen.txt] --output outputs/gt_depths_eigen.npz
 
 ``eval_depth.py --gt_file`` and ``test_disp.py --gt-file`` then read it instead of the raw scans.
 """
 import argparse
 import sys
-from pathlib import Path
 
 if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(f"{sys.argv[0]}: run it from the repository root as a module: python -m kitti_eval.export_gt_depth ...")
 
 from kitti_eval.eval_depth import CLI_ERRORS, DEFAULT_TEST_LIST, both_spellings
 from kitti_eval.gt_cache import generate_gt_depths, save_gt_depths

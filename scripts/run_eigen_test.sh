@@ -36,5 +36,5 @@ fail() {
     --pretrained-dispnet "$DISP_NET" --dataset-dir "$DATA_ROOT" --dataset-list "$TEST_FILE" --output-dir "$RESULTS_DIR"
 
 ### (2) Evaluate depth with the ground truth (cached in $GT_FILE after the first run) ###
-"$PYTHON" "$REPO_DIR/kitti_eval/eval_depth.py" --kitti_dir "$DATA_ROOT" --pred_file "$PRED_FILE" \
+PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m kitti_eval.eval_depth --kitti_dir "$DATA_ROOT" --pred_file "$PRED_FILE" \
     --test_file_list "$TEST_FILE" --gt_file "$GT_FILE" --output_dir "$RESULTS_DIR"

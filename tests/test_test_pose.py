@@ -13,8 +13,8 @@ import torch
 import test_pose
 from checkpoint_io import save_checkpoint
 from data import synthetic
-from data._synthetic_odometry import camera0_trajectory
-from demo_utils import pose_vectors_to_matrices
+from data.synthetic_odometry import camera0_trajectory
+from demo_odometry import pose_vectors_to_matrices
 from kitti_eval.kitti_odometry import BUNDLED_GT_DIR, read_poses
 from kitti_eval.odometry_metrics import chain_poses
 from models import CONFIG_KEY, EgoPoseNet, ModelConfig

@@ -15,6 +15,11 @@ from datasets.io import read_image_size
 from datasets.sequence_folders import SequenceFolder
 from models import DispResNet, EgoPoseNet, InstaDM, ObjPoseNet
 from projection import LossOptions, run_step
+from train_checkpoints import TrainingState, load_optimizer_state
+from train_distributed import Distributed
+from train_logs import Logs
+from train_loop import train_one_epoch
+from train_model import build_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ['--with-pretrain', '0', '-b', '2', '-j', '0', '-mni', '3', '--epoch-size', '2', '--image-freq', '1']
@@ -120,7 +125,7 @@ def test_resumed_optimizer_keeps_the_kernel_chosen_for_this_device():
     params[0].grad = torch.ones(3)
     saved_by.step()
     resuming = torch.optim.Adam(params, lr=0.1, fused=True)
-    train.load_optimizer_state(resuming, saved_by.state_dict())
+    load_optimizer_state(resuming, saved_by.state_dict())
     assert resuming.param_groups[0]['fused'] is True
     assert resuming.state[params[0]]['step'] == 1
     resuming.step()
@@ -130,7 +135,7 @@ def test_resumed_optimizer_keeps_the_kernel_chosen_for_this_device():
 def test_non_finite_loss_skips_the_step(toy_root, tmp_path):
     args = train.build_parser().parse_args([toy_root, '--name', 'nan'] + FAST)
     nets = dict(zip(('disp', 'ego', 'obj'), networks()))
-    optimizer = train.build_optimizer(args, nets)
+    optimizer = build_optimizer(args, nets)
     model = InstaDM(nets['disp'], nets['ego'], nets['obj'])
     dataset = SequenceFolder(toy_root, seed=0, max_num_instances=3, transform=valid_transform())
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
@@ -138,14 +143,14 @@ def test_non_finite_loss_skips_the_step(toy_root, tmp_path):
     poisoned[0] = batch[0].clone()
     poisoned[0][0, :, 10, 10] = float('nan')
     before = {k: v.detach().clone() for k, v in nets['disp'].named_parameters()}
-    state = train.TrainingState()
-    logs = train.Logs(str(tmp_path), args, enabled=False)
-    train.train_one_epoch(args, model, optimizer, [poisoned], torch.device('cpu'), state, logs,
-                          train.Distributed('cpu'), str(tmp_path))
+    state = TrainingState()
+    logs = Logs(str(tmp_path), args, enabled=False)
+    train_one_epoch(args, model, optimizer, [poisoned], torch.device('cpu'), state, logs, Distributed('cpu'),
+                    str(tmp_path))
     assert state.skipped_steps == 1 and state.n_iter == 1
     assert all(torch.equal(before[k], v) for k, v in nets['disp'].named_parameters())
-    train.train_one_epoch(args, model, optimizer, [batch], torch.device('cpu'), state, logs,
-                          train.Distributed('cpu'), str(tmp_path))
+    train_one_epoch(args, model, optimizer, [batch], torch.device('cpu'), state, logs, Distributed('cpu'),
+                    str(tmp_path))
     assert state.skipped_steps == 1 and state.n_iter == 2
     assert not torch.equal(before['decoder.dispconvs.0.conv.weight'], nets['disp'].decoder.dispconvs[0].conv.weight)
 
@@ -175,7 +180,7 @@ def data_parallel_reference(root, initial, num_samples):
         sums = [s + g if g is not None else s for s, g in zip(sums, grads)]
     for p, s in zip(parameters, sums):
         p.grad = s / num_samples
-    train.build_optimizer(args, nets).step()
+    build_optimizer(args, nets).step()
     return {key: {name: (p, p.grad) for name, p in net.named_parameters()} for key, net in nets.items()}
 
 
@@ -183,8 +188,8 @@ def test_torchrun_ddp_step_equals_the_mean_of_the_per_process_gradients(toy_root
     prefix = str(tmp_path / 'weights')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-                             '--master_port', '29531', os.path.join(ROOT, 'tests', 'dist_step.py'), toy_root, prefix],
-                            capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
+                             '--master_port', '29531', '-m', 'tests.dist_step', toy_root, prefix],
+                            capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(f'{prefix}.rank{r}.pt', weights_only=True) for r in (0, 1))
     assert rank0.pop('steps') == rank1.pop('steps') == 1, 'a stop request on one rank stops every rank'

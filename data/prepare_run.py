@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import torch
 
-from data._prepare_models import DisFlow, FileMasks, MaskRcnnMasks, NoMasks, RaftFlow
+from data.prepare_models import DisFlow, FileMasks, MaskRcnnMasks, NoMasks, RaftFlow
 from devices import select_device
-from data._prepare_sources import MIN_SCENE_FRAMES, FrameGeometry, PrepareError, iter_frames
+from data.prepare_sources import MIN_SCENE_FRAMES, FrameGeometry, PrepareError, iter_frames
 from datasets.io import atomic_write_bytes, save_npy, write_cam, write_flo, write_image, write_segmentation
 from kitti_eval.kitti_raw import project_points, read_velodyne_points, velodyne_to_image_matrix
 
