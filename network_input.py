@@ -9,6 +9,7 @@ transforms of :mod:`datasets.custom_transforms`), validation, ``test_disp.py``, 
 import cv2
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from datasets.io import read_image
 
@@ -64,3 +65,16 @@ def load_network_input(path, height, width):
         datasets.io.DatasetError: a missing or undecodable image (one line naming the file).
     """
     return to_network_input(resize_frame(read_image(path), height, width))
+
+
+class ImageList(Dataset):
+    """The listed images, resized and normalised for the network (:func:`network_input.load_network_input`)."""
+
+    def __init__(self, paths, height, width):
+        self.paths, self.height, self.width = list(paths), height, width
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        return load_network_input(self.paths[index], self.height, self.width)

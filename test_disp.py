@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from checkpoint_io import CheckpointError
-from devices import select_device
+from devices import select_device, synchronize
 from errors import one_line
 from exported_models import ExportError, OnnxNetwork
 from fileio import OutputError, atomic_open, check_writable_folder
@@ -32,20 +32,7 @@ from kitti_eval.eval_depth import CLI_ERRORS, DEFAULT_TEST_LIST, add_metric_opti
 from kitti_eval.kitti_raw import check_frame_files, locate_frame, missing_file, read_file_list
 from kitti_eval.metric_scale import add_scale_options, scale_to_metric
 from models import ConfigError, depth_from_disparity, load_trained_networks, resolve_config
-from network_input import check_size_flags, load_network_input
-
-class ImageList(Dataset):
-    """The listed images, resized and normalised for the network (:func:`network_input.load_network_input`)."""
-
-    def __init__(self, paths, height, width):
-        self.paths, self.height, self.width = list(paths), height, width
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        return load_network_input(self.paths[index], self.height, self.width)
-
+from network_input import ImageList, check_size_flags
 
 def check_images(paths):
     """One-line FileNotFoundError for the first listed image that does not exist."""
@@ -70,12 +57,6 @@ def load_depth_network(args, device):
     net.check_image_size(config.img_height, config.img_width)
     print(f"=> ONNX Runtime {net.session.get_providers()[0]} with {args.onnx}")
     return net, config
-
-
-def synchronize(device):
-    """Wait for queued GPU work (so timings measure it)."""
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()

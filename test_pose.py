@@ -32,13 +32,13 @@ from tqdm import tqdm
 
 from checkpoint_io import CheckpointError
 from demo_odometry import pose_vectors_to_matrices
-from devices import select_device
+from devices import select_device, synchronize
 from fileio import atomic_open
 from kitti_eval.eval_odometry import CLI_ERRORS, evaluate_trajectory
 from kitti_eval.kitti_odometry import PoseFileError, ground_truth_path, read_poses, sequence_frames, write_poses
 from kitti_eval.odometry_metrics import ALIGNMENTS, chain_poses, snippet_ate
 from models import ConfigError, load_trained_networks
-from test_disp import ImageList, check_arguments, synchronize
+from network_input import ImageList, check_size_flags
 
 SNIPPET_FILE = 'snippet_ate.json'
 
@@ -186,7 +186,9 @@ def build_parser():
 
 def run(args):
     """Evaluate every requested sequence; returns the summaries."""
-    check_arguments(args)
+    check_size_flags({'--img-height': args.img_height, '--img-width': args.img_width})
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.sequence_length < 2:
         raise ValueError(f"--sequence-length {args.sequence_length}: must be at least 2")
     for sequence in args.sequences:
