@@ -127,7 +127,15 @@ def load_network_weights(net, path, map_location='cpu'):
     Raises:
         CheckpointError: unreadable file, or keys/shapes that do not match ``net``.
     """
-    checkpoint = load_checkpoint(path, map_location)
+    return apply_weights(net, load_checkpoint(path, map_location), path)
+
+
+def apply_weights(net, checkpoint, path):
+    """Load the weights of an already read ``checkpoint`` (of file ``path``) into ``net`` (strict); returns it.
+
+    Raises:
+        CheckpointError: keys/shapes that do not match ``net``.
+    """
     check_state_dict_fits(net, checkpoint['state_dict'], path)
     net.load_state_dict(checkpoint['state_dict'], strict=True)
     return checkpoint

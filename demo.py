@@ -32,28 +32,28 @@ Example::
         --mni 3 --save-fig
 """
 import argparse
-import datetime
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-import demo_utils
+import demo_figures
+import demo_files
+import demo_odometry
 import models
+import network_input
 import rerun_recording
-from checkpoint_io import CheckpointError, load_network_weights
+from checkpoint_io import CheckpointError
 from devices import select_device
+from fileio import new_run_folder
 from ground_plane import DEFAULT_CAMERA_HEIGHT, backproject, describe_scales, metric_scales
 from datasets.association import associate_stored, binary_instances, pack_pairs
-from datasets.custom_transforms import valid_transform
-from datasets.io import DatasetError, read_cam, read_flo, read_image, read_segmentation
-from datasets.sequence_folders import list_frames
+from datasets.io import DatasetError, read_image, read_segmentation
+from datasets.scenes import COMPANIONS, list_frames, read_flow, read_scene
+from network_input import size_problem
 from projection import estimate_ego_motion, estimate_object_motion, first_projection, make_directed_pairs
-
-SIZE_MULTIPLE = 32
 
 
 def build_parser():
@@ -67,12 +67,16 @@ def build_parser():
     parser.add_argument('--pretrained-disp', default=None, help='DispResNet checkpoint')
     parser.add_argument('--pretrained-ego-pose', default=None, help='EgoPoseNet checkpoint')
     parser.add_argument('--pretrained-obj-pose', default=None, help='ObjPoseNet checkpoint')
-    parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=18, help='DispResNet encoder depth')
+    parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=None,
+                        help='DispResNet encoder depth (default: saved in the checkpoints, else 18)')
+    parser.add_argument('--rotation-mode', choices=['euler', 'quat'], default=None,
+                        help='rotation parameterisation of the pose vectors (default: saved in the checkpoints, '
+                             'else euler)')
     parser.add_argument('--mni', type=int, default=20, help='maximum number of instances per frame pair')
     parser.add_argument('--name', default='demo', help='outputs go to OUTPUT_DIR/NAME/TIMESTAMP')
     parser.add_argument('--output-dir', default='outputs', help='root of the output folders')
     parser.add_argument('--save-fig', action='store_true', help='save per-frame figures and an animation')
-    parser.add_argument('--video', choices=demo_utils.ANIMATION_FORMATS, default='mp4',
+    parser.add_argument('--video', choices=demo_files.ANIMATION_FORMATS, default='mp4',
                         help='animation format with --save-fig: mp4 (H.264 through imageio-ffmpeg) or gif')
     parser.add_argument('--rerun', default=None, metavar='RECORDING.rrd',
                         help='also write a Rerun recording (needs the optional rerun-sdk: pip install rerun-sdk)')
@@ -90,23 +94,13 @@ def build_parser():
 
 
 @dataclass
-class DemoScene:
-    """Files of the scene; ``segmentations``/``flows_*`` are ``None`` when the dataset has none."""
-
-    name: str
-    folder: Path
-    frames: List[Path]
-    intrinsics: np.ndarray                  # [3,3]
-    segmentations: Optional[List[Path]]     # F files
-    flows_forward: Optional[List[Path]]     # F-1 files, k: frame k -> k+1
-    flows_backward: Optional[List[Path]]    # F-1 files, k: frame k+1 -> k
-
-
-@dataclass
 class Networks:
+    """The three networks in eval mode and the rotation mode of the pose vectors they were trained with."""
+
     disp: torch.nn.Module
     ego: torch.nn.Module
     obj: torch.nn.Module
+    rotation_mode: str = 'euler'
 
 
 @dataclass
@@ -129,20 +123,9 @@ def scene_folder(data, scene):
     return data, root, data.name
 
 
-def _companion_files(root, kind, name, pattern, expected, num_frames):
-    """Sorted ``pattern`` files of ``ROOT/kind/SCENE`` (``None`` without that folder); their count is checked."""
-    folder = None if root is None else root / kind / name
-    if folder is None or not folder.is_dir():
-        return None
-    files = sorted(folder.glob(pattern))
-    if len(files) != expected:
-        raise DatasetError(folder, f"{len(files)} {pattern} files, expected {expected} for the {num_frames} frames "
-                                   "of the scene")
-    return files
-
-
 def find_scene(data, scene=None, max_frames=0):
-    """Locate and check the files of the scene.
+    """Locate and check the files of the scene (:func:`datasets.scenes.read_scene`; segmentation and flows
+    are optional: ``None`` when the dataset has none).
 
     Raises:
         DatasetError: missing folder, fewer than 2 frames, no ``cam.txt``, mismatched file counts.
@@ -155,42 +138,30 @@ def find_scene(data, scene=None, max_frames=0):
     if len(frames) < 2:
         raise DatasetError(folder, f"{len(frames)} frame(s) (.jpg/.png) found; the demo needs at least 2 "
                                    "consecutive frames")
-    if not (folder / 'cam.txt').is_file():
-        raise DatasetError(folder / 'cam.txt', "not found: the scene folder needs the 3x3 intrinsics of its frames")
-    intrinsics = read_cam(folder / 'cam.txt')
-    segmentations = _companion_files(root, 'segmentation', name, '*.npy', len(frames), len(frames))
-    flows = [_companion_files(root, kind, name, '*.flo', len(frames) - 1, len(frames)) for kind in ('flow_f', 'flow_b')]
-    count = len(frames) if max_frames <= 0 else max(2, min(max_frames, len(frames)))
-    return DemoScene(name, folder, frames[:count], intrinsics,
-                     None if segmentations is None else segmentations[:count],
-                     None if flows[0] is None else flows[0][:count - 1],
-                     None if flows[1] is None else flows[1][:count - 1])
+    found = read_scene(root, name, required=(), optional=COMPANIONS, image_dir=folder)
+    return found.first_frames(len(frames) if max_frames <= 0 else max(2, min(max_frames, len(frames))))
 
 
 def build_networks(args, device):
-    """The three networks, from ``--pretrained-*`` checkpoints or randomly initialised (said so)."""
+    """The three networks, from ``--pretrained-*`` checkpoints or randomly initialised (said so).
+
+    The DispResNet depth and the rotation mode are the flags given, else the run's config saved in the
+    checkpoints (:mod:`models.config`), else 18 and euler.
+    """
     torch.manual_seed(args.seed)
-    nets = Networks(models.DispResNet(args.resnet_layers, False), models.EgoPoseNet(18, False),
-                    models.ObjPoseNet(18, False))
-    for key, path in (('disp', args.pretrained_disp), ('ego', args.pretrained_ego_pose),
-                      ('obj', args.pretrained_obj_pose)):
-        net = getattr(nets, key)
-        if path:
-            load_network_weights(net, path)
-            print(f"=> {type(net).__name__} weights from {path}")
-        else:
-            print(f"=> {type(net).__name__}: no checkpoint given, using an untrained (randomly initialised) network")
-        setattr(nets, key, net.to(device).eval())
-    return nets
+    paths = {'disp': args.pretrained_disp, 'ego': args.pretrained_ego_pose, 'obj': args.pretrained_obj_pose}
+    nets, config = models.load_trained_networks(
+        paths, {'resnet_layers': args.resnet_layers, 'rotation_mode': args.rotation_mode}, device)
+    return Networks(nets['disp'], nets['ego'], nets['obj'], config.rotation_mode)
 
 
 def read_frame(path, expected_hw=None):
     """A frame as ``[H,W,3]`` uint8; its size must be a multiple of 32 and equal to ``expected_hw``."""
     image = read_image(path)
     height, width = image.shape[:2]
-    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-        raise DatasetError(path, f"frame is {height}x{width} (HxW); the networks need sizes that are multiples of "
-                                 f"{SIZE_MULTIPLE} (e.g. 256x832, 128x416): resize the scene first")
+    problem = size_problem(height, width)
+    if problem:
+        raise DatasetError(path, f"frame is {problem}: resize the scene first")
     if expected_hw is not None and (height, width) != tuple(expected_hw):
         raise DatasetError(path, f"frame is {height}x{width} (HxW), the first frame is "
                                  f"{expected_hw[0]}x{expected_hw[1]}")
@@ -208,11 +179,7 @@ def _flow(paths, t, frame_hw):
     """Flow file ``t`` of ``paths`` as ``[H,W,2]``; zero flow when the scene has no flows (plain mask IoU)."""
     if paths is None:
         return np.zeros(tuple(frame_hw) + (2,), np.float32)
-    flow = read_flo(paths[t])
-    if flow.shape[:2] != tuple(frame_hw):
-        raise DatasetError(paths[t], f"flow is {flow.shape[0]}x{flow.shape[1]} (HxW), the frames are "
-                                     f"{frame_hw[0]}x{frame_hw[1]}")
-    return flow
+    return read_flow(paths[t], frame_hw)
 
 
 def match_instances(scene, t, masks_a, masks_b, mni):
@@ -228,9 +195,8 @@ def match_instances(scene, t, masks_a, masks_b, mni):
 
 
 def to_network_input(image, device):
-    """``[H,W,3]`` uint8 frame -> ``[1,3,H,W]`` normalised tensor (the validation transform)."""
-    images, _, _ = valid_transform()([image.astype(np.float32)], [], None)
-    return images[0].unsqueeze(0).to(device)
+    """``[H,W,3]`` uint8 frame -> ``[1,3,H,W]`` normalised tensor on ``device`` (:mod:`network_input`)."""
+    return network_input.to_network_input(image).unsqueeze(0).to(device)
 
 
 def instance_tensors(masks_a, masks_b, pairs, mni, device):
@@ -254,7 +220,7 @@ def infer_pair(nets, img_a, img_b, inst_a, inst_b, depth_a, depth_b, K):
     pairs = make_directed_pairs(img_a, [img_b], [inst_a], [inst_b], K)
     ego_poses = estimate_ego_motion(nets.ego, pairs)
     _, source_depths = pairs.layout.pair_frames(pairs.layout.stack_frames(depth_a, [depth_b]))
-    warped, warped_masks, _ = first_projection(pairs, source_depths, ego_poses)
+    warped, warped_masks, _ = first_projection(pairs, source_depths, ego_poses, nets.rotation_mode)
     obj_motion = estimate_object_motion(nets.obj, pairs, warped, warped_masks)
     forward = pairs.layout.row(batch_size=1, sample=0, forward=True)   # the pair (t, t+1)
     return ego_poses[forward], obj_motion[forward]
@@ -325,7 +291,7 @@ def build_tracks(scene, inference, cam_to_world, ids):
             continue
         channels = sorted(channel_ids)
         masks = frame_masks(scene, t, frame_hw)[np.array(channels) - 1]
-        centroids = demo_utils.object_centroids(camera_points(inference.depths[t], scene.intrinsics), masks)
+        centroids = demo_odometry.object_centroids(camera_points(inference.depths[t], scene.intrinsics), masks)
         forward = ({int(c): m for c, m in zip(inference.matches[t][:, 0], inference.obj_motion[t])}
                    if t < len(inference.matches) else {})
         for channel, centroid in zip(channels, centroids):
@@ -335,7 +301,7 @@ def build_tracks(scene, inference, cam_to_world, ids):
             track['frames'].append(t)
             track['frame_names'].append(scene.frames[t].stem)
             track['channels'].append(channel)
-            track['positions'].append(demo_utils.to_world(cam_to_world[t], centroid).tolist())
+            track['positions'].append(demo_odometry.to_world(cam_to_world[t], centroid).tolist())
             track['positions_camera'].append(centroid.tolist())
             network = forward.get(channel)
             track['motion_network'].append(None if network is None else network.tolist())
@@ -352,7 +318,7 @@ def cloud_of_frame(image, depth, intrinsics, cam_to_world):
     points = camera_points(depth, intrinsics).reshape(3, -1).T
     depth = depth.reshape(-1)
     keep = np.isfinite(points).all(1) & (depth > 0)
-    return demo_utils.to_world(cam_to_world, points[keep]), image.reshape(-1, 3)[keep], depth[keep]
+    return demo_odometry.to_world(cam_to_world, points[keep]), image.reshape(-1, 3)[keep], depth[keep]
 
 
 def figure_cloud_sample(points, colours, depths, rng):
@@ -360,18 +326,8 @@ def figure_cloud_sample(points, colours, depths, rng):
     if len(points) == 0:
         return points, colours
     near = np.flatnonzero(depths <= np.percentile(depths, 95))
-    chosen = rng.choice(near, size=min(len(near), demo_utils.CLOUD_POINTS_IN_FIGURE), replace=False)
+    chosen = rng.choice(near, size=min(len(near), demo_figures.CLOUD_POINTS_IN_FIGURE), replace=False)
     return points[chosen], colours[chosen]
-
-
-def make_output_folder(output_dir, name):
-    """A new ``OUTPUT_DIR/NAME/TIMESTAMP`` folder (a suffix is added if that second is taken)."""
-    base = Path(output_dir) / name / datetime.datetime.now().strftime('%m-%d-%H:%M:%S')
-    folder, suffix = base, 1
-    while folder.exists():
-        folder, suffix = Path(f"{base}-{suffix}"), suffix + 1
-    folder.mkdir(parents=True)
-    return folder
 
 
 def write_point_clouds(scene, inference, cam_to_world, out_dir):
@@ -381,7 +337,7 @@ def write_point_clouds(scene, inference, cam_to_world, out_dir):
     for t, path in enumerate(scene.frames):
         image = read_frame(path)
         points, colours, depths = cloud_of_frame(image, inference.depths[t], scene.intrinsics, cam_to_world[t])
-        demo_utils.write_ply(out_dir / 'pointclouds' / f'{path.stem}.ply', points, colours)
+        demo_files.write_ply(out_dir / 'pointclouds' / f'{path.stem}.ply', points, colours)
         samples.append(figure_cloud_sample(points, colours, depths, rng))
         clouds.append((points, colours))
     return samples, clouds
@@ -391,19 +347,19 @@ def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir,
     """Per-frame figures and the animation (``demo.mp4`` or ``demo.gif``)."""
     points = [cam_to_world[:, :3, 3]] + [s[0] for s in samples]
     points += [np.asarray(track['positions']) for track in tracks.values()]
-    limits = demo_utils.scene_limits(np.concatenate(points))
+    limits = demo_figures.scene_limits(np.concatenate(points))
     frame_hw = inference.depths.shape[1:]
-    view = demo_utils.FrameView(K=np.asarray(scene.intrinsics, np.float64), image_hw=frame_hw,
+    view = demo_figures.FrameView(K=np.asarray(scene.intrinsics, np.float64), image_hw=frame_hw,
                                 cam_to_world=cam_to_world, tracks=tracks, limits=limits,
                                 frustum_size=0.08 * limits[1], arrow_frames=args.arrow_frames)
-    animation = demo_utils.AnimationWriter(out_dir / f'demo.{args.video}', args.fps)
+    animation = demo_files.AnimationWriter(out_dir / f'demo.{args.video}', args.fps)
     try:
         for t, path in enumerate(tqdm(scene.frames, desc='figures', unit='frame')):
             masks = frame_masks(scene, t, frame_hw)
             instances = {track_id: masks[channel - 1] for channel, track_id in ids[t].items()}
             view.cloud = samples[t]
             title = f"{scene.name}  frame {path.stem}  ({t + 1}/{len(scene.frames)})"
-            rgb = demo_utils.render_frame_figure(out_dir / 'figures' / f'{path.stem}.png', t, read_frame(path),
+            rgb = demo_figures.render_frame_figure(out_dir / 'figures' / f'{path.stem}.png', t, read_frame(path),
                                                  inference.depths[t], instances, view, title)
             animation.append(rgb)
     except BaseException:
@@ -415,7 +371,7 @@ def write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir,
 def write_rerun(path, scene, inference, cam_to_world, tracks, clouds):
     """The Rerun recording of the run (``--rerun``)."""
     frames = [(read_frame(p), depth) for p, depth in zip(scene.frames, inference.depths)]
-    colours = {k: tuple(int(round(255 * c)) for c in demo_utils.track_colour(k)) for k in tracks}
+    colours = {k: tuple(int(round(255 * c)) for c in demo_figures.track_colour(k)) for k in tracks}
     rerun_recording.write_recording(path, frames, np.asarray(scene.intrinsics, np.float64), cam_to_world, tracks,
                                     colours, clouds)
     print(f"=> Rerun recording {path} (view it with: rerun {path})")
@@ -441,19 +397,19 @@ def run_demo(args):
     if args.scale_from == 'camera-height':
         inference, scale = scale_to_metric(inference, scene.intrinsics, args.camera_height)
     unit = 'network units' if scale is None else 'm'
-    cam_to_world = demo_utils.chain_trajectory(inference.poses)
-    ids = demo_utils.assign_track_ids(inference.matches, len(scene.frames))
+    cam_to_world = demo_odometry.chain_trajectory(inference.poses, nets.rotation_mode)
+    ids = demo_odometry.assign_track_ids(inference.matches, len(scene.frames))
     tracks = build_tracks(scene, inference, cam_to_world, ids)
     speed = mean_speed(tracks)
-    out_dir = make_output_folder(args.output_dir, args.name)
-    demo_utils.write_kitti_trajectory(out_dir / 'trajectory.txt', cam_to_world)
-    demo_utils.write_json(out_dir / 'tracks.json', {
+    out_dir = new_run_folder(Path(args.output_dir) / args.name, create=True)
+    demo_files.write_kitti_trajectory(out_dir / 'trajectory.txt', cam_to_world)
+    demo_files.write_json(out_dir / 'tracks.json', {
         'scene': str(scene.folder), 'frames': [p.stem for p in scene.frames],
         'world_frame': 'camera of the first frame: x right, y down, z forward '
                        + ('(network scale)' if scale is None else f'(metres: camera-height scale {scale:.4f})'),
         'summary': {'tracked_objects': len(tracks), 'mean_speed': speed if np.isfinite(speed) else None,
                     'speed_unit': f'{unit}/frame'},
-        'tracks': {str(k): dict(v, colour=list(demo_utils.track_colour(k))) for k, v in sorted(tracks.items())}})
+        'tracks': {str(k): dict(v, colour=list(demo_figures.track_colour(k))) for k, v in sorted(tracks.items())}})
     samples, clouds = write_point_clouds(scene, inference, cam_to_world, out_dir)
     if args.save_fig:
         write_figures(scene, inference, cam_to_world, tracks, ids, samples, out_dir, args)

@@ -19,3 +19,9 @@ def select_device(name, index=None):
     if device.type == 'cuda' and device.index is None and index is not None:
         device = torch.device('cuda', index)
     return device
+
+
+def synchronize(device):
+    """Wait for queued GPU work (so timings measure it)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)

@@ -18,7 +18,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import models
@@ -26,7 +25,7 @@ from checkpoint_io import CheckpointError, load_network_weights
 from exported_models import (NETWORK_IO, ExportError, OnnxNetwork, check_difference, compare_outputs, export_onnx,
                              export_torchscript, load_torchscript, temporary_path)
 from fileio import atomic_open
-from test_disp import IMAGE_MEAN, IMAGE_STD, load_image
+from network_input import check_size_flags, load_network_input, to_network_input
 
 SUFFIXES = {'onnx': '.onnx', 'torchscript': '.pt'}
 VERIFY_BATCH = 3
@@ -51,10 +50,7 @@ def build_parser():
 
 def check_arguments(args):
     """One-line ValueError for sizes the networks cannot take or nothing to export."""
-    for name in ('img_height', 'img_width'):
-        value = getattr(args, name)
-        if value <= 0 or value % 32:
-            raise ValueError(f"--{name.replace('_', '-')} {value}: must be a positive multiple of 32 (e.g. 256x832)")
+    check_size_flags({'--img-height': args.img_height, '--img-width': args.img_width})
     if not any((args.pretrained_dispnet, args.pretrained_ego_pose, args.pretrained_obj_pose)):
         raise ValueError("nothing to export: give --pretrained-dispnet and/or --pretrained-ego-pose / "
                          "--pretrained-obj-pose")
@@ -66,11 +62,12 @@ def check_arguments(args):
 def requested_networks(args):
     """``[(file stem, network with its weights, checkpoint path)]`` for the checkpoints given."""
     chosen = []
-    for stem, path, build in (('dispnet', args.pretrained_dispnet, lambda: models.DispResNet(args.resnet_layers)),
-                              ('ego_pose', args.pretrained_ego_pose, lambda: models.EgoPoseNet(18)),
-                              ('obj_pose', args.pretrained_obj_pose, lambda: models.ObjPoseNet(18))):
+    config = models.ModelConfig(resnet_layers=args.resnet_layers)
+    for stem, path, kind in (('dispnet', args.pretrained_dispnet, 'disp'),
+                             ('ego_pose', args.pretrained_ego_pose, 'ego'),
+                             ('obj_pose', args.pretrained_obj_pose, 'obj')):
         if path:
-            net = build()
+            net = models.build_network(kind, config)
             load_network_weights(net, path)
             chosen.append((stem, net.eval(), path))
     return chosen
@@ -79,11 +76,10 @@ def requested_networks(args):
 def real_frames(args):
     """``[F,3,H,W]`` normalised real frames: ``--verify-images``, or two synthetic street frames."""
     if args.verify_images:
-        return torch.stack([load_image(path, args.img_height, args.img_width) for path in args.verify_images])
+        return torch.stack([load_network_input(path, args.img_height, args.img_width) for path in args.verify_images])
     from data.synthetic import render_scene
     scene = render_scene(seed=0, index=0, height=args.img_height, width=args.img_width, frames=2, min_cars=2)
-    pixels = torch.from_numpy(scene.images.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
-    return (pixels - IMAGE_MEAN) / IMAGE_STD
+    return torch.stack([to_network_input(image) for image in scene.images])
 
 
 def verification_inputs(stem, frames, height, width):

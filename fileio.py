@@ -1,6 +1,7 @@
 """Atomic file writing shared by every writer of the project (checkpoints, datasets, demo outputs),
 and the check that an output folder can be written before any work starts."""
 import contextlib
+import datetime
 import errno
 import os
 import secrets
@@ -74,3 +75,19 @@ def check_writable_folder(path, flag):
     except OSError as error:
         raise OutputError(error.errno, f"{flag} {path}: cannot write there ({error.strerror})") from None
     os.unlink(probe)
+
+
+def new_run_folder(parent, create=False):
+    """A folder ``PARENT/TIMESTAMP`` (``MM-DD-HH:MM:SS``, the official naming) that does not exist yet.
+
+    A second run started in the same second gets ``TIMESTAMP-2`` (then ``-3``, ...).  The folder is
+    created (with its parents) when ``create``; otherwise only its name is chosen.
+    """
+    base = Path(parent) / datetime.datetime.now().strftime('%m-%d-%H:%M:%S')
+    folder, suffix = base, 1
+    while folder.exists():
+        suffix += 1
+        folder = Path(f'{base}-{suffix}')
+    if create:
+        folder.mkdir(parents=True)
+    return folder

@@ -20,46 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from checkpoint_io import CheckpointError, load_network_weights
-from devices import select_device
+from checkpoint_io import CheckpointError
+from devices import select_device, synchronize
 from errors import one_line
 from exported_models import ExportError, OnnxNetwork
 from fileio import OutputError, atomic_open, check_writable_folder
 from kitti_eval.eval_depth import CLI_ERRORS, DEFAULT_TEST_LIST, add_metric_options, evaluate_and_report
-from kitti_eval.kitti_raw import KittiFormatError, check_frame_files, locate_frame, missing_file, read_file_list
+from kitti_eval.kitti_raw import check_frame_files, locate_frame, missing_file, read_file_list
 from kitti_eval.metric_scale import add_scale_options, scale_to_metric
-from models import DispResNet, depth_from_disparity
-
-IMAGE_MEAN, IMAGE_STD = 0.5, 0.5
-
-
-def load_image(path, height, width):
-    """RGB image resized (bilinear) to ``height x width`` and normalised: ``[3,H,W]`` float32 in [-1,1]."""
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert('RGB').resize((width, height), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise KittiFormatError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
-    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (pixels - IMAGE_MEAN) / IMAGE_STD
-
-
-class ImageList(Dataset):
-    """The listed images, resized and normalised for the network."""
-
-    def __init__(self, paths, height, width):
-        self.paths, self.height, self.width = list(paths), height, width
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        return load_image(self.paths[index], self.height, self.width)
-
+from models import ConfigError, depth_from_disparity, load_trained_networks, resolve_config
+from network_input import ImageList, check_size_flags
 
 def check_images(paths):
     """One-line FileNotFoundError for the first listed image that does not exist."""
@@ -68,27 +41,22 @@ def check_images(paths):
             raise missing_file(path, 'listed image')
 
 
-def load_disp_net(path, resnet_layers, device):
-    """DispResNet with the weights of ``path`` (official checkpoints included), in eval mode."""
-    net = DispResNet(resnet_layers, pretrained=False)
-    load_network_weights(net, path)
-    return net.to(device).eval()
-
-
 def load_depth_network(args, device):
-    """DispResNet from ``--pretrained-dispnet``, or the exported ``--onnx`` model run by ONNX Runtime."""
+    """DispResNet from ``--pretrained-dispnet``, or the exported ``--onnx`` model run by ONNX Runtime.
+
+    Returns:
+        ``(network, models.ModelConfig)``: the ResNet depth and the input size are the flags given, else
+        those saved in the checkpoint (a trained run's), else 18 and 256x832.
+    """
+    explicit = {'resnet_layers': args.resnet_layers, 'img_height': args.img_height, 'img_width': args.img_width}
     if args.onnx is None:
-        return load_disp_net(args.pretrained_dispnet, args.resnet_layers, device)
+        nets, config = load_trained_networks({'disp': args.pretrained_dispnet}, explicit, device)
+        return nets['disp'], config
+    config, _ = resolve_config(None, explicit)
     net = OnnxNetwork(args.onnx)
-    net.check_image_size(args.img_height, args.img_width)
+    net.check_image_size(config.img_height, config.img_width)
     print(f"=> ONNX Runtime {net.session.get_providers()[0]} with {args.onnx}")
-    return net
-
-
-def synchronize(device):
-    """Wait for queued GPU work (so timings measure it)."""
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
+    return net, config
 
 
 @torch.inference_mode()
@@ -146,9 +114,13 @@ def build_parser():
     parser.add_argument('--dataset-list', default=str(DEFAULT_TEST_LIST),
                         help='file list (default: kitti_eval/test_files_eigen.txt)')
     parser.add_argument('--output-dir', default='outputs/eigen_test', help='where predictions.npy and metrics go')
-    parser.add_argument('--img-height', type=int, default=256, help='network input height (multiple of 32)')
-    parser.add_argument('--img-width', type=int, default=832, help='network input width (multiple of 32)')
-    parser.add_argument('--resnet-layers', type=int, default=18, choices=[18, 50], help='encoder depth')
+    parser.add_argument('--img-height', type=int, default=None,
+                        help='network input height (multiple of 32; default: the training frames\' height saved in '
+                             'the checkpoint, else 256)')
+    parser.add_argument('--img-width', type=int, default=None,
+                        help='network input width (multiple of 32; default: saved in the checkpoint, else 832)')
+    parser.add_argument('--resnet-layers', type=int, default=None, choices=[18, 50],
+                        help='encoder depth (default: saved in the checkpoint, else 18)')
     parser.add_argument('--batch-size', type=int, default=4, help='images per forward pass')
     parser.add_argument('--workers', type=int, default=0, help='image loading processes (0 = main process)')
     parser.add_argument('--device', default='auto', help='auto (CUDA when available), cpu, cuda or cuda:N')
@@ -160,12 +132,8 @@ def build_parser():
 
 
 def check_arguments(args):
-    """One-line ValueError for sizes the network cannot take."""
-    for name in ('img_height', 'img_width'):
-        value = getattr(args, name)
-        if value <= 0 or value % 32:
-            raise ValueError(f"--{name.replace('_', '-')} {value}: must be a positive multiple of 32 "
-                             f"(e.g. 256x832)")
+    """One-line ValueError for sizes the network cannot take (sizes not given are not checked)."""
+    check_size_flags({'--img-height': args.img_height, '--img-width': args.img_width})
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
 
@@ -179,10 +147,10 @@ def run(args):
     image_paths = [Path(args.dataset_dir) / entry for entry in files]
     check_images(image_paths)
     evaluate = args.evaluate and ground_truth_available(args.dataset_dir, files, args.gt_file)
-    net = load_depth_network(args, device)
-    print(f"{len(files)} files to test on {device}")
+    net, config = load_depth_network(args, device)
+    print(f"{len(files)} files to test on {device} at {config.img_height}x{config.img_width}")
 
-    loader = DataLoader(ImageList(image_paths, args.img_height, args.img_width), batch_size=args.batch_size,
+    loader = DataLoader(ImageList(image_paths, config.img_height, config.img_width), batch_size=args.batch_size,
                         num_workers=args.workers, pin_memory=device.type == 'cuda')
     start = time.perf_counter()
     depths, forward_seconds = predict_depths(net, loader, device, args.progress)
@@ -206,7 +174,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (CheckpointError, ExportError, OutputError, *CLI_ERRORS) as exc:
+    except (CheckpointError, ConfigError, ExportError, OutputError, *CLI_ERRORS) as exc:
         sys.exit(f"error: {one_line(exc)}")
 
 

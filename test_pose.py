@@ -30,24 +30,29 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from checkpoint_io import CheckpointError, load_network_weights
-from demo_utils import pose_vectors_to_matrices
-from devices import select_device
+from checkpoint_io import CheckpointError
+from demo_odometry import pose_vectors_to_matrices
+from devices import select_device, synchronize
 from fileio import atomic_open
 from kitti_eval.eval_odometry import CLI_ERRORS, evaluate_trajectory
 from kitti_eval.kitti_odometry import PoseFileError, ground_truth_path, read_poses, sequence_frames, write_poses
 from kitti_eval.odometry_metrics import ALIGNMENTS, chain_poses, snippet_ate
-from models import EgoPoseNet
-from test_disp import ImageList, check_arguments, synchronize
+from models import ConfigError, load_trained_networks
+from network_input import ImageList, check_size_flags
 
 SNIPPET_FILE = 'snippet_ate.json'
 
 
-def load_ego_pose_net(path, device):
-    """EgoPoseNet (ResNet-18) with the weights of ``path`` (official checkpoints included), in eval mode."""
-    net = EgoPoseNet(18, pretrained=False)
-    load_network_weights(net, path)
-    return net.to(device).eval()
+def load_ego_pose_net(args, device):
+    """EgoPoseNet with the weights of ``--pretrained-ego-pose`` (official checkpoints included), in eval mode.
+
+    Returns:
+        ``(network, models.ModelConfig)``: the rotation mode and input size are the flags given, else those
+        saved in the checkpoint, else euler and 256x832.
+    """
+    explicit = {'rotation_mode': args.rotation_mode, 'img_height': args.img_height, 'img_width': args.img_width}
+    nets, config = load_trained_networks({'ego': args.pretrained_ego_pose}, explicit, device)
+    return nets['ego'], config
 
 
 @torch.inference_mode()
@@ -96,12 +101,15 @@ def write_json(path, data):
         handle.write((json.dumps(data, indent=2) + '\n').encode())
 
 
-def predict_trajectory(net, frames, args, device):
-    """``([F,4,4]`` chained camera-to-world poses of ``frames``, network speed in pairs/s)."""
-    loader = DataLoader(ImageList(frames, args.img_height, args.img_width), batch_size=args.batch_size,
+def predict_trajectory(net, config, frames, args, device):
+    """``([F,4,4]`` chained camera-to-world poses of ``frames``, network speed in pairs/s).
+
+    ``config``: the :class:`models.ModelConfig` of the network (input size, rotation mode).
+    """
+    loader = DataLoader(ImageList(frames, config.img_height, config.img_width), batch_size=args.batch_size,
                         num_workers=args.workers, pin_memory=device.type == 'cuda')
     vectors, seconds = predict_frame_to_frame(net, loader, device, args.progress)
-    return chain_poses(pose_vectors_to_matrices(vectors, args.rotation_mode)), len(vectors) / seconds
+    return chain_poses(pose_vectors_to_matrices(vectors, config.rotation_mode)), len(vectors) / seconds
 
 
 def evaluate_snippets(gt, pred, snippet_length, sequence, out):
@@ -116,11 +124,11 @@ def evaluate_snippets(gt, pred, snippet_length, sequence, out):
     return {'snippet_ate': snippets['mean'], 'snippet_ate_std': snippets['std']}
 
 
-def evaluate_sequence(net, args, sequence, device):
+def evaluate_sequence(net, config, args, sequence, device):
     """Predict, save and (with GT) evaluate one sequence; returns a summary dict."""
     frames = sequence_frames(args.dataset_dir, sequence)
     gt, gt_path = load_ground_truth(args.dataset_dir, sequence, len(frames))
-    pred, speed = predict_trajectory(net, frames, args, device)
+    pred, speed = predict_trajectory(net, config, frames, args, device)
     out = Path(args.output_dir) / sequence
     write_poses(out / f'{sequence}.txt', pred)
     print(f"sequence {sequence}: {len(frames)} frames, {speed:.1f} pairs/s in the network; "
@@ -158,12 +166,15 @@ def build_parser():
                         help='KITTI odometry root (holds sequences/NN/image_2 and, optionally, poses/NN.txt)')
     parser.add_argument('--sequences', nargs='+', default=['09', '10'], help='sequences to test (default 09 10)')
     parser.add_argument('--output-dir', default='outputs/pose_test', help='where trajectories and metrics go')
-    parser.add_argument('--img-height', type=int, default=256, help='network input height (multiple of 32)')
-    parser.add_argument('--img-width', type=int, default=832, help='network input width (multiple of 32)')
+    parser.add_argument('--img-height', type=int, default=None,
+                        help='network input height (multiple of 32; default: saved in the checkpoint, else 256)')
+    parser.add_argument('--img-width', type=int, default=None,
+                        help='network input width (multiple of 32; default: saved in the checkpoint, else 832)')
     parser.add_argument('--sequence-length', type=int, default=5,
                         help='frames per snippet of the snippet ATE (3 or 5 as published; default %(default)s)')
-    parser.add_argument('--rotation-mode', choices=['euler', 'quat'], default='euler',
-                        help='rotation parameterisation the network was trained with')
+    parser.add_argument('--rotation-mode', choices=['euler', 'quat'], default=None,
+                        help='rotation parameterisation the network was trained with (default: saved in the '
+                             'checkpoint, else euler)')
     parser.add_argument('--align', default='7dof', choices=ALIGNMENTS,
                         help='alignment of the full trajectory to the GT (default %(default)s)')
     parser.add_argument('--batch-size', type=int, default=8, help='frame pairs per forward pass')
@@ -175,14 +186,16 @@ def build_parser():
 
 def run(args):
     """Evaluate every requested sequence; returns the summaries."""
-    check_arguments(args)
+    check_size_flags({'--img-height': args.img_height, '--img-width': args.img_width})
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.sequence_length < 2:
         raise ValueError(f"--sequence-length {args.sequence_length}: must be at least 2")
     for sequence in args.sequences:
         sequence_frames(args.dataset_dir, sequence)
     device = select_device(args.device)
-    net = load_ego_pose_net(args.pretrained_ego_pose, device)
-    rows = [evaluate_sequence(net, args, sequence, device) for sequence in args.sequences]
+    net, config = load_ego_pose_net(args, device)
+    rows = [evaluate_sequence(net, config, args, sequence, device) for sequence in args.sequences]
     if any('ate' in row for row in rows):
         print(format_summary(rows))
     return rows
@@ -192,7 +205,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (CheckpointError, *CLI_ERRORS) as exc:
+    except (CheckpointError, ConfigError, *CLI_ERRORS) as exc:
         sys.exit(f"error: {exc}")
 
 

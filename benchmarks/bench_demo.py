@@ -14,9 +14,10 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import demo
-import demo_utils
+import demo_odometry
 from data import synthetic
 from devices import select_device
+from fileio import new_run_folder
 
 
 def timed(fn, *args):
@@ -41,10 +42,10 @@ def measure(scene_dir, out_dir, mni, device_name):
     device = select_device(args.device)
     nets = demo.build_networks(args, device)
     inference, t_networks = timed(demo.run_networks, scene, nets, mni, device)
-    cam_to_world = demo_utils.chain_trajectory(inference.poses)
-    ids = demo_utils.assign_track_ids(inference.matches, len(scene.frames))
+    cam_to_world = demo_odometry.chain_trajectory(inference.poses)
+    ids = demo_odometry.assign_track_ids(inference.matches, len(scene.frames))
     tracks, t_tracks = timed(demo.build_tracks, scene, inference, cam_to_world, ids)
-    folder = demo.make_output_folder(out_dir, 'bench')
+    folder = new_run_folder(Path(out_dir) / 'bench', create=True)
     samples, t_clouds = timed(demo.write_point_clouds, scene, inference, cam_to_world, folder)
     _, t_figures = timed(demo.write_figures, scene, inference, cam_to_world, tracks, ids, samples, folder, args)
     return {'networks': t_networks, 'tracks': t_tracks, 'point clouds': t_clouds, 'figures + GIF': t_figures}, \

@@ -18,12 +18,11 @@ import numpy as np
 import onnxruntime
 import torch
 
+from devices import select_device, synchronize
 from exported_models import OnnxNetwork, export_onnx
 from kitti_eval.eval_depth import evaluate_depths
 from kitti_eval.gt_cache import load_gt_depths, save_gt_depths
-from models import DispResNet
-from devices import select_device
-from test_disp import synchronize
+from models import ModelConfig, build_network
 
 KITTI_SHAPE = (375, 1242)
 LIDAR_DENSITY = 0.045  # fraction of KITTI pixels with a velodyne point (~21k per frame)
@@ -96,7 +95,7 @@ def main():
     device = select_device(args.device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    net = DispResNet(18, pretrained=False).to(device).eval()
+    net = build_network('disp', ModelConfig(resnet_layers=18)).to(device).eval()
     for batch_size in args.batch_sizes:
         fps = inference_fps(net, batch_size, args.img_height, args.img_width, args.iterations, device)
         print(f"DispResNet-18 {args.img_height}x{args.img_width} batch {batch_size}: {fps:.2f} frames/s (PyTorch)")

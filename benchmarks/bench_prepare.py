@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data import prepare_train_data, synthetic
-from data._prepare_models import DisFlow
+from data.prepare_models import DisFlow
 
 
 def make_drives(data_dir, drives, frames, height, width):

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from benchmarks.timing import median_seconds
 import precision
-from models import DispResNet, EgoPoseNet, ObjPoseNet
+from models import ModelConfig, build_networks
 from projection import LossOptions, run_step
-from train import build_optimizer, build_parser
+from train import build_parser
+from train_model import build_optimizer
 
 
 def make_batch(batch, height, width, mni, num_refs=2, seed=0, counts=None):
@@ -134,7 +135,7 @@ def measure(args):
     """One configuration in this process; prints a JSON line."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    nets = [DispResNet(18).to(device), EgoPoseNet().to(device), ObjPoseNet().to(device)]
+    nets = [net.to(device) for net in build_networks(ModelConfig(resnet_layers=18)).values()]
     train_args = build_parser().parse_args(['unused', '--name', 'bench'])
     optimizer = build_optimizer(train_args, dict(zip(('disp', 'ego', 'obj'), nets)))
     precision.prepare_networks(dict(enumerate(nets)), channels_last=args.channels_last, compile_networks=args.compile)

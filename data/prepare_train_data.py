@@ -1,6 +1,6 @@
 """Turn raw KITTI, Cityscapes sequences or any video into the KITTI-VIS training layout.
 
-    python data/prepare_train_data.py --source kitti|cityscapes|frames|video --input PATH --output DIR
+    python -m data.prepare_train_data --source kitti|cityscapes|frames|video --input PATH --output DIR
         [--img-width 832 --img-height 256 --intrinsics FX FY CX CY --flow dis|raft
          --masks maskrcnn|none --masks-from DIR --val-scenes N --val-depth --workers N]
 
@@ -12,19 +12,21 @@ writes ``DIR/image/SCENE/%010d.jpg + cam.txt``, ``DIR/segmentation/SCENE/%010d.n
 (``--workers``) and every file is written atomically.
 """
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
+    sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
+             f"once (it installs it into .venv), or run it from the repository root as python -m data.prepare_train_data")
 
 import numpy as np
 from tqdm import tqdm
 
-from data._prepare_models import MASKRCNN_WEIGHTS, RAFT_WEIGHTS, MissingWeightsError, find_weights
-from data._prepare_run import Settings, is_prepared, read_prepared_frames, run_scenes, scene_list_bytes
-from data._prepare_sources import (CITYSCAPES_KEEP_FRACTION, DEFAULT_STATIC_FRAMES, DEFAULT_TEST_SCENES,
+from data.prepare_models import MASKRCNN_WEIGHTS, RAFT_WEIGHTS, MissingWeightsError, find_weights
+from data.prepare_run import Settings, is_prepared, read_prepared_frames, run_scenes, scene_list_bytes
+from data.prepare_sources import (CITYSCAPES_KEEP_FRACTION, DEFAULT_STATIC_FRAMES, DEFAULT_TEST_SCENES,
                                    KITTI_CAMERAS, MIN_SCENE_FRAMES, PrepareError, cityscapes_scenes,
                                    frame_folder_scenes, intrinsics_matrix, kitti_scenes, video_scenes)
 from datasets.io import DatasetError, atomic_write_bytes
@@ -39,7 +41,7 @@ CLI_ERRORS = (PrepareError, DatasetError, FileNotFoundError, ValueError)
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog='python data/prepare_train_data.py',
+        prog='python -m data.prepare_train_data',
         description='Raw KITTI, Cityscapes sequences, frame folders or videos -> the KITTI-VIS training layout.')
     parser.add_argument('--source', required=True, choices=('kitti', 'cityscapes', 'frames', 'video'),
                         help='kind of input')

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import torch
 
+from network_input import IMAGE_MEAN, IMAGE_STD
+
 MAX_SCALE = 1.15
-NORMALISE_MEAN = 0.5
-NORMALISE_STD = 0.5
 
 
 class Compose:
@@ -128,7 +128,7 @@ class ArrayToTensor:
 class Normalize:
     """``(image - mean) / std`` on the image tensors (masks untouched); default maps 0..1 to -1..1."""
 
-    def __init__(self, mean=NORMALISE_MEAN, std=NORMALISE_STD):
+    def __init__(self, mean=IMAGE_MEAN, std=IMAGE_STD):
         self.mean = mean
         self.std = std
 

@@ -1,19 +1,11 @@
 """Training samples of KITTI-VIS / Cityscapes-VIS with video-instance association (docs/ARCHITECTURE.md, "Data layout").
 
-Layout::
-
-    ROOT/image/SCENE/0000000000.jpg ...     frames (jpg, or png), and ROOT/image/SCENE/cam.txt
-    ROOT/segmentation/SCENE/0000000000.npy  [1+N,H,W] instance masks, channel 0 empty
-    ROOT/flow_f/SCENE/0000000000.flo        file k: flow frame k -> k+1   (F-1 files)
-    ROOT/flow_b/SCENE/0000000000.flo        file k: flow frame k+1 -> k   (F-1 files)
-    ROOT/train.txt, ROOT/val.txt            scene names, one per line
-
-Frames, masks and flows of a scene are paired by sorted file order, as in the official code.
+The scenes (layout in :mod:`datasets.scenes`) are those of ``ROOT/train.txt`` or ``ROOT/val.txt``,
+each with its segmentation and forward/backward flows.
 """
 import math
 import random
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,61 +14,8 @@ import torch.utils.data
 
 from datasets.association import associate_stored, binary_instances, compose_flows, drop_empty_pairs, pack_pairs
 from datasets.association_cache import DEFAULT_SUBDIR, AssociationCache
-from datasets.io import DatasetError, read_cam, read_flo, read_image, read_segmentation
-
-
-@dataclass
-class Scene:
-    """Files of one scene; ``flows_forward[k]`` is frame k -> k+1, ``flows_backward[k]`` frame k+1 -> k."""
-    name: str
-    frames: list
-    segmentations: list
-    flows_forward: list
-    flows_backward: list
-    intrinsics: np.ndarray
-
-
-def read_scene_list(root, train):
-    """Scene names listed in ``ROOT/train.txt`` (``train``) or ``ROOT/val.txt``, blank lines ignored."""
-    list_path = Path(root) / ('train.txt' if train else 'val.txt')
-    if not list_path.is_file():
-        raise DatasetError(list_path, "scene list not found")
-    names = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise DatasetError(list_path, "the scene list is empty")
-    return list_path, names
-
-
-def list_frames(folder):
-    """Sorted jpg frames of ``folder`` (png when it has no jpg)."""
-    frames = sorted(folder.glob('*.jpg'))
-    return frames if frames else sorted(folder.glob('*.png'))
-
-
-def crawl_scene(root, name):
-    """Find and check the files of one scene.
-
-    Raises:
-        DatasetError: a missing folder or ``cam.txt``, or different numbers of frames, masks and flows.
-    """
-    root = Path(root)
-    image_dir = root / 'image' / name
-    folders = {kind: root / kind / name for kind in ('segmentation', 'flow_f', 'flow_b')}
-    for folder in (image_dir, *folders.values()):
-        if not folder.is_dir():
-            raise DatasetError(folder, f"folder of scene '{name}' not found")
-    frames = list_frames(image_dir)
-    segmentations = sorted(folders['segmentation'].glob('*.npy'))
-    flows_forward = sorted(folders['flow_f'].glob('*.flo'))
-    flows_backward = sorted(folders['flow_b'].glob('*.flo'))
-    if len(segmentations) != len(frames):
-        raise DatasetError(folders['segmentation'], f"{len(segmentations)} segmentation files for {len(frames)} frames "
-                                                    f"in {image_dir}")
-    for kind, flows in (('flow_f', flows_forward), ('flow_b', flows_backward)):
-        if frames and len(flows) != len(frames) - 1:
-            raise DatasetError(folders[kind], f"{len(flows)} .flo files for {len(frames)} frames in {image_dir} "
-                                              f"(expected {len(frames) - 1}: one per consecutive pair)")
-    return Scene(name, frames, segmentations, flows_forward, flows_backward, read_cam(image_dir / 'cam.txt'))
+from datasets.io import DatasetError, read_image, read_segmentation
+from datasets.scenes import read_flow, read_scene, read_scene_list
 
 
 def reference_shifts(sequence_length):
@@ -137,7 +76,7 @@ class SequenceFolder(torch.utils.data.Dataset):
         list_path, names = read_scene_list(self.root, train)
         scenes = []
         for name in names:
-            scene = crawl_scene(self.root, name)
+            scene = read_scene(self.root, name)
             if len(scene.frames) < sequence_length:
                 warnings.warn(f"{self.root / 'image' / name}: {len(scene.frames)} frames, fewer than the "
                               f"sequence length {sequence_length}; scene skipped", RuntimeWarning)
@@ -215,14 +154,7 @@ class SequenceFolder(torch.utils.data.Dataset):
     @staticmethod
     def _associate(masks_first, masks_second, forward_files, backward_files, frame_hw):
         """Run the association on the stored channel numbering: ``[k,2]`` int64 channels (1-based)."""
-        flow_ab = compose_flows([_read_flow(path, frame_hw) for path in forward_files])
-        flow_ba = compose_flows([_read_flow(path, frame_hw) for path in backward_files])
+        flow_ab = compose_flows([read_flow(path, frame_hw) for path in forward_files])
+        flow_ba = compose_flows([read_flow(path, frame_hw) for path in backward_files])
         return associate_stored(masks_first, masks_second, flow_ab, flow_ba)
 
-
-def _read_flow(path, frame_hw):
-    flow = read_flo(path)
-    if flow.shape[:2] != tuple(frame_hw):
-        raise DatasetError(path, f"flow is {flow.shape[0]}x{flow.shape[1]} (HxW), the frames are "
-                                 f"{frame_hw[0]}x{frame_hw[1]}")
-    return flow

@@ -11,7 +11,7 @@ import numpy as np
 import torch.utils.data
 
 from datasets.io import DatasetError, read_image, read_segmentation
-from datasets.sequence_folders import list_frames, read_scene_list
+from datasets.scenes import read_scene, read_scene_list
 
 
 def crawl_validation(root):
@@ -20,22 +20,10 @@ def crawl_validation(root):
     _, names = read_scene_list(root, train=False)
     frames, depths, segmentations = [], [], []
     for name in names:
-        image_dir, seg_dir = root / 'image' / name, root / 'segmentation' / name
-        for folder in (image_dir, seg_dir):
-            if not folder.is_dir():
-                raise DatasetError(folder, f"folder of scene '{name}' not found")
-        scene_frames = list_frames(image_dir)
-        scene_segs = sorted(seg_dir.glob('*.npy'))
-        if len(scene_segs) != len(scene_frames):
-            raise DatasetError(seg_dir, f"{len(scene_segs)} segmentation files for {len(scene_frames)} frames "
-                                        f"in {image_dir}")
-        for frame in scene_frames:
-            depth = frame.with_suffix('.npy')
-            if not depth.is_file():
-                raise DatasetError(depth, f"ground-truth depth of {frame.name} not found")
-            depths.append(depth)
-        frames.extend(scene_frames)
-        segmentations.extend(scene_segs)
+        scene = read_scene(root, name, required=('segmentation',), intrinsics=False, depth=True)
+        frames.extend(scene.frames)
+        depths.extend(scene.depths)
+        segmentations.extend(scene.segmentations)
     if not frames:
         raise DatasetError(root / 'val.txt', "the listed scenes hold no frame")
     return frames, depths, segmentations

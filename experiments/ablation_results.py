@@ -1,6 +1,6 @@
 """Aggregate an ablation run of ``scripts/run_ablation.sh``: ``results.json``, ``results.md``, ``results.png``.
 
-    python experiments/ablation_results.py --out OUT [--data VIS_ROOT] [--configs "full rigid no_mof no_obj_size"]
+    python -m experiments.ablation_results --out OUT [--data VIS_ROOT] [--configs "full rigid no_mof no_obj_size"]
 
 Reads ``OUT/runs/CONFIG/flags.txt`` (the training flags of the configuration) and, per seed,
 ``OUT/runs/CONFIG/seedS/metrics.json`` (written by ``experiments/eval_synthetic.py``) and
@@ -14,24 +14,26 @@ Reads ``OUT/runs/CONFIG/flags.txt`` (the training flags of the configuration) an
   (image, GT depth, the depth of each configuration's first seed) when ``--data`` is given.
 """
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
+    sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
+             f"once (it installs it into .venv), or run it from the repository root as python -m experiments.ablation_results")
 
 import numpy as np
 import torch
 
-from checkpoint_io import CheckpointError, load_file, load_network_weights
+from checkpoint_io import CheckpointError, load_file
 from data.synthetic import depth_to_colour
 from datasets.io import read_image
-from datasets.sequence_folders import list_frames, read_scene_list
+from datasets.scenes import list_frames, read_scene_list
 from demo import to_network_input
 from experiments.eval_synthetic import median_scale
 from fileio import atomic_open
-from models import DispResNet
+from models import depth_from_disparity, load_trained_networks
 
 CONFIG_ORDER = ('full', 'rigid', 'no_mof', 'no_obj_size')
 REGIONS = ('all', 'background', 'moving', 'parked')
@@ -150,10 +152,9 @@ def load_validation_frame(data):
 
 def predict_depth(checkpoint, image):
     """``[H,W]`` depth of DispResNet ``checkpoint`` for one uint8 frame (on the CPU)."""
-    net = DispResNet(18, pretrained=False)
-    load_network_weights(net, checkpoint)
+    nets, _ = load_trained_networks({'disp': checkpoint}, {}, torch.device('cpu'), log=lambda line: None)
     with torch.no_grad():
-        return (1 / net.eval()(to_network_input(image, torch.device('cpu'))))[0, 0].numpy()
+        return depth_from_disparity(nets['disp'](to_network_input(image, torch.device('cpu'))))[0, 0].numpy()
 
 
 def config_depths(out, results, image, gt):

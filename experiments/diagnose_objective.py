@@ -1,6 +1,6 @@
 """Probe what the Insta-DM objective does in a short run: disparity, pose and mask statistics per step.
 
-    python experiments/diagnose_objective.py DATA --name probe [any train.py flag] \
+    python -m experiments.diagnose_objective DATA --name probe [any train.py flag] \
         [--probe-steps 60 --probe-every 5 --probe-csv OUT.csv --depth-scale 1.0]
 
 A diagnostic of issue 18 (why the rigid ``-mni 0`` and ``-o 0`` configurations do not learn on the
@@ -12,11 +12,13 @@ valid in the second projection, and kept by the auto-mask, and the loss terms.  
 sets :attr:`projection.LossOptions.depth_scale` (depth = depth_scale / disparity).
 """
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
-if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
+    sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
+             f"once (it installs it into .venv), or run it from the repository root as python -m experiments.diagnose_objective")
 
 import torch
 
@@ -25,7 +27,9 @@ from devices import select_device
 from fileio import atomic_open
 from loss_functions import photometric_and_geometry_maps
 from projection import LossOptions
-from train import Distributed, build_model, build_networks, build_optimizer, make_loaders, to_device
+from train_data import make_loaders, to_device
+from train_distributed import Distributed
+from train_model import build_model, build_networks, build_optimizer
 
 COLUMNS = ('step', 'disparity', 'ego_translation', 'parallax', 'forward_share', 'first_valid', 'second_valid', 'auto_mask_kept',
            'photo', 'geometry', 'smooth', 'obj_size', 'total')

@@ -1,6 +1,6 @@
 """Depth by region, ego-motion and object-motion accuracy on the validation scenes of the synthetic world.
 
-    python experiments/eval_synthetic.py --data VIS_ROOT --pretrained-dispnet CKPT \
+    python -m experiments.eval_synthetic --data VIS_ROOT --pretrained-dispnet CKPT \
         [--pretrained-ego-pose CKPT --pretrained-obj-pose CKPT] [--rotation-mode euler|quat] \
         [--mni 20 --device auto] --output-dir OUT
 
@@ -29,27 +29,29 @@ and prints a table.  Protocols:
   the association did not match (or beyond ``--mni``) gets the zero motion the motion field gives it.
 """
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
+    sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
+             f"once (it installs it into .venv), or run it from the repository root as python -m experiments.eval_synthetic")
 
 import numpy as np
 import torch
 
 import demo
-from checkpoint_io import CheckpointError, load_network_weights
+from checkpoint_io import CheckpointError
 from datasets.io import DatasetError, read_segmentation
-from datasets.sequence_folders import read_scene_list
+from datasets.scenes import read_scene_list
 from datasets.validation_folders import read_depth
 from devices import select_device
 from experiments import motion_metrics
 from fileio import atomic_open
 from kitti_eval.depth_metrics import TABLE_METRICS, NoValidPixelsError, compute_errors, compute_errors_and_scale, \
     evaluation_mask
-from models import DispResNet, EgoPoseNet, ObjPoseNet, depth_from_disparity
+from models import ConfigError, depth_from_disparity, load_trained_networks
 
 REGIONS = ('all', 'background', 'moving', 'parked')
 MIN_REGION_PIXELS = 50
@@ -170,16 +172,9 @@ class AntisymmetricPose(torch.nn.Module):
         return 0.5 * (self.pose_net(view, source) - self.pose_net(source, view))
 
 
-def load_network(cls, path, device, **kwargs):
-    """A network of class ``cls`` with the weights of ``path``, in eval mode."""
-    net = cls(**kwargs)
-    load_network_weights(net, path)
-    return net.to(device).eval()
-
-
 @torch.no_grad()
 def predict_scene_depths(disp_net, scene, device):
-    """``[F,H,W]`` depth of every frame of a ``demo.DemoScene``."""
+    """``[F,H,W]`` depth of every frame of a ``datasets.scenes.Scene``."""
     frame_hw = demo.read_frame(scene.frames[0]).shape[:2]
     disparities = (disp_net(demo.to_network_input(demo.read_frame(path, frame_hw), device)) for path in scene.frames)
     return np.stack([depth_from_disparity(disparity)[0, 0].cpu().numpy() for disparity in disparities])
@@ -260,28 +255,33 @@ def format_report(metrics):
     return '\n'.join(lines)
 
 
-class Networks:
-    """The networks of an evaluation (``ego``/``obj`` None for depth only) and the rotation mode."""
-
-    def __init__(self, disp, ego=None, obj=None, rotation_mode='euler'):
-        self.disp, self.ego, self.obj, self.rotation_mode = disp, ego, obj, rotation_mode
-
-
 def build_networks(args, device):
-    """Load the networks of the command line."""
+    """Load the networks of the command line: a ``demo.Networks`` (``ego``/``obj`` None for depth only).
+
+    The DispResNet depth, rotation mode and depth scale are the flags given, else the run's config
+    saved in the checkpoints, else 18, euler and 1.
+    """
     if (args.pretrained_ego_pose is None) != (args.pretrained_obj_pose is None):
         raise EvalError("--pretrained-ego-pose and --pretrained-obj-pose go together (motion metrics need both)")
-    if args.depth_scale <= 0:
+    if args.depth_scale is not None and args.depth_scale <= 0:
         raise EvalError(f"--depth-scale must be > 0, got {args.depth_scale}")
-    disp = load_network(DispResNet, args.pretrained_dispnet, device, num_layers=args.resnet_layers)
-    if args.depth_scale != 1:
-        disp = ScaledDisparity(disp, args.depth_scale)
-    if args.pretrained_ego_pose is None:
-        return Networks(disp, rotation_mode=args.rotation_mode)
-    ego = load_network(EgoPoseNet, args.pretrained_ego_pose, device)
-    if args.antisymmetric_ego_pose:
+    paths = {'disp': args.pretrained_dispnet}
+    if args.pretrained_ego_pose is not None:
+        paths.update(ego=args.pretrained_ego_pose, obj=args.pretrained_obj_pose)
+    explicit = {'resnet_layers': args.resnet_layers, 'rotation_mode': args.rotation_mode,
+                'depth_scale': args.depth_scale, 'antisymmetric_ego_pose': args.antisymmetric_ego_pose}
+    nets, config = load_trained_networks(paths, explicit, device, log=print_warning)
+    disp = nets['disp'] if config.depth_scale == 1 else ScaledDisparity(nets['disp'], config.depth_scale)
+    ego = nets.get('ego')
+    if ego is not None and config.antisymmetric_ego_pose:
         ego = AntisymmetricPose(ego)
-    return Networks(disp, ego, load_network(ObjPoseNet, args.pretrained_obj_pose, device), args.rotation_mode)
+    return demo.Networks(disp, ego, nets.get('obj'), config.rotation_mode)
+
+
+def print_warning(line):
+    """Print the warnings of :func:`models.load_trained_networks` (to stderr), not its loading notes."""
+    if line.startswith('warning'):
+        print(line, file=sys.stderr)
 
 
 def build_parser():
@@ -290,13 +290,17 @@ def build_parser():
     parser.add_argument('--pretrained-dispnet', required=True, help='DispResNet checkpoint')
     parser.add_argument('--pretrained-ego-pose', default=None, help='EgoPoseNet checkpoint (ego-motion metrics)')
     parser.add_argument('--pretrained-obj-pose', default=None, help='ObjPoseNet checkpoint (object-motion metrics)')
-    parser.add_argument('--rotation-mode', choices=['euler', 'quat'], default='euler', help='as in training')
-    parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=18, help='DispResNet depth')
+    parser.add_argument('--rotation-mode', choices=['euler', 'quat'], default=None,
+                        help='as in training (default: saved in the checkpoints, else euler)')
+    parser.add_argument('--resnet-layers', type=int, choices=[18, 50], default=None,
+                        help='DispResNet depth (default: saved in the checkpoint, else 18)')
     parser.add_argument('--mni', type=int, default=20, help='instances matched per pair (as -mni in training)')
-    parser.add_argument('--depth-scale', type=float, default=1.0,
-                        help='the LossOptions.depth_scale the networks were trained with (depth = scale / disparity)')
-    parser.add_argument('--antisymmetric-ego-pose', action='store_true',
-                        help='the networks were trained with --antisymmetric-ego-pose (pose = (f(a,b) - f(b,a)) / 2)')
+    parser.add_argument('--depth-scale', type=float, default=None,
+                        help='the LossOptions.depth_scale the networks were trained with (depth = scale / disparity; '
+                             'default: saved in the checkpoints, else 1)')
+    parser.add_argument('--antisymmetric-ego-pose', action='store_const', const=True, default=None,
+                        help='the networks were trained with --antisymmetric-ego-pose (pose = (f(a,b) - f(b,a)) / 2; '
+                             'default: saved in the checkpoints, else off)')
     parser.add_argument('--snippet-length', type=int, default=3, help='frames per ATE snippet (the sequence length)')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
     parser.add_argument('--output-dir', required=True, type=Path, help='metrics.json goes here')
@@ -312,7 +316,7 @@ def main(argv=None):
         device = select_device(args.device)
         nets = build_networks(args, device)
         metrics = evaluate(args.data, nets, args.mni, device, args.snippet_length)
-    except (EvalError, DatasetError, CheckpointError, ValueError) as error:
+    except (EvalError, DatasetError, CheckpointError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)

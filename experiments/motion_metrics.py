@@ -8,7 +8,7 @@ which fits one least-squares scale per snippet (the SfMLearner / SC-SfMLearner p
 """
 import numpy as np
 
-from demo_utils import pose_vectors_to_matrices
+from demo_odometry import pose_vectors_to_matrices
 from kitti_eval.odometry_metrics import chain_poses, rotation_angle, snippet_ate
 
 DIRECTION_TOLERANCE_DEG = 30.0

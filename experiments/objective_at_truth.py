@@ -1,6 +1,6 @@
 """The Insta-DM objective evaluated at the synthetic world's exact depth and motion, and near it.
 
-    python experiments/objective_at_truth.py [--height 96 --width 320 --seed 0 --scenes 0 1 2 3 4]
+    python -m experiments.objective_at_truth [--height 96 --width 320 --seed 0 --scenes 0 1 2 3 4]
 
 A diagnostic of issue 18: does the objective (photometric + geometry terms with the official switches
 ``--with-ssim --with-mask --with-auto-mask``, restricted to pixels valid in both projections) prefer the
@@ -19,11 +19,12 @@ and prints the photometric term (sum over the four directed pairs, as training),
 share of pixels kept by the validity masks and the auto-mask.  Sky (no depth) is put at 1000 m.
 """
 import argparse
+import importlib.util
 import sys
-from pathlib import Path
 
-if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
+    sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
+             f"once (it installs it into .venv), or run it from the repository root as python -m experiments.objective_at_truth")
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ import torch
 from data import synthetic
 from loss_functions import pairwise_masked_means, photometric_and_geometry_maps
 from motion_field import MotionField
+from network_input import to_network_input
 from pairs import PairLayout
 from projection import LossOptions, first_projection, make_directed_pairs, second_projection
 
@@ -38,8 +40,8 @@ SKY_DEPTH = 1000.0
 
 
 def to_tensor(image):
-    """``[H,W,3]`` uint8 -> ``[1,3,H,W]`` normalised (mean 0.5, std 0.5)."""
-    return (torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255 - 0.5) / 0.5
+    """``[H,W,3]`` uint8 -> ``[1,3,H,W]`` normalised (:func:`network_input.to_network_input`)."""
+    return to_network_input(image)[None]
 
 
 def directed_frames(target=1, refs=(0, 2)):

@@ -1,6 +1,6 @@
 """Evaluate predicted depth maps on a KITTI file list (the Eigen split by default).
 
-    python kitti_eval/eval_depth.py --kitti_dir KITTI_RAW --pred_file OUT/predictions.npy \
+    python -m kitti_eval.eval_depth --kitti_dir KITTI_RAW --pred_file OUT/predictions.npy \
         [--test_file_list kitti_eval/test_files_eigen.txt --min_depth 1e-3 --max_depth 80 \
          --gt_file GT.npz --output_dir OUT --no_median_scaling --vel_depth]
 
@@ -8,12 +8,14 @@
 (bilinear) to its ground truth's size before the metrics are computed.
 """
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
+    sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
+             f"once (it installs it into .venv), or run it from the repository root as python -m kitti_eval.eval_depth")
 
 import cv2
 import numpy as np

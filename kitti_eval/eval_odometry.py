@@ -1,6 +1,6 @@
 """Evaluate a predicted camera trajectory against the ground truth (KITTI odometry metrics).
 
-    python kitti_eval/eval_odometry.py --gt GT_POSES.txt --pred PRED_POSES.txt \
+    python -m kitti_eval.eval_odometry --gt GT_POSES.txt --pred PRED_POSES.txt \
         [--align none|scale|6dof|7dof] [--output-dir OUT]
 
 Both files are KITTI pose files (one line per frame: the top 3x4 of the camera-to-world pose).
@@ -12,12 +12,14 @@ error) are printed.  With ``--output-dir``: ``odometry_metrics.json`` (those fiv
 prediction, KITTI format).  See ``kitti_eval/odometry_metrics.py`` for the definitions.
 """
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
+    sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
+             f"once (it installs it into .venv), or run it from the repository root as python -m kitti_eval.eval_odometry")
 
 from fileio import atomic_open
 from kitti_eval.kitti_odometry import PoseFileError, read_poses, write_poses

@@ -1,16 +1,17 @@
 """Export the ground truth of a KITTI file list to one compressed ``.npz`` (see ``gt_cache.py``).
 
-    python kitti_eval/export_gt_depth.py --kitti_dir KITTI_RAW \
+    python -m kitti_eval.export_gt_depth --kitti_dir KITTI_RAW \
         [--test_file_list kitti_eval/test_files_eigen.txt] --output outputs/gt_depths_eigen.npz
 
 ``eval_depth.py --gt_file`` and ``test_disp.py --gt-file`` then read it instead of the raw scans.
 """
 import argparse
+import importlib.util
 import sys
-from pathlib import Path
 
-if __package__ in (None, ''):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
+    sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
+             f"once (it installs it into .venv), or run it from the repository root as python -m kitti_eval.export_gt_depth")
 
 from kitti_eval.eval_depth import CLI_ERRORS, DEFAULT_TEST_LIST, both_spellings
 from kitti_eval.gt_cache import generate_gt_depths, save_gt_depths

@@ -1,6 +1,10 @@
-"""The three networks of Insta-DM."""
+"""The three networks of Insta-DM, their configuration and the model object of the training step."""
 from .disp_resnet import DispResNet, depth_from_disparity
 from .pose_resnet import EgoPoseNet, ObjPoseNet
+from .config import (CONFIG_KEY, ConfigError, ModelConfig, build_network, build_networks, imagenet_initialisation,
+                     load_trained_networks, resolve_config, saved_config)
 from .insta_dm import InstaDM
 
-__all__ = ['DispResNet', 'depth_from_disparity', 'EgoPoseNet', 'ObjPoseNet', 'InstaDM']
+__all__ = ['DispResNet', 'depth_from_disparity', 'EgoPoseNet', 'ObjPoseNet', 'InstaDM', 'CONFIG_KEY', 'ConfigError',
+           'ModelConfig', 'build_network', 'build_networks', 'imagenet_initialisation', 'load_trained_networks',
+           'resolve_config', 'saved_config']

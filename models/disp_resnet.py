@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from network_input import size_problem
+
 from .resnet_encoder import ResnetEncoder
 
 DECODER_CHANNELS = (16, 32, 64, 128, 256)
@@ -95,9 +97,8 @@ class DispResNet(nn.Module):
         """Disparities at several scales: list ordered as ``scales``, each ``[B,1,H/2^s,W/2^s]``."""
         if img.dim() != 4 or img.shape[1] != 3:
             raise ValueError(f"DispResNet expects images of shape [B,3,H,W], got {list(img.shape)}")
-        height, width = img.shape[-2:]
-        if height % 32 or width % 32:
-            raise ValueError(f"DispResNet needs image height and width that are multiples of 32, got "
-                             f"{height}x{width} (HxW): resize or pad the frames, e.g. to 256x832 or 128x416")
+        problem = size_problem(*img.shape[-2:])
+        if problem:
+            raise ValueError(f"DispResNet input is {problem}: resize or pad the frames")
         disparities = self.decoder(self.encoder(img), scales)
         return [disparities[s] for s in scales]

@@ -4,7 +4,7 @@
 #   CITYSCAPES=/path/to/cityscapes OUTPUT=data/cityscapes_256 sh scripts/prepare_cityscapes_vis.sh [extra flags]
 # CITYSCAPES holds leftImg8bit_sequence/train/CITY/*.png and camera/train/CITY/*_camera.json.
 # MASKS=none writes empty masks; MASKS_FROM=DIR uses precomputed masks instead of Mask R-CNN.
-# Extra flags go to data/prepare_train_data.py (e.g. --flow raft, --cityscapes-splits train val).
+# Extra flags go to python -m data.prepare_train_data (e.g. --flow raft, --cityscapes-splits train val).
 # An interrupted run resumes where it stopped when started again with the same settings.
 set -eu
 cd "$(dirname "$0")/.."
@@ -24,6 +24,6 @@ if [ -n "$MASKS_FROM" ]; then
 else
     set -- --masks "$MASKS" "$@"
 fi
-exec "$PYTHON" data/prepare_train_data.py --source cityscapes --input "$CITYSCAPES" --output "$OUTPUT" \
+exec "$PYTHON" -m data.prepare_train_data --source cityscapes --input "$CITYSCAPES" --output "$OUTPUT" \
     --img-width 832 --img-height 256 \
     --flow "$FLOW" --workers "$WORKERS" "$@"

@@ -4,7 +4,7 @@
 #   KITTI_RAW=/path/to/kitti_raw OUTPUT=data/kitti_256 sh scripts/prepare_kitti_vis.sh [extra flags]
 # KITTI_RAW holds 2011_09_26/ ... (each date with its calib_*.txt and DATE_drive_XXXX_sync/ folders).
 # MASKS=none writes empty masks; MASKS_FROM=DIR uses precomputed masks instead of Mask R-CNN.
-# Extra flags go to data/prepare_train_data.py (e.g. --flow raft, --val-scenes 3, --device cuda).
+# Extra flags go to python -m data.prepare_train_data (e.g. --flow raft, --val-scenes 3, --device cuda).
 # An interrupted run resumes where it stopped when started again with the same settings.
 set -eu
 cd "$(dirname "$0")/.."
@@ -24,6 +24,6 @@ if [ -n "$MASKS_FROM" ]; then
 else
     set -- --masks "$MASKS" "$@"
 fi
-exec "$PYTHON" data/prepare_train_data.py --source kitti --input "$KITTI_RAW" --output "$OUTPUT" \
+exec "$PYTHON" -m data.prepare_train_data --source kitti --input "$KITTI_RAW" --output "$OUTPUT" \
     --img-width 832 --img-height 256 \
     --flow "$FLOW" --val-depth --workers "$WORKERS" "$@"

@@ -10,7 +10,7 @@
 # Safe to run twice (data are re-rendered, each training run gets its own folder).
 # Environment overrides (CI runs a reduced version): QS_OUT, QS_HEIGHT, QS_WIDTH, QS_SCENES, QS_FRAMES,
 # QS_EPOCHS, QS_EPOCH_SIZE, QS_BATCH, QS_MNI, QS_WORKERS, QS_DEVICE, QS_DEMO_FRAMES, QS_ODOM_FRAMES,
-# QS_VAL_MOVING_CARS, QS_SKIP_INSTALL=1.
+# QS_VAL_MOVING_CARS, QS_SKIP_INSTALL=1, QS_PYTHON (the interpreter to run with; default .venv/bin/python).
 set -eu
 cd "$(dirname "$0")/.."
 OUT=${QS_OUT:-outputs/quickstart}
@@ -32,8 +32,10 @@ if [ "${QS_SKIP_INSTALL:-0}" != 1 ]; then
     echo "== 1/6 virtual environment .venv and requirements"
     [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+        --config-settings editable_mode=compat -e .
 fi
-PY=.venv/bin/python
+PY=${QS_PYTHON:-.venv/bin/python}
 
 echo "== 2/6 synthetic data: $SCENES scenes x $FRAMES frames at ${HEIGHT}x${WIDTH} (train) + a held-out drive (test)"
 $PY -m data.synthetic --out "$OUT/synthetic" --layout vis --scenes "$SCENES" --frames "$FRAMES" \

@@ -4,8 +4,8 @@
 #   DATA=VIS_ROOT OUT=DIR STEPS=N SEEDS="0 1 2" HEIGHT=H WIDTH=W BATCH=B bash scripts/run_ablation.sh
 #
 # Trains every configuration with every seed on the same data, steps and batch (train.py, one process per
-# run), evaluates each final checkpoint with experiments/eval_synthetic.py and aggregates them with
-# experiments/ablation_results.py into OUT/results.json, OUT/results.md and OUT/results.png.
+# run), evaluates each final checkpoint with python -m experiments.eval_synthetic and aggregates them with
+# python -m experiments.ablation_results into OUT/results.json, OUT/results.md and OUT/results.png.
 #   full         the official loss settings, -mni $MNI
 #   rigid        -mni 0 (no instances: the rigid model)
 #   no_mof       -mc 0 (no motion-field consistency)
@@ -110,7 +110,7 @@ for CONFIG in $CONFIGS; do
             RUN=$(last_run "$DIR")
         fi
         echo "$RUN" > "$DIR/run_dir.txt"
-        $PY experiments/eval_synthetic.py --data "$DATA" --pretrained-dispnet "$RUN/dispnet_checkpoint.pth.tar" \
+        $PY -m experiments.eval_synthetic --data "$DATA" --pretrained-dispnet "$RUN/dispnet_checkpoint.pth.tar" \
             --pretrained-ego-pose "$RUN/ego_pose_checkpoint.pth.tar" \
             --pretrained-obj-pose "$RUN/obj_pose_checkpoint.pth.tar" \
             --mni "$(config_mni "$CONFIG")" --depth-scale "$DEPTH_SCALE" $EVAL_FLAGS --device "$DEVICE" --output-dir "$DIR/eval"
@@ -118,7 +118,7 @@ for CONFIG in $CONFIGS; do
     done
 done
 SECONDS_SPENT=$(( $(date +%s) - START ))
-$PY experiments/ablation_results.py --out "$OUT" --data "$DATA" --configs "$CONFIGS" \
+$PY -m experiments.ablation_results --out "$OUT" --data "$DATA" --configs "$CONFIGS" \
     --settings "Settings: $STEPS steps (epochs of $EPOCH_SIZE), batch $BATCH, ${HEIGHT}x${WIDTH}, mni $MNI, depth scale $DEPTH_SCALE, antisymmetric ego pose $ANTISYMMETRIC, \
 seeds $SEEDS, data $DATA, device $DEVICE; this invocation trained/evaluated for ${SECONDS_SPENT} s (skipped runs excluded)."
 echo "=> $OUT/results.md, $OUT/results.json, $OUT/results.png"

@@ -28,7 +28,7 @@ CHECKPOINT=${CHECKPOINT:-}
 NAME=${NAME:-demo}
 MNI=${MNI:-3}
 MAX_FRAMES=${MAX_FRAMES:-0}
-RESNET_LAYERS=${RESNET_LAYERS:-18}
+RESNET_LAYERS=${RESNET_LAYERS:-}    # empty: saved in the checkpoints, else 18
 DEVICE=${DEVICE:-auto}
 OUTPUT_DIR=${OUTPUT_DIR:-outputs}
 if [ -z "${PYTHON:-}" ]; then
@@ -62,4 +62,4 @@ for pair in "disp:${DISP_NET:-}" "ego-pose:${EGO_POSE_NET:-}" "obj-pose:${OBJ_PO
 done
 
 "$PYTHON" "$REPO_DIR/demo.py" --data "$SCENE" "$@" --mni "$MNI" --name "$NAME" --output-dir "$OUTPUT_DIR" \
-    --max-frames "$MAX_FRAMES" --resnet-layers "$RESNET_LAYERS" --device "$DEVICE" --save-fig
+    --max-frames "$MAX_FRAMES" ${RESNET_LAYERS:+--resnet-layers "$RESNET_LAYERS"} --device "$DEVICE" --save-fig

@@ -15,9 +15,9 @@ RESULTS_DIR=${RESULTS_DIR:-outputs/eigen_test}
 TEST_FILE=${TEST_FILE:-$REPO_DIR/kitti_eval/test_files_eigen.txt}
 GT_FILE=${GT_FILE:-outputs/gt_depths_$(basename "$TEST_FILE" .txt).npz}   # ground-truth cache
 PRED_FILE=$RESULTS_DIR/predictions.npy
-IMG_HEIGHT=${IMG_HEIGHT:-256}
-IMG_WIDTH=${IMG_WIDTH:-832}
-RESNET_LAYERS=${RESNET_LAYERS:-18}
+IMG_HEIGHT=${IMG_HEIGHT:-}          # empty: the checkpoint's saved frame size, else 256x832
+IMG_WIDTH=${IMG_WIDTH:-}
+RESNET_LAYERS=${RESNET_LAYERS:-}    # empty: saved in the checkpoint, else 18
 BATCH_SIZE=${BATCH_SIZE:-4}
 DEVICE=${DEVICE:-auto}
 PYTHON=${PYTHON:-python3}
@@ -31,10 +31,10 @@ fail() {
 [ -f "$TEST_FILE" ] || fail "TEST_FILE=$TEST_FILE is not a file: set TEST_FILE to a file list"
 
 ### (1) Predict depth and save it to $PRED_FILE ###
-"$PYTHON" "$REPO_DIR/test_disp.py" --img-height "$IMG_HEIGHT" --img-width "$IMG_WIDTH" \
-    --resnet-layers "$RESNET_LAYERS" --batch-size "$BATCH_SIZE" --device "$DEVICE" --no-eval \
+"$PYTHON" "$REPO_DIR/test_disp.py" ${IMG_HEIGHT:+--img-height "$IMG_HEIGHT"} ${IMG_WIDTH:+--img-width "$IMG_WIDTH"} \
+    ${RESNET_LAYERS:+--resnet-layers "$RESNET_LAYERS"} --batch-size "$BATCH_SIZE" --device "$DEVICE" --no-eval \
     --pretrained-dispnet "$DISP_NET" --dataset-dir "$DATA_ROOT" --dataset-list "$TEST_FILE" --output-dir "$RESULTS_DIR"
 
 ### (2) Evaluate depth with the ground truth (cached in $GT_FILE after the first run) ###
-"$PYTHON" "$REPO_DIR/kitti_eval/eval_depth.py" --kitti_dir "$DATA_ROOT" --pred_file "$PRED_FILE" \
+PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m kitti_eval.eval_depth --kitti_dir "$DATA_ROOT" --pred_file "$PRED_FILE" \
     --test_file_list "$TEST_FILE" --gt_file "$GT_FILE" --output_dir "$RESULTS_DIR"

@@ -14,10 +14,10 @@ DATA_ROOT=${DATA_ROOT:-/path/to/kitti_odometry}              # KITTI odometry: D
 EGO_POSE_NET=${EGO_POSE_NET:-/path/to/resnet18_ego_kt.tar}    # EgoPoseNet checkpoint
 SEQUENCES=${SEQUENCES:-09 10}
 RESULTS_DIR=${RESULTS_DIR:-outputs/pose_test}
-IMG_HEIGHT=${IMG_HEIGHT:-256}
-IMG_WIDTH=${IMG_WIDTH:-832}
+IMG_HEIGHT=${IMG_HEIGHT:-}          # empty: the checkpoint's saved frame size, else 256x832
+IMG_WIDTH=${IMG_WIDTH:-}
 SEQUENCE_LENGTH=${SEQUENCE_LENGTH:-5}                         # snippet length of the snippet ATE (3 or 5)
-ROTATION_MODE=${ROTATION_MODE:-euler}
+ROTATION_MODE=${ROTATION_MODE:-}    # empty: the checkpoint's saved rotation mode, else euler
 ALIGN=${ALIGN:-7dof}                                          # none | scale | 6dof | 7dof
 BATCH_SIZE=${BATCH_SIZE:-8}
 DEVICE=${DEVICE:-auto}
@@ -32,6 +32,6 @@ fail() {
 
 # shellcheck disable=SC2086  # SEQUENCES is a list
 "$PYTHON" "$REPO_DIR/test_pose.py" --pretrained-ego-pose "$EGO_POSE_NET" --dataset-dir "$DATA_ROOT" \
-    --sequences $SEQUENCES --output-dir "$RESULTS_DIR" --img-height "$IMG_HEIGHT" --img-width "$IMG_WIDTH" \
-    --sequence-length "$SEQUENCE_LENGTH" --rotation-mode "$ROTATION_MODE" --align "$ALIGN" \
+    --sequences $SEQUENCES --output-dir "$RESULTS_DIR" ${IMG_HEIGHT:+--img-height "$IMG_HEIGHT"} ${IMG_WIDTH:+--img-width "$IMG_WIDTH"} \
+    --sequence-length "$SEQUENCE_LENGTH" ${ROTATION_MODE:+--rotation-mode "$ROTATION_MODE"} --align "$ALIGN" \
     --batch-size "$BATCH_SIZE" --device "$DEVICE"

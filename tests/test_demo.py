@@ -15,7 +15,8 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 import demo
-import demo_utils
+import demo_files
+import demo_odometry
 import models
 from datasets.io import read_image
 from data import synthetic
@@ -64,7 +65,7 @@ def test_demo_writes_figures_animation_clouds_and_files(demo_run):
     width, height = next(reader)['size']
     reader.close()
     assert (height, width) == (figure.shape[0] + figure.shape[0] % 2, figure.shape[1] + figure.shape[1] % 2)
-    trajectory = demo_utils.read_kitti_trajectory(demo_run / 'trajectory.txt')
+    trajectory = demo_files.read_kitti_trajectory(demo_run / 'trajectory.txt')
     assert trajectory.shape == (FRAMES, 4, 4)
     np.testing.assert_allclose(trajectory[0], np.eye(4), atol=1e-12)
     rotations = trajectory[:, :3, :3]
@@ -89,11 +90,11 @@ def test_track_ids_follow_the_cars_through_shuffled_mask_channels(vis_root, demo
 
 def test_point_cloud_of_the_first_frame_back_projects_its_pixels(vis_root, demo_run):
     """World = camera of frame 0: its cloud projects back onto the pixel grid with the frame's colours."""
-    points, colours = demo_utils.read_ply(demo_run / 'pointclouds' / f'{0:010d}.ply')
+    points, colours = demo_files.read_ply(demo_run / 'pointclouds' / f'{0:010d}.ply')
     K = np.loadtxt(vis_root / 'image' / SCENE / 'cam.txt')
     assert points.shape == (HEIGHT * WIDTH, 3) and np.all(points[:, 2] > 0)
     v, u = np.mgrid[:HEIGHT, :WIDTH]
-    np.testing.assert_allclose(demo_utils.project_points(K, points), np.stack([u.ravel(), v.ravel()], 1), atol=2e-3)
+    np.testing.assert_allclose(demo_odometry.project_points(K, points), np.stack([u.ravel(), v.ravel()], 1), atol=2e-3)
     np.testing.assert_array_equal(colours, read_image(vis_root / 'image' / SCENE / f'{0:010d}.jpg').reshape(-1, 3))
 
 
@@ -101,8 +102,8 @@ def test_ply_round_trip(tmp_path):
     rng = np.random.default_rng(3)
     points = rng.normal(size=(1000, 3)).astype(np.float32)
     colours = rng.integers(0, 256, size=(1000, 3), dtype=np.uint8)
-    demo_utils.write_ply(tmp_path / 'cloud.ply', points, colours)
-    read_points, read_colours = demo_utils.read_ply(tmp_path / 'cloud.ply')
+    demo_files.write_ply(tmp_path / 'cloud.ply', points, colours)
+    read_points, read_colours = demo_files.read_ply(tmp_path / 'cloud.ply')
     np.testing.assert_array_equal(read_points, points)
     np.testing.assert_array_equal(read_colours, colours)
     try:
@@ -114,21 +115,21 @@ def test_ply_round_trip(tmp_path):
 
 
 def test_ply_reader_rejects_a_truncated_file(tmp_path):
-    demo_utils.write_ply(tmp_path / 'cloud.ply', np.zeros((10, 3)), np.zeros((10, 3), np.uint8))
+    demo_files.write_ply(tmp_path / 'cloud.ply', np.zeros((10, 3)), np.zeros((10, 3), np.uint8))
     data = (tmp_path / 'cloud.ply').read_bytes()
     (tmp_path / 'cloud.ply').write_bytes(data[:-5])
     with pytest.raises(ValueError, match='cloud.ply: PLY body is truncated'):
-        demo_utils.read_ply(tmp_path / 'cloud.ply')
+        demo_files.read_ply(tmp_path / 'cloud.ply')
 
 
 def test_chained_trajectory_inverts_the_relative_poses():
     """Pose t -> t+1 maps camera-t points into camera t+1, so cam_to_world[t+1] = cam_to_world[t] @ inv(T)."""
     forward = np.array([[0, 0, -1.0, 0, 0, 0]] * 3)  # the scene comes 1 m closer: the camera drives 1 m forward
-    centres = demo_utils.chain_trajectory(forward)[:, :3, 3]
+    centres = demo_odometry.chain_trajectory(forward)[:, :3, 3]
     np.testing.assert_allclose(centres, [[0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 0, 3]], atol=1e-12)
     rng = np.random.default_rng(0)
     poses = np.concatenate([rng.normal(size=(4, 3)), rng.normal(scale=0.2, size=(4, 3))], 1)
-    cam_to_world = demo_utils.chain_trajectory(poses)
+    cam_to_world = demo_odometry.chain_trajectory(poses)
     for t, pose in enumerate(poses):
         relative = np.linalg.inv(cam_to_world[t + 1]) @ cam_to_world[t]
         np.testing.assert_allclose(relative[:3, :3], Rotation.from_euler('XYZ', pose[3:]).as_matrix(), atol=1e-9)
@@ -136,11 +137,11 @@ def test_chained_trajectory_inverts_the_relative_poses():
 
 
 def test_kitti_trajectory_round_trip(tmp_path):
-    cam_to_world = demo_utils.chain_trajectory(np.random.default_rng(1).normal(scale=0.3, size=(3, 6)))
-    demo_utils.write_kitti_trajectory(tmp_path / 'poses.txt', cam_to_world)
+    cam_to_world = demo_odometry.chain_trajectory(np.random.default_rng(1).normal(scale=0.3, size=(3, 6)))
+    demo_files.write_kitti_trajectory(tmp_path / 'poses.txt', cam_to_world)
     lines = (tmp_path / 'poses.txt').read_text().splitlines()
     assert len(lines) == 4 and all(len(line.split()) == 12 for line in lines)
-    np.testing.assert_allclose(demo_utils.read_kitti_trajectory(tmp_path / 'poses.txt'), cam_to_world, atol=1e-8)
+    np.testing.assert_allclose(demo_files.read_kitti_trajectory(tmp_path / 'poses.txt'), cam_to_world, atol=1e-8)
 
 
 def test_object_centroid_is_the_mean_back_projected_point():
@@ -149,13 +150,13 @@ def test_object_centroid_is_the_mean_back_projected_point():
     points = demo.camera_points(depth, K)
     masks = np.zeros((2, 24, 40), bool)
     masks[0, 4:9, 30:35] = True  # centre pixel (32, 6)
-    centroids = demo_utils.object_centroids(points, masks)
+    centroids = demo_odometry.object_centroids(points, masks)
     np.testing.assert_allclose(centroids[0], [5 * (32 - 20) / 100, 5 * (6 - 10) / 100, 5])
     assert np.all(np.isnan(centroids[1]))
 
 
 def test_track_ids_chain_through_channel_changes():
-    ids = demo_utils.assign_track_ids([np.array([[2, 1], [1, 3]]), np.array([[3, 2]]), np.zeros((0, 2))], 4)
+    ids = demo_odometry.assign_track_ids([np.array([[2, 1], [1, 3]]), np.array([[3, 2]]), np.zeros((0, 2))], 4)
     assert ids == [{2: 1, 1: 2}, {1: 1, 3: 2}, {2: 2}, {}]
 
 
@@ -236,7 +237,7 @@ def test_frame_size_not_a_multiple_of_32_is_one_clear_line(vis_root, tmp_path):
 def test_segmentation_count_mismatch_and_bad_checkpoint_are_one_clear_line(vis_root, tmp_path):
     scene = _copy_scene(vis_root, tmp_path, ['segmentation'], frames=3)
     (tmp_path / 'segmentation' / SCENE / f'{2:010d}.npy').unlink()
-    assert '2 *.npy files, expected 3' in _error_of(['--data', str(scene)])
+    assert '2 segmentation files for 3 frames' in _error_of(['--data', str(scene)])
     (tmp_path / 'bad.pth.tar').write_bytes(b'not a checkpoint')
     message = _error_of(['--data', str(vis_root / 'image' / SCENE), '--pretrained-disp', str(tmp_path / 'bad.pth.tar')])
     assert 'bad.pth.tar' in message
@@ -268,7 +269,7 @@ def test_run_demo_script_runs_untrained(vis_root, tmp_path):
 
 @pytest.mark.parametrize('suffix', ['mp4', 'gif'])
 def test_animation_writer_writes_every_frame_at_an_even_size(tmp_path, suffix):
-    writer = demo_utils.AnimationWriter(tmp_path / f'anim.{suffix}', fps=4)
+    writer = demo_files.AnimationWriter(tmp_path / f'anim.{suffix}', fps=4)
     for value in range(6):
         writer.append(np.full((51, 75, 3), 40 * value, np.uint8))
     assert not (tmp_path / f'anim.{suffix}').exists()  # appears only when closed
@@ -337,3 +338,29 @@ def test_missing_rerun_sdk_is_one_clear_line(vis_root, tmp_path, monkeypatch):
     monkeypatch.setattr(demo.rerun_recording.importlib, 'import_module', no_rerun)
     message = _error_of(['--data', str(vis_root / 'image' / SCENE), '--rerun', str(tmp_path / 'r.rrd')])
     assert 'pip install rerun-sdk' in message and not (tmp_path / 'r.rrd').exists()
+
+
+def _quaternion_ego_checkpoint(path):
+    """An EgoPoseNet whose pose vectors hold large rotations (0.1..0.3), saved as trained with quaternions."""
+    torch.manual_seed(1)
+    net = models.EgoPoseNet(18)
+    with torch.no_grad():
+        net.decoder.convs_pose[2].bias.copy_(torch.tensor([0., 0., 100., 10., 20., 30.]))
+    torch.save({'epoch': 1, 'state_dict': net.state_dict(),
+                models.CONFIG_KEY: models.ModelConfig(rotation_mode='quat').as_dict()}, path)
+    return path
+
+
+def test_a_quaternion_model_is_decoded_as_quaternion_without_the_flag(vis_root, tmp_path, capsys):
+    ego = _quaternion_ego_checkpoint(tmp_path / 'ego.pth.tar')
+    common = ['--data', str(vis_root / 'image' / SCENE), '--max-frames', '2', '--device', 'cpu', '--output-dir',
+              str(tmp_path / 'out'), '--pretrained-ego-pose', str(ego)]
+    trajectories = {}
+    for mode in (None, 'quat', 'euler'):
+        out = demo.main(common + ([] if mode is None else ['--rotation-mode', mode]))
+        trajectories[mode] = np.loadtxt(out / 'trajectory.txt')
+        warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith('warning')]
+        assert warnings == ([f"warning: {ego} was trained with rotation_mode 'quat', using 'euler' as given"]
+                            if mode == 'euler' else [])
+    np.testing.assert_allclose(trajectories[None], trajectories['quat'], rtol=1e-6, atol=1e-9)
+    assert np.abs(trajectories[None] - trajectories['euler']).max() > 1e-2

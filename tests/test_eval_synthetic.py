@@ -4,12 +4,11 @@ import json
 import numpy as np
 import pytest
 
-synthetic = pytest.importorskip('data.synthetic', reason='data/synthetic.py (the synthetic raw drive) is not available')
-
-from checkpoint_io import save_checkpoint  # noqa: E402
-from kitti_eval import eval_depth  # noqa: E402
-from kitti_eval.kitti_raw import generate_depth_map, locate_frame  # noqa: E402
-from models import DispResNet  # noqa: E402
+from checkpoint_io import save_checkpoint
+from data import synthetic
+from kitti_eval import eval_depth
+from kitti_eval.kitti_raw import generate_depth_map, locate_frame
+from models import DispResNet
 import test_disp  # noqa: E402
 
 HEIGHT, WIDTH = 128, 416

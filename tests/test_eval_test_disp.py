@@ -12,7 +12,7 @@ import torch
 import test_disp
 from checkpoint_io import save_checkpoint
 from kitti_eval import eval_depth, save_depth
-from models import DispResNet, EgoPoseNet
+from models import CONFIG_KEY, DispResNet, EgoPoseNet, ModelConfig
 from test_eval_fixtures import raw_drive  # noqa: F401  (fixture)
 
 HEIGHT, WIDTH = 64, 96
@@ -189,3 +189,19 @@ def test_cuda_requested_without_cuda():
     with pytest.raises(ValueError, match="--device cuda: CUDA is not available on this machine"):
         test_disp.select_device('cuda')
     assert test_disp.select_device('auto') == torch.device('cpu')
+
+
+def test_input_size_and_depth_are_read_from_the_checkpoint(raw_drive, tmp_path, capsys):
+    """A checkpoint saved by train.py carries its frame size: test_disp.py uses it when no size is given."""
+    root, entries = raw_drive
+    torch.manual_seed(0)
+    path = tmp_path / 'dispnet_checkpoint.pth.tar'
+    config = ModelConfig(resnet_layers=18, img_height=HEIGHT, img_width=WIDTH)
+    save_checkpoint(path, DispResNet(18, pretrained=False).state_dict(), epoch=1, **{CONFIG_KEY: config.as_dict()})
+    common = ['--pretrained-dispnet', str(path), '--dataset-dir', str(root), '--dataset-list',
+              str(root / 'test_files.txt'), '--device', 'cpu', '--no-progress', '--no-eval']
+    test_disp.main(common + ['--output-dir', str(tmp_path / 'saved')])
+    assert np.load(tmp_path / 'saved' / 'predictions.npy').shape == (len(entries), HEIGHT, WIDTH)
+    test_disp.main(common + ['--output-dir', str(tmp_path / 'given'), '--img-height', '96', '--img-width', '128'])
+    assert np.load(tmp_path / 'given' / 'predictions.npy').shape == (len(entries), 96, 128)
+    assert f"warning: {path} was trained with img_height {HEIGHT}, using 96 as given" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import ground_plane
 import test_disp
 from data import synthetic
 from kitti_eval.metric_scale import frame_intrinsics, scale_to_metric
+from models import ModelConfig
 
 HEIGHT, WIDTH = 64, 224
 
@@ -117,7 +118,8 @@ def test_test_disp_camera_height_scaling_makes_depth_metric(raw_drive, tmp_path,
             start, ThirdScaleNet.calls = ThirdScaleNet.calls, ThirdScaleNet.calls + len(images)
             return torch.from_numpy(1 / unscaled[start:start + len(images), None]).float()
 
-    monkeypatch.setattr(test_disp, 'load_depth_network', lambda args, device: ThirdScaleNet())
+    monkeypatch.setattr(test_disp, 'load_depth_network',
+                        lambda args, device: (ThirdScaleNet(), ModelConfig(img_height=HEIGHT, img_width=WIDTH)))
     out = tmp_path / 'out'
     test_disp.main(['--pretrained-dispnet', 'unused', '--dataset-dir', str(root), '--dataset-list',
                     str(root / 'test_files.txt'), '--output-dir', str(out), '--img-height', str(HEIGHT),

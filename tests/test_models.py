@@ -130,7 +130,7 @@ def test_output_shapes_and_ranges():
 
 
 def test_size_not_multiple_of_32_is_refused_with_the_size():
-    with pytest.raises(ValueError, match='multiples of 32, got 100x128'):
+    with pytest.raises(ValueError, match=r'100x128 \(HxW\); the networks need sides that are positive multiples of 32'):
         DispResNet(18)(torch.zeros(1, 3, 100, 128))
 
 

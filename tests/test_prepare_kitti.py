@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data import _prepare_run, prepare_train_data
+from data import prepare_run, prepare_train_data
 from data.synthetic import render_scene, write_kitti_vis, write_raw_kitti
 from datasets.io import read_cam, read_flo, read_image
 from datasets.sequence_folders import SequenceFolder
@@ -142,7 +142,7 @@ def test_static_frames_dropped_and_renumbered(world, tmp_path):
 
 
 def test_interrupted_run_resumes_without_recomputing_finished_scenes(world, tmp_path, monkeypatch, capsys):
-    real_iter_frames = _prepare_run.iter_frames
+    real_iter_frames = prepare_run.iter_frames
 
     def interrupted(job):
         for count, frame in enumerate(real_iter_frames(job)):
@@ -150,20 +150,20 @@ def test_interrupted_run_resumes_without_recomputing_finished_scenes(world, tmp_
                 raise KeyboardInterrupt
             yield frame
 
-    monkeypatch.setattr(_prepare_run, 'iter_frames', interrupted)
+    monkeypatch.setattr(prepare_run, 'iter_frames', interrupted)
     assert run(world, tmp_path, '--masks', 'none') == 130
     finished = scene_dir(tmp_path, 'flow_f', 0) / '0000000000.flo'
     stamp = os.stat(finished).st_mtime_ns
     assert not (tmp_path / 'train.txt').exists()
-    monkeypatch.setattr(_prepare_run, 'iter_frames', real_iter_frames)
+    monkeypatch.setattr(prepare_run, 'iter_frames', real_iter_frames)
     prepared_scenes = []
-    real_prepare_scene = _prepare_run.prepare_scene
+    real_prepare_scene = prepare_run.prepare_scene
 
     def counting(root, job, *args):
         prepared_scenes.append(job.name)
         return real_prepare_scene(root, job, *args)
 
-    monkeypatch.setattr(_prepare_run, 'prepare_scene', counting)
+    monkeypatch.setattr(prepare_run, 'prepare_scene', counting)
     capsys.readouterr()
     assert run(world, tmp_path, '--masks', 'none') == 0
     assert prepared_scenes == [f'{DRIVE.format(3)}_02']

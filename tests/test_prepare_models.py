@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from data import prepare_train_data
-from data._prepare_models import MASKRCNN_WEIGHTS, RAFT_WEIGHTS, MaskRcnnMasks, WeightsChoice
+from data.prepare_models import MASKRCNN_WEIGHTS, RAFT_WEIGHTS, MaskRcnnMasks, WeightsChoice
 from datasets.io import read_flo
 
 HEIGHT, WIDTH = 36, 60  # not multiples of 8: RAFT pads

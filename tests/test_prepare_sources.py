@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from data import prepare_train_data
-from data._prepare_models import read_instance_file
-from data._prepare_sources import FrameGeometry, PrepareError
+from data.prepare_models import read_instance_file
+from data.prepare_sources import FrameGeometry, PrepareError
 from datasets.io import read_cam, read_flo, read_image
 from datasets.sequence_folders import SequenceFolder
 

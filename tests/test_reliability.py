@@ -18,6 +18,7 @@ import demo
 import fileio
 import test_disp
 import train
+import train_loop
 from checkpoint_io import atomic_torch_save, load_checkpoint
 from cli_types import float_in, int_at_least, odd_int_at_least
 from datasets.io import DatasetError, read_cam, read_flo, write_cam, write_flo
@@ -201,7 +202,7 @@ def test_unwritable_checkpoint_root_is_refused_before_any_work(where, tiny_root,
             '/sys': '/sys/insta_dm', 'read-only': str(tmp_path / 'ro')}[where]
     if where == 'read-only':
         read_only_probe(monkeypatch)
-    monkeypatch.setattr(train, 'make_loaders', lambda *a: pytest.fail('work started'))
+    monkeypatch.setattr(train_loop, 'make_loaders', lambda *a: pytest.fail('work started'))
     monkeypatch.chdir(tmp_path)
     code, stderr = run_train([tiny_root, '--name', 'x', '--checkpoint-root', root] + TINY, capsys)
     assert code == 1
@@ -217,7 +218,7 @@ def test_unwritable_test_disp_output_is_refused_before_inference(where, tmp_path
     output = str(user_file) if where == 'existing file' else str(tmp_path / 'ro' / 'out')
     if where == 'read-only':
         read_only_probe(monkeypatch)
-    monkeypatch.setattr(test_disp, 'load_disp_net', lambda *a: pytest.fail('work started'))
+    monkeypatch.setattr(test_disp, 'load_depth_network', lambda *a: pytest.fail('work started'))
     with pytest.raises(SystemExit) as stop:
         test_disp.main(['--pretrained-dispnet', 'x.pth', '--dataset-dir', str(tmp_path), '--output-dir', output])
     assert str(stop.value.code).startswith(f"error: --output-dir {output}: ")
@@ -242,7 +243,7 @@ def test_full_disk_is_no_space_left_naming_the_file(tmp_path, monkeypatch):
 
 def test_full_disk_during_training_is_one_line_and_leaves_no_run_folder(tiny_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train, 'record_arguments', lambda *a: None)
+    monkeypatch.setattr(train_loop, 'record_arguments', lambda *a: None)
     fill_disk(monkeypatch)
     code, stderr = run_train([tiny_root, '--name', 'full', '--epochs', '1'] + TINY, capsys)
     assert code == 1

@@ -8,6 +8,7 @@ import torch
 from scipy.ndimage import maximum_filter, minimum_filter
 
 from data import synthetic
+from datasets.sequence_folders import SequenceFolder
 from inverse_warp import depth2flow, euler2mat, flow_warp, inverse_warp_mof
 from motion_field import MotionField
 
@@ -253,9 +254,8 @@ def test_lidar_points_land_on_pixels_with_their_depth(raw_root, moving_scene):
 
 
 def test_sequence_folder_associates_the_true_objects(vis_root):
-    sequence_folders = pytest.importorskip('datasets.sequence_folders')
     root, scenes = vis_root
-    dataset = sequence_folders.SequenceFolder(root, train=True, shuffle=False, max_num_instances=4, cache=False)
+    dataset = SequenceFolder(root, train=True, shuffle=False, max_num_instances=4, cache=False)
     scene = scenes[0]
     matched = 0
     for sample in range(len(dataset)):
@@ -340,7 +340,7 @@ def test_val_moving_cars_puts_moving_cars_in_view_in_every_validation_scene(tmp_
 
 
 def test_moving_car_kinds_are_forced_from_parked_cars_first():
-    from data._synthetic_world import with_moving_cars
+    from data.synthetic_world import with_moving_cars
     assert with_moving_cars(['parked', 'same', 'parked'], 2) == ['same', 'same', 'parked']
     assert with_moving_cars([], 2) == ['same', 'opposite']
     assert with_moving_cars(['crossing', 'opposite'], 1) == ['crossing', 'opposite']

@@ -13,11 +13,11 @@ import torch
 import test_pose
 from checkpoint_io import save_checkpoint
 from data import synthetic
-from data._synthetic_odometry import camera0_trajectory
-from demo_utils import pose_vectors_to_matrices
+from data.synthetic_odometry import camera0_trajectory
+from demo_odometry import pose_vectors_to_matrices
 from kitti_eval.kitti_odometry import BUNDLED_GT_DIR, read_poses
 from kitti_eval.odometry_metrics import chain_poses
-from models import EgoPoseNet
+from models import CONFIG_KEY, EgoPoseNet, ModelConfig
 from test_eval_test_disp import one_line_error
 
 HEIGHT, WIDTH, FRAMES = 64, 192, 8
@@ -137,3 +137,25 @@ def test_pose_script_reports_a_missing_path_and_runs(drive, checkpoint, tmp_path
                          'RESULTS_DIR': 'results'}, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / 'results' / '00' / 'odometry_metrics.json').is_file()
+
+
+def test_rotation_mode_and_input_size_are_read_from_the_checkpoint(drive, tmp_path, capsys):
+    root, _ = drive
+    torch.manual_seed(1)
+    net = EgoPoseNet(18, pretrained=False)
+    with torch.no_grad():
+        net.decoder.convs_pose[2].bias.copy_(torch.tensor([0., 0., 100., 10., 20., 30.]))
+    path = tmp_path / 'ego_quat.pth.tar'
+    config = ModelConfig(rotation_mode='quat', img_height=HEIGHT, img_width=WIDTH)
+    save_checkpoint(path, net.state_dict(), epoch=1, **{CONFIG_KEY: config.as_dict()})
+    common = ['--pretrained-ego-pose', str(path), '--dataset-dir', str(root), '--sequences', '00', '--device', 'cpu',
+              '--no-progress']
+    test_pose.main(common + ['--output-dir', str(tmp_path / 'saved')])
+    test_pose.main(common + ['--output-dir', str(tmp_path / 'explicit'), '--rotation-mode', 'quat',
+                             '--img-height', str(HEIGHT), '--img-width', str(WIDTH)])
+    assert 'warning' not in capsys.readouterr().err
+    test_pose.main(common + ['--output-dir', str(tmp_path / 'euler'), '--rotation-mode', 'euler'])
+    assert f"warning: {path} was trained with rotation_mode 'quat', using 'euler' as given" in capsys.readouterr().err
+    trajectory = {name: read_poses(tmp_path / name / '00' / '00.txt') for name in ('saved', 'explicit', 'euler')}
+    np.testing.assert_allclose(trajectory['saved'], trajectory['explicit'], atol=1e-9)
+    assert np.abs(trajectory['saved'] - trajectory['euler']).max() > 1e-2

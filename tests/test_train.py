@@ -3,6 +3,7 @@ import csv
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +11,15 @@ import torch
 import train
 from checkpoint_io import load_network_weights
 from datasets.custom_transforms import valid_transform
+from datasets.io import read_image_size
 from datasets.sequence_folders import SequenceFolder
 from models import DispResNet, EgoPoseNet, InstaDM, ObjPoseNet
 from projection import LossOptions, run_step
+from train_checkpoints import TrainingState, load_optimizer_state
+from train_distributed import Distributed
+from train_logs import Logs
+from train_loop import train_one_epoch
+from train_model import build_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ['--with-pretrain', '0', '-b', '2', '-j', '0', '-mni', '3', '--epoch-size', '2', '--image-freq', '1']
@@ -96,7 +103,11 @@ def test_train_end_to_end_writes_every_output(toy_root, tmp_path, monkeypatch, w
     assert [row[0] for row in summary[1:]] == ['1', '2']
     full = read_tsv(os.path.join(run_dir, 'progress_log_full.csv'))
     assert len(full) == 1 + 4 and len(full[0]) == 9 and [row[0] for row in full[1:]] == ['0', '1', '2', '3']
-    assert load_network_weights(DispResNet(18), os.path.join(run_dir, 'dispnet_checkpoint.pth.tar'))['epoch'] == 2
+    saved = load_network_weights(DispResNet(18), os.path.join(run_dir, 'dispnet_checkpoint.pth.tar'))
+    assert saved['epoch'] == 2
+    frame_hw = read_image_size(next((Path(toy_root) / 'image').glob('*/*.jpg')))
+    assert saved['model_config'] == {'resnet_layers': 18, 'rotation_mode': 'euler', 'img_height': frame_hw[0],
+                                     'img_width': frame_hw[1], 'mni': 3, 'depth_scale': 1.0}
     assert not any(name.endswith('.tmp') for name in files)
 
 
@@ -118,7 +129,7 @@ def test_resumed_optimizer_keeps_the_kernel_chosen_for_this_device():
     params[0].grad = torch.ones(3)
     saved_by.step()
     resuming = torch.optim.Adam(params, lr=0.1, fused=True)
-    train.load_optimizer_state(resuming, saved_by.state_dict())
+    load_optimizer_state(resuming, saved_by.state_dict())
     assert resuming.param_groups[0]['fused'] is True
     assert resuming.state[params[0]]['step'] == 1
     resuming.step()
@@ -128,7 +139,7 @@ def test_resumed_optimizer_keeps_the_kernel_chosen_for_this_device():
 def test_non_finite_loss_skips_the_step(toy_root, tmp_path):
     args = train.build_parser().parse_args([toy_root, '--name', 'nan'] + FAST)
     nets = dict(zip(('disp', 'ego', 'obj'), networks()))
-    optimizer = train.build_optimizer(args, nets)
+    optimizer = build_optimizer(args, nets)
     model = InstaDM(nets['disp'], nets['ego'], nets['obj'])
     dataset = SequenceFolder(toy_root, seed=0, max_num_instances=3, transform=valid_transform())
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
@@ -136,14 +147,14 @@ def test_non_finite_loss_skips_the_step(toy_root, tmp_path):
     poisoned[0] = batch[0].clone()
     poisoned[0][0, :, 10, 10] = float('nan')
     before = {k: v.detach().clone() for k, v in nets['disp'].named_parameters()}
-    state = train.TrainingState()
-    logs = train.Logs(str(tmp_path), args, enabled=False)
-    train.train_one_epoch(args, model, optimizer, [poisoned], torch.device('cpu'), state, logs,
-                          train.Distributed('cpu'), str(tmp_path))
+    state = TrainingState()
+    logs = Logs(str(tmp_path), args, enabled=False)
+    train_one_epoch(args, model, optimizer, [poisoned], torch.device('cpu'), state, logs, Distributed('cpu'),
+                    str(tmp_path))
     assert state.skipped_steps == 1 and state.n_iter == 1
     assert all(torch.equal(before[k], v) for k, v in nets['disp'].named_parameters())
-    train.train_one_epoch(args, model, optimizer, [batch], torch.device('cpu'), state, logs,
-                          train.Distributed('cpu'), str(tmp_path))
+    train_one_epoch(args, model, optimizer, [batch], torch.device('cpu'), state, logs, Distributed('cpu'),
+                    str(tmp_path))
     assert state.skipped_steps == 1 and state.n_iter == 2
     assert not torch.equal(before['decoder.dispconvs.0.conv.weight'], nets['disp'].decoder.dispconvs[0].conv.weight)
 
@@ -173,7 +184,7 @@ def data_parallel_reference(root, initial, num_samples):
         sums = [s + g if g is not None else s for s, g in zip(sums, grads)]
     for p, s in zip(parameters, sums):
         p.grad = s / num_samples
-    train.build_optimizer(args, nets).step()
+    build_optimizer(args, nets).step()
     return {key: {name: (p, p.grad) for name, p in net.named_parameters()} for key, net in nets.items()}
 
 
@@ -181,8 +192,8 @@ def test_torchrun_ddp_step_equals_the_mean_of_the_per_process_gradients(toy_root
     prefix = str(tmp_path / 'weights')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-                             '--master_port', '29531', os.path.join(ROOT, 'tests', 'dist_step.py'), toy_root, prefix],
-                            capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
+                             '--master_port', '29531', '-m', 'tests.dist_step', toy_root, prefix],
+                            capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(f'{prefix}.rank{r}.pt', weights_only=True) for r in (0, 1))
     assert rank0.pop('steps') == rank1.pop('steps') == 1, 'a stop request on one rank stops every rank'

@@ -6,7 +6,7 @@ arrays of rays; the only Python loops run over boxes' chunks, texture octaves or
 """
 import numpy as np
 
-from data._synthetic_world import (CROSS_HALF_WIDTH, LANE_EDGE, MATERIAL_CAR_BODY, MATERIAL_CAR_CABIN,
+from data.synthetic_world import (CROSS_HALF_WIDTH, LANE_EDGE, MATERIAL_CAR_BODY, MATERIAL_CAR_CABIN,
                                    MATERIAL_FACADE, MATERIAL_OBSTACLE, ROAD_HALF_WIDTH, SIDEWALK_OUTER)
 
 GROUND = -1

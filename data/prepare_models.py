@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from checkpoint_io import CheckpointError, load_network_weights
-from data._prepare_sources import PrepareError
+from data.prepare_sources import PrepareError
 
 MOVABLE_COCO_CLASSES = {1: 'person', 2: 'bicycle', 3: 'car', 4: 'motorcycle', 6: 'bus', 8: 'truck'}
 MASK_BINARY_THRESHOLD = 0.5

@@ -15,10 +15,11 @@ from pathlib import Path
 import cv2
 import torch
 
-from data._prepare_models import DisFlow, FileMasks, MaskRcnnMasks, NoMasks, RaftFlow
+from data.prepare_models import DisFlow, FileMasks, MaskRcnnMasks, NoMasks, RaftFlow
 from devices import select_device
-from data._prepare_sources import MIN_SCENE_FRAMES, FrameGeometry, PrepareError, iter_frames
-from datasets.io import atomic_write_bytes, save_npy, write_cam, write_flo, write_image, write_segmentation
+from data.prepare_sources import MIN_SCENE_FRAMES, FrameGeometry, PrepareError, iter_frames
+from datasets.io import DatasetError, atomic_write_bytes, save_npy, write_cam, write_flo, write_image, write_segmentation
+from datasets.scenes import read_scene
 from kitti_eval.kitti_raw import project_points, read_velodyne_points, velodyne_to_image_matrix
 
 MARKER_DIR = '.prepare'
@@ -110,12 +111,11 @@ def is_prepared(root, name, settings, with_depth):
     frames = marker.get('frames', -1)
     if frames < MIN_SCENE_FRAMES:  # a finished scene too short to keep (its files were removed)
         return frames >= 0
-    dirs = scene_dirs(root, name)
-    counts = {'jpg': len(list(dirs['image'].glob('*.jpg'))), 'seg': len(list(dirs['segmentation'].glob('*.npy'))),
-              'flow_f': len(list(dirs['flow_f'].glob('*.flo'))), 'flow_b': len(list(dirs['flow_b'].glob('*.flo')))}
-    complete = counts == {'jpg': frames, 'seg': frames, 'flow_f': frames - 1, 'flow_b': frames - 1}
-    depth_ok = not with_depth or len(list(dirs['image'].glob('*.npy'))) == frames
-    return complete and depth_ok and (dirs['image'] / 'cam.txt').is_file()
+    try:  # the training set's scene reader: every folder, file count, cam.txt (and depth) checked
+        scene = read_scene(root, name, depth=with_depth)
+    except DatasetError:
+        return False
+    return len(scene.frames) == frames and all(frame.suffix == '.jpg' for frame in scene.frames)
 
 
 def clear_scene(root, name):

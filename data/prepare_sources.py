@@ -16,6 +16,7 @@ import numpy as np
 
 from datasets.io import DatasetError, read_image
 from kitti_eval.kitti_raw import calib_entry, image_size, read_calib_file
+from network_input import resize_frame
 
 DATA_DIR = Path(__file__).resolve().parent
 DEFAULT_TEST_SCENES = DATA_DIR / 'kitti_test_scenes.txt'
@@ -95,9 +96,7 @@ class FrameGeometry:
 
     def image(self, rgb):
         """``[H_in,W_in,3]`` uint8 -> ``[H,W,3]`` uint8 (area averaging when shrinking, bilinear otherwise)."""
-        (height, width), (in_height, in_width) = self.resized_hw, rgb.shape[:2]
-        shrinking = height <= in_height and width <= in_width
-        resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        resized = resize_frame(rgb, *self.resized_hw)
         return np.ascontiguousarray(resized[:self.output_hw[0]])
 
     def intrinsics(self, intrinsics):
