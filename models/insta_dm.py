@@ -1,8 +1,8 @@
 """InstaDM: the three networks and the object height prior as one module whose forward is the training step."""
 import torch.nn as nn
 
+import projection  # a module import: projection itself imports models (depth_from_disparity)
 from precision import NetworkPrecision
-from projection import LossOptions, StepOutputs, run_step
 
 
 class InstaDM(nn.Module):
@@ -21,10 +21,10 @@ class InstaDM(nn.Module):
         self.disp_net = disp_net
         self.ego_pose_net = ego_pose_net
         self.obj_pose_net = obj_pose_net
-        self.options = options or LossOptions()
+        self.options = options or projection.LossOptions()
         self.precision = precision
 
-    def forward(self, tgt_img, ref_imgs, K, tgt_insts, ref_insts) -> StepOutputs:
+    def forward(self, tgt_img, ref_imgs, K, tgt_insts, ref_insts) -> 'projection.StepOutputs':
         """One step's objective.
 
         Args:
@@ -32,5 +32,5 @@ class InstaDM(nn.Module):
             K: ``[B,3,3]`` intrinsics.
             tgt_insts, ref_insts: lists of R ``[B,1+M,H,W]`` matched instance tensors.
         """
-        return run_step(self.disp_net, self.ego_pose_net, self.obj_pose_net, tgt_img, ref_imgs, K,
-                        tgt_insts, ref_insts, self.options, self.precision)
+        return projection.run_step(self.disp_net, self.ego_pose_net, self.obj_pose_net, tgt_img, ref_imgs, K,
+                                   tgt_insts, ref_insts, self.options, self.precision)
