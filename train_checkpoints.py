@@ -14,6 +14,7 @@ from projection import unwrap
 NETWORK_FILES = {'disp': 'dispnet', 'ego': 'ego_pose', 'obj': 'obj_pose'}
 STATE_FILE = 'training_state.pth.tar'
 RESUME_ARGS_FILE = 'args_resume.json'
+GRAD_SCALER_KEY = 'grad_scaler'   # in the training state of an --amp fp16 run
 
 
 def make_run_folder(args):
@@ -57,7 +58,7 @@ class TrainingState:
                 'epoch_losses': list(self.epoch_losses)}
 
 
-def save_run(run_dir, nets, optimizer, state, is_best=False, keep_copy=False, config=None):
+def save_run(run_dir, nets, optimizer, state, is_best=False, keep_copy=False, config=None, scaler=None):
     """Commit the network checkpoints and the training state as one crash-consistent set (:mod:`checkpoint_set`).
 
     Network files are ``{'epoch', 'state_dict', 'n_iter', 'model_config'}`` with ``epoch`` the number of
@@ -66,6 +67,8 @@ def save_run(run_dir, nets, optimizer, state, is_best=False, keep_copy=False, co
     keeps ``*_checkpoint_epNNN.pth.tar``.
     """
     objects = {STATE_FILE: {**state.as_dict(), 'optimizer': optimizer.state_dict()}}
+    if scaler is not None and scaler.is_enabled():   # --amp fp16: the loss scale and its growth tracker
+        objects[STATE_FILE][GRAD_SCALER_KEY] = scaler.state_dict()
     saved_config = {} if config is None else {models.CONFIG_KEY: config.as_dict()}
     for key, prefix in NETWORK_FILES.items():
         checkpoint = {'epoch': state.epoch, 'state_dict': unwrap(nets[key]).state_dict(), 'n_iter': state.n_iter,
@@ -91,7 +94,7 @@ def load_optimizer_state(optimizer, state_dict):
         group.update(kernel)
 
 
-def resume_run(run_dir, nets, optimizer, state, device, config=None):
+def resume_run(run_dir, nets, optimizer, state, device, config=None, scaler=None):
     """Restore networks, optimiser and counters from the committed checkpoint set of ``run_dir``.
 
     A saved :class:`models.ModelConfig` that differs from ``config`` (the resuming command line's) gets a
@@ -117,6 +120,8 @@ def resume_run(run_dir, nets, optimizer, state, device, config=None):
             for line in warnings:
                 print(line, file=sys.stderr)
     load_optimizer_state(optimizer, saved['optimizer'])
+    if scaler is not None and scaler.is_enabled() and GRAD_SCALER_KEY in saved:
+        scaler.load_state_dict(saved[GRAD_SCALER_KEY])
     for name, default in state.as_dict().items():
         setattr(state, name, saved.get(name, default))
 

@@ -139,8 +139,9 @@ def train(args, device, dist_ctx, run_dir):
     nets = build_networks(args, device, config)
     optimizer = build_optimizer(args, nets)
     state = TrainingState()
+    scaler = precision.make_grad_scaler(args.amp, device)
     if args.resume:
-        resume_run(run_dir, nets, optimizer, state, device, config)
+        resume_run(run_dir, nets, optimizer, state, device, config, scaler)
         if state.epoch >= args.epochs:
             raise RunError(f"--epochs {args.epochs}: {run_dir} has already trained {state.epoch} epochs; "
                            f"give a larger --epochs to continue")
@@ -161,7 +162,7 @@ def train(args, device, dist_ctx, run_dir):
         if args.resume:
             logs.drop_rows_after(state)
         with StopRequest() as stop:
-            train_epochs(args, nets, model, optimizer, precision.make_grad_scaler(args.amp, device), train_loader,
+            train_epochs(args, nets, model, optimizer, scaler, train_loader,
                          val_loader, device, state, logs, dist_ctx, run_dir, stop, config)
     finally:
         logs.close()
@@ -196,11 +197,12 @@ def train_epochs(args, nets, model, optimizer, scaler, train_loader, val_loader,
                     state.best_error = decisive
                 logs.epoch(state.epoch, train_loss, errors)
                 save_run(run_dir, nets, optimizer, state, is_best=is_best,
-                         keep_copy=args.save_freq > 0 and state.epoch % args.save_freq == 0, config=config)
+                         keep_copy=args.save_freq > 0 and state.epoch % args.save_freq == 0, config=config,
+                         scaler=scaler)
                 tqdm.write(f"epoch {state.epoch}: train loss {train_loss:.4f} | " +
                            ', '.join(f'{k} {v:.4f}' for k, v in errors.items() if '/' not in k))
         elif dist_ctx.is_main:
-            save_run(run_dir, nets, optimizer, state, config=config)
+            save_run(run_dir, nets, optimizer, state, config=config, scaler=scaler)
         dist_ctx.barrier()
         if train_loss is None or (state.epoch < args.epochs and dist_ctx.any_true(stop.requested)):
             raise TrainingStopped(f"stopped by {stop.name} at epoch {state.epoch}, iteration {state.n_iter}: "

@@ -437,3 +437,26 @@ def test_second_ctrl_c_stops_at_once():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_fp16_loss_scale_survives_save_and_resume(tmp_path):
+    import models
+    from train_checkpoints import GRAD_SCALER_KEY, STATE_FILE, TrainingState, resume_run, save_run
+
+    def networks():
+        torch.manual_seed(0)
+        return {'disp': models.DispResNet(18), 'ego': models.EgoPoseNet(18), 'obj': models.ObjPoseNet(18)}
+
+    nets = networks()
+    optimizer = torch.optim.Adam([p for net in nets.values() for p in net.parameters()])
+    scaler = torch.amp.GradScaler('cpu', init_scale=1024.0, growth_interval=3)
+    scaler.scale(torch.ones(()))
+    scaler.update(new_scale=256.0)
+    state = TrainingState()
+    state.epoch, state.n_iter = 1, 5
+    save_run(str(tmp_path), nets, optimizer, state, scaler=scaler)
+    assert GRAD_SCALER_KEY in torch.load(tmp_path / STATE_FILE, weights_only=True)
+    resumed = torch.amp.GradScaler('cpu', init_scale=1024.0, growth_interval=3)
+    resume_run(str(tmp_path), networks(), torch.optim.Adam([p for net in networks().values() for p in net.parameters()]),
+               TrainingState(), torch.device('cpu'), scaler=resumed)
+    assert resumed.get_scale() == 256.0 and resumed.get_growth_interval() == 3
