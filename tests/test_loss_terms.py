@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import train
+import train_logs
 from loss_terms import CSV_LOSS_NAMES, LOSS_NAMES, LOSS_TERMS, VALIDATION_TERMS, weighted_total
 from projection import LossOptions
 
@@ -15,7 +16,7 @@ OFFICIAL_CSV = ('photo_loss', 'geometry_loss', 'smooth_loss', 'scale_loss', 'mof
 def test_table_keeps_the_official_flags_and_csv_columns():
     assert {term.name: term.flags[0] for term in LOSS_TERMS} == OFFICIAL_FLAGS
     assert CSV_LOSS_NAMES == OFFICIAL_CSV
-    assert train.FULL_HEADER == ['iteration'] + list(OFFICIAL_CSV) + ['train_loss']
+    assert train_logs.FULL_HEADER == ['iteration'] + list(OFFICIAL_CSV) + ['train_loss']
     assert len({term.tensorboard_tag for term in LOSS_TERMS}) == len(LOSS_TERMS)
 
 

@@ -16,6 +16,7 @@ import torch
 import checkpoint_set
 import demo
 import fileio
+import projection
 import test_disp
 import train
 import train_loop
@@ -26,7 +27,6 @@ from datasets.samplers import EpochSampler
 from datasets.sequence_folders import SequenceFolder
 from datasets.toy_data import write_toy_kitti_vis
 from kitti_eval.kitti_raw import KittiFormatError, read_velodyne_points
-from models import insta_dm
 from preemption import StopRequest
 
 TINY = ['--with-pretrain', '0', '-b', '1', '-j', '0', '-mni', '1', '--epoch-size', '2', '--print-freq', '0',
@@ -298,18 +298,18 @@ def test_resume_at_an_epoch_boundary_is_exact(tiny_root, uninterrupted, tmp_path
 def signal_at_call(monkeypatch, step, signum):
     """Send ``signum`` to this process during the ``step``-th call (0-based) of ``run_step`` (training and validation; ``models.InstaDM`` calls it)."""
     calls = []
-    original = insta_dm.run_step
+    original = projection.run_step
 
     def run_step(*args, **kwargs):
         if len(calls) == step:
             os.kill(os.getpid(), signum)
         calls.append(1)
         return original(*args, **kwargs)
-    monkeypatch.setattr(insta_dm, 'run_step', run_step)
+    monkeypatch.setattr(projection, 'run_step', run_step)
 
 
 def test_sigterm_finishes_the_step_saves_and_resume_is_exact(tiny_root, uninterrupted, tmp_path, monkeypatch, capsys):
-    signum, run_step = signal.SIGTERM, insta_dm.run_step
+    signum, run_step = signal.SIGTERM, projection.run_step
     monkeypatch.chdir(tmp_path)
     signal_at_call(monkeypatch, 3, signum)  # calls 0, 1: epoch 1; 2: its validation; 3: epoch 2
     with pytest.raises(SystemExit) as stop:
@@ -322,7 +322,7 @@ def test_sigterm_finishes_the_step_saves_and_resume_is_exact(tiny_root, uninterr
            f"same command plus --resume {os.path.relpath(run_dir, tmp_path)}" in stderr
     state = torch.load(run_dir / 'training_state.pth.tar', weights_only=True)
     assert (state['epoch'], state['n_iter'], state['step_in_epoch']) == (1, 3, 1)
-    monkeypatch.setattr(insta_dm, 'run_step', run_step)
+    monkeypatch.setattr(projection, 'run_step', run_step)
     train.main([tiny_root, '--name', 'stopped', '--epochs', '2', '--resume', str(run_dir)] + TINY)
     assert full_rows(run_dir) == full_rows(uninterrupted[0])
     assert_same_weights(weights(run_dir), weights(uninterrupted[0]))

@@ -107,7 +107,8 @@ def test_train_end_to_end_writes_every_output(toy_root, tmp_path, monkeypatch, w
     assert saved['epoch'] == 2
     frame_hw = read_image_size(next((Path(toy_root) / 'image').glob('*/*.jpg')))
     assert saved['model_config'] == {'resnet_layers': 18, 'rotation_mode': 'euler', 'img_height': frame_hw[0],
-                                     'img_width': frame_hw[1], 'mni': 3, 'depth_scale': 1.0}
+                                     'img_width': frame_hw[1], 'mni': 3, 'depth_scale': 1.0,
+                                     'antisymmetric_ego_pose': False}
     assert not any(name.endswith('.tmp') for name in files)
 
 
