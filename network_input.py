@@ -52,6 +52,11 @@ def normalise(pixels):
     return (pixels - IMAGE_MEAN) / IMAGE_STD
 
 
+def denormalise(img):
+    """Network-range images (any shape) -> unit range ``0..1`` (not clamped): the inverse of :func:`normalise`."""
+    return img * IMAGE_STD + IMAGE_MEAN
+
+
 def to_network_input(rgb):
     """``[H,W,3]`` frame (uint8, or float 0-255) -> ``[3,H,W]`` float32 tensor normalised for the networks."""
     pixels = torch.from_numpy(np.ascontiguousarray(np.asarray(rgb, np.float32).transpose(2, 0, 1))) / 255

@@ -8,10 +8,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from network_input import denormalise  # noqa: E402
+
 
 def image_to_numpy(img):
     """Normalised image ``[3,H,W]`` (range -1..1) -> ``[H,W,3]`` float array in [0, 1]."""
-    return (img.detach().float().cpu() * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy()
+    return denormalise(img.detach().float().cpu()).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def colorize(values, cmap='magma', vmin=None, vmax=None):

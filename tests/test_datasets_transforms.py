@@ -87,6 +87,14 @@ def test_to_tensor_and_normalise():
     assert torch.is_tensor(masks[0]) and masks[0].shape == (2, 2, 3)
 
 
+def test_figures_undo_the_network_normalisation():
+    from network_input import denormalise, normalise
+    from visualization import image_to_numpy
+    pixels = torch.tensor([0.0, 0.25, 1.0]).reshape(3, 1, 1)
+    torch.testing.assert_close(denormalise(normalise(pixels)), pixels)
+    np.testing.assert_allclose(image_to_numpy(normalise(pixels))[0, 0], [0.0, 0.25, 1.0])
+
+
 def test_random_transforms_require_a_generator():
     with pytest.raises(TypeError, match='Generator'):
         RandomScaleCrop()([coordinate_image()], [], K, None)
