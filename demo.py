@@ -95,12 +95,14 @@ def build_parser():
 
 @dataclass
 class Networks:
-    """The three networks in eval mode and the rotation mode of the pose vectors they were trained with."""
+    """The three networks in eval mode and how their poses were trained: the rotation mode of the pose
+    vectors and whether the ego pose is antisymmetric (``LossOptions.antisymmetric_ego_pose``)."""
 
     disp: torch.nn.Module
     ego: torch.nn.Module
     obj: torch.nn.Module
     rotation_mode: str = 'euler'
+    antisymmetric_ego_pose: bool = False
 
 
 @dataclass
@@ -146,13 +148,13 @@ def build_networks(args, device):
     """The three networks, from ``--pretrained-*`` checkpoints or randomly initialised (said so).
 
     The DispResNet depth and the rotation mode are the flags given, else the run's config saved in the
-    checkpoints (:mod:`models.config`), else 18 and euler.
+    checkpoints (:mod:`models.config`), else 18 and euler; the antisymmetric ego pose is the saved one.
     """
     torch.manual_seed(args.seed)
     paths = {'disp': args.pretrained_disp, 'ego': args.pretrained_ego_pose, 'obj': args.pretrained_obj_pose}
     nets, config = models.load_trained_networks(
         paths, {'resnet_layers': args.resnet_layers, 'rotation_mode': args.rotation_mode}, device)
-    return Networks(nets['disp'], nets['ego'], nets['obj'], config.rotation_mode)
+    return Networks(nets['disp'], nets['ego'], nets['obj'], config.rotation_mode, config.antisymmetric_ego_pose)
 
 
 def read_frame(path, expected_hw=None):
@@ -218,7 +220,7 @@ def infer_pair(nets, img_a, img_b, inst_a, inst_b, depth_a, depth_b, K):
         ``(pose [6], object translations [M,3])`` for the direction t -> t+1.
     """
     pairs = make_directed_pairs(img_a, [img_b], [inst_a], [inst_b], K)
-    ego_poses = estimate_ego_motion(nets.ego, pairs)
+    ego_poses = estimate_ego_motion(nets.ego, pairs, antisymmetric=nets.antisymmetric_ego_pose)
     _, source_depths = pairs.layout.pair_frames(pairs.layout.stack_frames(depth_a, [depth_b]))
     warped, warped_masks, _ = first_projection(pairs, source_depths, ego_poses, nets.rotation_mode)
     obj_motion = estimate_object_motion(nets.obj, pairs, warped, warped_masks)

@@ -160,18 +160,6 @@ class ScaledDisparity(torch.nn.Module):
         return self.disp_net(img) / self.depth_scale
 
 
-class AntisymmetricPose(torch.nn.Module):
-    """EgoPoseNet evaluated as a step with ``LossOptions.antisymmetric_ego_pose`` uses it:
-    ``(f(a,b) - f(b,a)) / 2`` (``[B,6]``)."""
-
-    def __init__(self, pose_net):
-        super().__init__()
-        self.pose_net = pose_net
-
-    def forward(self, view, source):
-        return 0.5 * (self.pose_net(view, source) - self.pose_net(source, view))
-
-
 @torch.no_grad()
 def predict_scene_depths(disp_net, scene, device):
     """``[F,H,W]`` depth of every frame of a ``datasets.scenes.Scene``."""
@@ -272,10 +260,8 @@ def build_networks(args, device):
                 'depth_scale': args.depth_scale, 'antisymmetric_ego_pose': args.antisymmetric_ego_pose}
     nets, config = load_trained_networks(paths, explicit, device, log=print_warning)
     disp = nets['disp'] if config.depth_scale == 1 else ScaledDisparity(nets['disp'], config.depth_scale)
-    ego = nets.get('ego')
-    if ego is not None and config.antisymmetric_ego_pose:
-        ego = AntisymmetricPose(ego)
-    return demo.Networks(disp, ego, nets.get('obj'), config.rotation_mode)
+    return demo.Networks(disp, nets.get('ego'), nets.get('obj'), config.rotation_mode,
+                         config.antisymmetric_ego_pose)
 
 
 def print_warning(line):

@@ -18,8 +18,8 @@
 # BATCH (4), MNI (3), SCENES (10), FRAMES (12), CONFIGS ("full rigid no_mof no_obj_size"), DEVICE (auto),
 # WORKERS (2), PY (.venv/bin/python, else python3), EXTRA_FLAGS (more train.py flags for every configuration,
 # e.g. "--amp bf16"), DEPTH_SCALE (1: the official objective; another value is passed as --depth-scale to
-# train.py and to the evaluation: see README, "Science"), ANTISYMMETRIC (0: the official EgoPoseNet; 1 passes
-# --antisymmetric-ego-pose to train.py and to the evaluation).
+# train.py: see README, "Science"), ANTISYMMETRIC (0: the official EgoPoseNet; 1 passes --antisymmetric-ego-pose
+# to train.py). The evaluation reads both from the checkpoints' saved config.
 set -eu
 cd "$(dirname "$0")/.."
 NAME=${NAME:-synthetic}
@@ -44,11 +44,7 @@ if [ -z "${PY:-}" ]; then
 fi
 [ "$EPOCH_SIZE" -le "$STEPS" ] || EPOCH_SIZE=$STEPS
 [ "$DEPTH_SCALE" = 1 ] || EXTRA_FLAGS="$EXTRA_FLAGS --depth-scale $DEPTH_SCALE"
-EVAL_FLAGS=""
-if [ "$ANTISYMMETRIC" = 1 ]; then
-    EXTRA_FLAGS="$EXTRA_FLAGS --antisymmetric-ego-pose"
-    EVAL_FLAGS="--antisymmetric-ego-pose"
-fi
+[ "$ANTISYMMETRIC" = 0 ] || EXTRA_FLAGS="$EXTRA_FLAGS --antisymmetric-ego-pose"
 EPOCHS=$(( (STEPS + EPOCH_SIZE - 1) / EPOCH_SIZE ))
 COMMON="--with-pretrain 0 -b $BATCH -j $WORKERS --epochs $EPOCHS --epoch-size $EPOCH_SIZE -p 2.0 -c 1.0 -s 0.1 \
 -o 0.02 -mc 0.1 -hp 0 -dm 0 --with-ssim --with-mask --with-auto-mask --with-gt --device $DEVICE --image-freq 0 $EXTRA_FLAGS"
@@ -113,7 +109,7 @@ for CONFIG in $CONFIGS; do
         $PY -m experiments.eval_synthetic --data "$DATA" --pretrained-dispnet "$RUN/dispnet_checkpoint.pth.tar" \
             --pretrained-ego-pose "$RUN/ego_pose_checkpoint.pth.tar" \
             --pretrained-obj-pose "$RUN/obj_pose_checkpoint.pth.tar" \
-            --mni "$(config_mni "$CONFIG")" --depth-scale "$DEPTH_SCALE" $EVAL_FLAGS --device "$DEVICE" --output-dir "$DIR/eval"
+            --mni "$(config_mni "$CONFIG")" --device "$DEVICE" --output-dir "$DIR/eval"
         mv "$DIR/eval/metrics.json" "$DIR/metrics.json"
     done
 done
