@@ -1,15 +1,15 @@
 """Probe what the Insta-DM objective does in a short run: disparity, pose and mask statistics per step.
 
     python -m experiments.diagnose_objective DATA --name probe [any train.py flag] \
-        [--probe-steps 60 --probe-every 5 --probe-csv OUT.csv --depth-scale 1.0]
+        [--probe-steps 60 --probe-every 5 --probe-csv OUT.csv]
 
 A diagnostic of issue 18 (why the rigid ``-mni 0`` and ``-o 0`` configurations do not learn on the
 synthetic world), not a trainer: it builds the data, networks, optimiser and model with train.py's own
 functions and flags, takes ``--probe-steps`` optimiser steps, and every ``--probe-every`` steps prints
 (and writes to ``--probe-csv``) the mean target disparity, the mean ego translation (network units) and
 the implied parallax ``|t| / depth``, the share of pairs whose translation points the way the camera drives, the share of pixels valid in the first projection (forward warp),
-valid in the second projection, and kept by the auto-mask, and the loss terms.  ``--depth-scale``
-sets :attr:`projection.LossOptions.depth_scale` (depth = depth_scale / disparity).
+valid in the second projection, and kept by the auto-mask, and the loss terms.  train.py's
+``--depth-scale`` and ``--antisymmetric-ego-pose`` apply as in training.
 """
 import argparse
 import importlib.util
@@ -26,7 +26,6 @@ import train
 from devices import select_device
 from fileio import atomic_open
 from loss_functions import photometric_and_geometry_maps
-from projection import LossOptions
 from train_data import make_loaders, to_device
 from train_distributed import Distributed
 from train_model import build_model, build_networks, build_optimizer
@@ -41,7 +40,6 @@ def parse(argv):
     probe.add_argument('--probe-steps', type=int, default=60)
     probe.add_argument('--probe-every', type=int, default=5)
     probe.add_argument('--probe-csv', type=Path, default=None)
-    probe.add_argument('--depth-scale', type=float, default=1.0)
     probe_args, rest = probe.parse_known_args(argv)
     return probe_args, train.build_parser().parse_args(rest)
 
@@ -85,7 +83,6 @@ def main(argv=None):
     nets = build_networks(args, device)
     optimizer = build_optimizer(args, nets)
     model = build_model(args, nets, device, Distributed(device.type))
-    model.options = LossOptions(**{**vars(LossOptions.from_args(args)), 'depth_scale': probe.depth_scale})
     model.train()
     rows, step = [], 0
     while step < probe.probe_steps:
