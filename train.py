@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 
+import host_memory
 import precision
 from checkpoint_io import CheckpointError
 from checkpoint_set import read_manifest
@@ -97,6 +98,11 @@ def build_parser():
                         help='ego pose = (f(view, source) - f(source, view)) / 2 from the two directed pairs (an '
                              'experiment option of the ablation runner, see README "Science"; off: the official '
                              'EgoPoseNet)')
+    parser.add_argument('--mmap-threshold', type=float_in(0, host_memory.MAX_MMAP_THRESHOLD_MIB), default=0,
+                        metavar='MIB',
+                        help='CPU training: serve allocations of at least MIB MiB with mmap, so that freed '
+                             'activations go back to the system (glibc): a lower peak resident memory for a slower '
+                             'step, see README "Memory"; 0: the C library\'s default')
     parser.add_argument('--sync-bn', action='store_true',
                         help='under torchrun, synchronise BatchNorm statistics across processes (SyncBatchNorm)')
     return parser
@@ -110,6 +116,8 @@ def main(argv=None):
         run_dir = make_run_folder(args)
     except (ValueError, OutputError) as error:
         raise SystemExit(f"error: {error}") from None
+    if args.mmap_threshold and not host_memory.set_mmap_threshold(args.mmap_threshold):
+        print("warning: --mmap-threshold needs glibc; the C library's default allocation stays", file=sys.stderr)
     dist_ctx = Distributed(device.type)
     try:
         train(args, device, dist_ctx, run_dir)

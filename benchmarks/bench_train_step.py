@@ -3,6 +3,7 @@
 Usage: python -m benchmarks.bench_train_step [--height 128 --width 416 --batch 2 --mni 1 3 8 --steps 5 --device cpu]
                                             [--counts 1 2] [--data KITTI_VIS_DIR]
                                             [--amp off|bf16|fp16] [--channels-last] [--compile] [--compare]
+                                            [--mmap-threshold MIB]
 Settings of the measurement: all losses on (-p 2 -c 1 -s 0.1 -o 0.02 -mc 0.1 --with-ssim --with-mask
 --with-auto-mask), the optimiser of train.py.  Without ``--data`` every frame holds exactly ``mni``
 matched instances (the worst case), and one more row uses ``mni`` 3 with ``--counts`` instances in the
@@ -15,6 +16,7 @@ losses (forward and backward, with stand-in networks that cost nothing) and the 
 ``--amp`` / ``--channels-last`` / ``--compile`` run the networks as train.py's flags of the same names;
 ``--compare`` prints one row per variant (float32, float32 + channels-last, bf16, bf16 + channels-last,
 and with ``--compile`` also bf16 + channels-last + compile) with the speed-up over float32.
+``--mmap-threshold`` sets glibc's mmap threshold as train.py's flag of the same name (host_memory.py).
 Peak memory: on CPU the process's peak resident memory and the step's own share of it (the peak minus
 what the process held before the first step); on CUDA ``torch.cuda.max_memory_allocated`` of the steps.
 The CPU's capability (vector units, AMX) is printed first: bf16 is only fast where oneDNN finds AMX or
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from benchmarks.timing import median_seconds
+import host_memory
 import precision
 from models import ModelConfig, build_networks
 from projection import LossOptions, run_step
@@ -134,6 +137,7 @@ def resident_mib():
 def measure(args):
     """One configuration in this process; prints a JSON line."""
     device = torch.device(args.device)
+    host_memory.set_mmap_threshold(args.mmap_threshold)
     torch.manual_seed(0)
     nets = [net.to(device) for net in build_networks(ModelConfig(resnet_layers=18)).values()]
     train_args = build_parser().parse_args(['unused', '--name', 'bench'])
@@ -188,7 +192,7 @@ def run_configuration(args, mni, counts=None, amp=None, channels_last=None, comp
     compile_networks = args.compile if compile_networks is None else compile_networks
     command = [sys.executable, '-m', 'benchmarks.bench_train_step', '--single', '--height', str(args.height), '--width', str(args.width),
                '--batch', str(args.batch), '--mni', str(mni), '--steps', str(args.steps), '--device', args.device,
-               '--amp', amp] + ['--channels-last'] * channels_last + ['--compile'] * compile_networks
+               '--amp', amp, '--mmap-threshold', str(args.mmap_threshold)] + ['--channels-last'] * channels_last + ['--compile'] * compile_networks
     if counts:
         command += ['--counts'] + [str(c) for c in counts]
     if args.data:
@@ -226,6 +230,8 @@ def main():
     parser.add_argument('--amp', choices=sorted(precision.AMP_DTYPES), default='off', help='as train.py --amp')
     parser.add_argument('--channels-last', action='store_true', help='as train.py --channels-last')
     parser.add_argument('--compile', action='store_true', help='as train.py --compile (with --compare: add its row)')
+    parser.add_argument('--mmap-threshold', type=float, default=0, metavar='MIB',
+                        help='as train.py --mmap-threshold (0: the C library default)')
     parser.add_argument('--compare', action='store_true',
                         help='one row per precision variant (float32, channels-last, bf16, ...) at the first --mni')
     parser.add_argument('--single', action='store_true', help=argparse.SUPPRESS)
@@ -240,7 +246,8 @@ def main():
     if args.compare:
         compare_precisions(args)
         return
-    print(f"networks: amp {args.amp}, channels-last {args.channels_last}, compile {args.compile}")
+    print(f"networks: amp {args.amp}, channels-last {args.channels_last}, compile {args.compile}; "
+          f"mmap threshold {args.mmap_threshold or 'default'} MiB")
     configurations = [(mni, None) for mni in args.mni]
     if not args.data:
         configurations.append((3, args.counts or [1, 2]))
