@@ -1,0 +1,26 @@
+"""The official-step harness (benchmarks/bench_official_step.py): its stand-in for torch_sparse.coalesce."""
+import subprocess
+import sys
+
+import torch
+
+from benchmarks.bench_official_step import coalesce
+
+
+def test_coalesce_keeps_the_largest_value_of_each_pixel():
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randint(0, 4, (2, 200), generator=generator)
+    value = torch.rand(200, generator=generator)
+    pixels, largest = coalesce(index, value, m=4, n=4, op='max')
+    expected = {}
+    for (row, col), v in zip(index.t().tolist(), value.tolist()):
+        expected[(row, col)] = max(v, expected.get((row, col), float('-inf')))
+    assert [tuple(p) for p in pixels.t().tolist()] == sorted(expected)
+    assert largest.tolist() == [expected[p] for p in sorted(expected)]
+
+
+def test_a_folder_without_the_official_code_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, '-m', 'benchmarks.bench_official_step', '--official', str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: --official {tmp_path}: no train.py (a checkout of the official release is expected)"
