@@ -17,8 +17,9 @@ losses (forward and backward, with stand-in networks that cost nothing) and the 
 ``--compare`` prints one row per variant (float32, float32 + channels-last, bf16, bf16 + channels-last,
 and with ``--compile`` also bf16 + channels-last + compile) with the speed-up over float32.
 ``--mmap-threshold`` sets glibc's mmap threshold as train.py's flag of the same name (host_memory.py).
-Peak memory: on CPU the process's peak resident memory and the step's own share of it (the peak minus
-what the process held before the first step); on CUDA ``torch.cuda.max_memory_allocated`` of the steps.
+Peak memory: on CPU the process's peak resident memory over the timed steps (what
+``benchmarks/bench_official_step.py`` reports for the official step) and the step's own share of it (that peak
+minus what the process held before the first step); on CUDA ``torch.cuda.max_memory_allocated`` of the steps.
 The CPU's capability (vector units, AMX) is printed first: bf16 is only fast where oneDNN finds AMX or
 AVX-512 bf16 instructions.
 """
@@ -136,6 +137,7 @@ def measure(args):
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result.update(step_peak_mib=(torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == 'cuda'
                                  else peak_rss_mib - before_mib),
+                  steps_peak_rss_mib=peak_rss_mib,
                   networks_s=median_seconds(lambda: networks_pass(nets, batches[0], num_objects, run), args.steps,
                                             device),
                   geometry_s=median_seconds(geometry_and_losses, args.steps, device),
@@ -179,7 +181,7 @@ def compare_precisions(args):
         result = run_configuration(args, args.mni[0], args.counts, amp, channels_last, compile_networks)
         reference = reference or result['step_s']
         print(f"{name:<32} {result['step_s']:>8.3f} {args.batch / result['step_s']:>9.2f} "
-              f"{reference / result['step_s']:>8.2f}x {result['step_peak_mib']:>18.0f} {result['peak_rss_mib']:>13.0f}",
+              f"{reference / result['step_s']:>8.2f}x {result['step_peak_mib']:>18.0f} {result['steps_peak_rss_mib']:>13.0f}",
               flush=True)
 
 
@@ -227,7 +229,7 @@ def main():
         images_per_s = args.batch / result['step_s']
         print(f"{mni:>4} {density:>16} {result['objects']:>13} {result['step_s']:>8.3f} {images_per_s:>9.2f} "
               f"{result['networks_s']:>11.3f} {result['geometry_s']:>18.3f} {result['optimizer_s']:>7.3f} "
-              f"{result['step_peak_mib']:>18.0f} {result['peak_rss_mib']:>13.0f}")
+              f"{result['step_peak_mib']:>18.0f} {result['steps_peak_rss_mib']:>13.0f}")
     print("networks: their forward + backward passes alone; geometry+losses: the step's forward + backward with "
           "stand-in networks that cost nothing; Adam: the optimiser step")
 
