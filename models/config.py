@@ -9,6 +9,7 @@ code, and official files, which have no config, keep loading here).  ``test_disp
 one-line warning when it differs from the saved value; a flag not given takes the saved value, else
 the default below.
 """
+import json
 import os
 import sys
 from dataclasses import asdict, dataclass, fields, replace
@@ -80,6 +81,32 @@ def saved_config(checkpoint, source):
     if CONFIG_KEY not in checkpoint:
         return None
     return ModelConfig.from_dict(checkpoint[CONFIG_KEY], source)
+
+
+RUN_ARGUMENTS_FILE = 'args.json'   # train.py's arguments, beside every checkpoint it writes
+RUN_ARGUMENT_FIELDS = ('resnet_layers', 'rotation_mode', 'mni', 'depth_scale', 'antisymmetric_ego_pose')
+
+
+def run_arguments_config(checkpoint_path):
+    """The :class:`ModelConfig` of the ``train.py`` run that wrote ``checkpoint_path``, from its ``args.json``.
+
+    For checkpoints written before ``train.py`` saved ``'model_config'``: without it such a checkpoint would
+    silently load with the defaults (depth scale 1, the official EgoPoseNet) whatever its run used.
+    Returns None when the checkpoint's folder holds no ``args.json`` (official files).
+    Raises:
+        ConfigError: an ``args.json`` that is not a JSON object, or holds unusable values.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), RUN_ARGUMENTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            arguments = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: unreadable run arguments ({error})") from None
+    if not isinstance(arguments, dict):
+        raise ConfigError(f"{path}: the run arguments are not a JSON object")
+    return ModelConfig.from_dict({key: arguments[key] for key in RUN_ARGUMENT_FIELDS if key in arguments}, path)
 
 
 def resolve_config(saved, explicit, source=''):
@@ -161,7 +188,10 @@ def load_trained_networks(paths, explicit, device, log=print_line):
     for kind, checkpoint in checkpoints.items():
         config = saved_config(checkpoint, paths[kind])
         if config is None:
-            continue
+            config = run_arguments_config(paths[kind])
+            if config is None:
+                continue
+            log(f"=> {paths[kind]} carries no {CONFIG_KEY}: using its run's {RUN_ARGUMENTS_FILE}")
         if saved is None:
             saved, saved_from = config, paths[kind]
         else:

@@ -1,4 +1,6 @@
 """The run configuration saved with the checkpoints (models.config): round trip, resolution, loading."""
+import json
+
 import pytest
 import torch
 
@@ -65,3 +67,21 @@ def test_a_checkpoint_of_another_depth_than_requested_does_not_load(tmp_path):
     save_checkpoint(path, models.DispResNet(18).state_dict(), epoch=1)
     with pytest.raises(CheckpointError, match='does not fit DispResNet'):
         load_trained_networks({'disp': str(path)}, {'resnet_layers': 50}, 'cpu', log=lambda line: None)
+
+
+def test_a_checkpoint_without_config_takes_its_runs_arguments_and_an_official_file_the_defaults(tmp_path):
+    run, official = tmp_path / 'run', tmp_path / 'official'
+    run.mkdir(), official.mkdir()
+    (run / 'args.json').write_text(json.dumps({'data': 'DIR', 'rotation_mode': 'quat', 'mni': 3, 'depth_scale': 0.1,
+                                               'antisymmetric_ego_pose': True, 'resnet_layers': 18}))
+    for folder in (run, official):
+        save_checkpoint(folder / 'ego.pth.tar', models.EgoPoseNet(18).state_dict(), epoch=1)
+    lines = []
+    _, config = load_trained_networks({'ego': str(run / 'ego.pth.tar')}, {}, 'cpu', log=lines.append)
+    assert config == ModelConfig(rotation_mode='quat', mni=3, depth_scale=0.1, antisymmetric_ego_pose=True)
+    assert lines[0] == f"=> {run / 'ego.pth.tar'} carries no model_config: using its run's args.json"
+    _, config = load_trained_networks({'ego': str(official / 'ego.pth.tar')}, {}, 'cpu', log=lambda line: None)
+    assert config == ModelConfig()
+    (run / 'args.json').write_text('[1, 2]')
+    with pytest.raises(ConfigError, match=r"args.json: the run arguments are not a JSON object$"):
+        load_trained_networks({'ego': str(run / 'ego.pth.tar')}, {}, 'cpu', log=lambda line: None)
