@@ -52,7 +52,7 @@ from data import synthetic
 from datasets.custom_transforms import valid_transform
 from datasets.sequence_folders import SequenceFolder
 from experiments import motion_metrics
-from experiments.eval_synthetic import evaluate_scene, median_scale
+from experiments.eval_synthetic import evaluate_scene, median_scale, print_warning
 from experiments.objective_at_truth import SKY_DEPTH
 from fileio import atomic_open
 from loss_functions import photometric_and_geometry_maps
@@ -93,15 +93,17 @@ def render_world(args):
             for i in range(args.scenes)]
 
 
-def exact_depth(scene, frame):
-    """``[1,1,H,W]`` exact depth of a frame, sky at :data:`SKY_DEPTH`."""
+def exact_depth(scene, frame, unit=1.0):
+    """``[1,1,H,W]`` exact depth of a frame in units of ``unit`` metres, sky at :data:`SKY_DEPTH` metres."""
     depth = scene.depths[frame]
-    return torch.from_numpy(np.where(depth > 0, depth, SKY_DEPTH)).float()[None, None]
+    return torch.from_numpy(np.where(depth > 0, depth, SKY_DEPTH) / unit).float()[None, None]
 
 
-def exact_pose(scene, view, source):
-    """``[6]`` exact ego pose view -> source (``X_source = R X_view + t``)."""
-    return torch.from_numpy(synthetic.pose_to_vec(synthetic.relative_pose(scene, view, source))).float()
+def exact_pose(scene, view, source, unit=1.0):
+    """``[6]`` exact ego pose view -> source (``X_source = R X_view + t``), translation in units of ``unit`` m."""
+    pose = synthetic.pose_to_vec(synthetic.relative_pose(scene, view, source))
+    pose[:3] /= unit
+    return torch.from_numpy(pose).float()
 
 
 def car_under(scene, frame, mask):
@@ -120,13 +122,13 @@ def sample_frames(dataset, index, world):
     return world[dataset.scenes[scene_index].name], [target] + [target + s for s in dataset.shifts]
 
 
-def batch_truth(dataset, indices, world, layout):
-    """Exact depths ``[(1+R)*B,1,H,W]`` (frame stack order), ego poses ``[P*B,6]`` and each pair's
-    ``(scene, view frame, source frame)`` of the samples ``indices`` (``world``: ``{name: SyntheticScene}``)."""
+def batch_truth(dataset, indices, world, layout, unit=1.0):
+    """Exact depths ``[(1+R)*B,1,H,W]`` (frame stack order), ego poses ``[P*B,6]`` (in units of ``unit`` m) and
+    each pair's ``(scene, view frame, source frame)`` of the samples ``indices`` (``world``: ``{name: scene}``)."""
     frames = [sample_frames(dataset, i, world) for i in indices]
-    depths = torch.cat([exact_depth(s, f[j]) for j in range(layout.num_frames) for s, f in frames])
+    depths = torch.cat([exact_depth(s, f[j], unit) for j in range(layout.num_frames) for s, f in frames])
     rows = [(s, f[view], f[source]) for view, source in layout.frame_pairs() for s, f in frames]
-    return depths, torch.stack([exact_pose(*row) for row in rows]), rows
+    return depths, torch.stack([exact_pose(*row, unit) for row in rows]), rows
 
 
 def load_batch(dataset, indices):
@@ -263,7 +265,7 @@ def summarise_part_a(records):
             'raw_shift_px': stat('raw_shift_px'), 'size_px': stat('size_px'), 'gt_motion_m': stat('gt_motion_m'),
             'valid_share': stat('valid_share'), 'kept_share': stat('kept_share'),
             'residual_rigid': stat('residual_rigid'), 'residual_exact': stat('residual_exact'),
-            'residual_background': stat('residual_background'),
+            'residual_background': stat('residual_background'), 'metres_per_unit': stat('depth_scale', np.median),
             'exact_lower_share': float(np.mean(improved)) if improved else None}
     return summary
 
@@ -289,12 +291,13 @@ def terms_reaching(obj_net, outputs):
     return reaching
 
 
-def train_step(obj_net, optimizer, stand_ins, dataset, indices, world, options, check_terms=False):
-    """One optimiser step of ObjPoseNet alone with the exact depth and ego motion: ``(loss terms, terms reaching)``."""
+def train_step(obj_net, optimizer, stand_ins, dataset, indices, world, options, check_terms=False, unit=1.0):
+    """One optimiser step of ObjPoseNet alone with the exact depth and ego motion (in units of ``unit`` metres):
+    ``(loss terms, names of the terms reaching ObjPoseNet or None)``."""
     disp, ego = stand_ins
     tgt, refs, K, tgt_insts, ref_insts = load_batch(dataset, indices)
     layout = make_directed_pairs(tgt, refs, tgt_insts, ref_insts, K).layout
-    depths, poses, _ = batch_truth(dataset, indices, world, layout)
+    depths, poses, _ = batch_truth(dataset, indices, world, layout, unit)
     disp.queue, ego.queue = [1.0 / depths], [poses]
     outputs = run_step(disp, ego, obj_net, tgt, refs, K, tgt_insts, ref_insts, options)
     reaching = terms_reaching(obj_net, outputs) if check_terms else None
@@ -304,26 +307,27 @@ def train_step(obj_net, optimizer, stand_ins, dataset, indices, world, options, 
     return {name: float(v.detach()) for name, v in outputs.losses.items()} | {'total': float(outputs.total.detach())}, reaching
 
 
-def queue_scene_truth(stand_ins, scene):
-    """Queue the exact disparities of every frame and ego poses of every consecutive pair, in the order
-    ``demo.run_networks`` asks for them (frame t, then pair (t-1, t) in both directions)."""
+def queue_scene_truth(stand_ins, scene, unit=1.0):
+    """Queue the exact disparities of every frame and ego poses of every consecutive pair (units of ``unit`` m),
+    in the order ``demo.run_networks`` asks for them (frame t, then pair (t-1, t) in both directions)."""
     disp, ego = stand_ins
     disp.queue, ego.queue = [], []
     for t in range(scene.frames):
-        disp.queue.append(1.0 / exact_depth(scene, t))
+        disp.queue.append(1.0 / exact_depth(scene, t, unit))
         if t > 0:
-            ego.queue.append(torch.stack([exact_pose(scene, t - 1, t), exact_pose(scene, t, t - 1)]))
+            ego.queue.append(torch.stack([exact_pose(scene, t - 1, t, unit), exact_pose(scene, t, t - 1, unit)]))
 
 
 @torch.no_grad()
-def evaluate_objects(obj_net, stand_ins, root, val_scenes, mni):
+def evaluate_objects(obj_net, stand_ins, root, val_scenes, mni, unit=1.0):
     """Moving/parked car motion errors on the validation scenes with the exact depth and ego motion
-    (``eval_synthetic.evaluate_scene``) and of the zero-motion baseline: ``(summary, zero summary)``."""
+    (``eval_synthetic.evaluate_scene``, which brings the translations to metres with the depth's median scale)
+    and of the zero-motion baseline: ``(summary, zero summary)``."""
     obj_net.eval()
     nets = demo.Networks(stand_ins[0], stand_ins[1], obj_net, 'euler', False)
     records = []
     for scene in val_scenes:
-        queue_scene_truth(stand_ins, scene)
+        queue_scene_truth(stand_ins, scene, unit)
         records += evaluate_scene(root, scene.name, nets, mni, torch.device('cpu'))[2]
     obj_net.train()
     zero = [dict(r, pred=np.zeros(3)) for r in records]
@@ -340,40 +344,49 @@ def epoch_batches(num_samples, batch_size, seed):
         epoch += 1
 
 
-def run_part_b(args, dataset, world, root, val_scenes, options, log=print):
-    """Part B: train ObjPoseNet alone; returns the evaluation history and the timing."""
+def run_part_b(args, dataset, world, root, val_scenes, options, unit=1.0, log=print):
+    """Part B: train ObjPoseNet alone, depth and translations in units of ``unit`` metres; returns the
+    evaluation history and the timing."""
     torch.manual_seed(args.seed)
     obj_net = build_network('obj', ModelConfig())
     optimizer = torch.optim.Adam(obj_net.parameters(), lr=args.lr, betas=(0.9, 0.999))
     stand_ins = (FixedOutputs(), FixedOutputs())
     history, reaching, losses, started = [], None, [], time.time()
-    summary, zero = evaluate_objects(obj_net, stand_ins, root, val_scenes, args.mni)
+    summary, zero = evaluate_objects(obj_net, stand_ins, root, val_scenes, args.mni, unit)
     history.append({'step': 0, 'objects': summary, 'loss': None})
-    log(f"step 0: moving EPE {summary['moving']['epe']:.3f} m (zero motion {zero['moving']['epe']:.3f})")
+    log(f"[unit {unit:g} m] step 0: moving EPE {summary['moving']['epe']:.3f} m (zero motion {zero['moving']['epe']:.3f})")
     batches = epoch_batches(len(dataset), args.batch_size, args.seed)
     for step in range(1, args.steps + 1):
         terms, found = train_step(obj_net, optimizer, stand_ins, dataset, next(batches), world, options,
-                                  check_terms=step == 1)
+                                  check_terms=step == 1, unit=unit)
         reaching = found if found is not None else reaching
         losses.append(terms)
         if step % args.eval_every == 0 or step == args.steps:
-            summary, _ = evaluate_objects(obj_net, stand_ins, root, val_scenes, args.mni)
+            summary, _ = evaluate_objects(obj_net, stand_ins, root, val_scenes, args.mni, unit)
             recent = {k: float(np.mean([t[k] for t in losses[-args.eval_every:]])) for k in terms}
             history.append({'step': step, 'objects': summary, 'loss': recent})
             moving = summary['moving']
-            log(f"step {step} ({time.time() - started:.0f} s): loss {recent['total']:.4f} photo {recent['photo']:.4f} | "
+            log(f"[unit {unit:g} m] step {step} ({time.time() - started:.0f} s): loss {recent['total']:.4f} photo {recent['photo']:.4f} | "
                 f"moving EPE {moving['epe']:.3f} m, rel {moving['rel']:.3f}, within 30 deg {moving['within_30deg']:.2f}")
     return {'history': history, 'zero_motion': zero, 'terms_reaching_objposenet': reaching,
-            'seconds': time.time() - started, 'steps': args.steps}
+            'seconds': time.time() - started, 'steps': args.steps, 'metres_per_unit': unit}
 
 
 def load_trained(run_dir):
-    """The trained networks and config of a training run folder (DispResNet scaled as in eval_synthetic)."""
+    """The trained DispResNet and EgoPoseNet of a training run folder and their config.
+
+    The run's ``args.json`` gives the depth scale, the antisymmetric ego pose and the rotation mode (checkpoints
+    saved before the config travelled with them have none, and the defaults would be wrong for them).
+    """
     run_dir = Path(run_dir)
     paths = {'disp': run_dir / 'dispnet_checkpoint.pth.tar', 'ego': run_dir / 'ego_pose_checkpoint.pth.tar'}
-    nets, config = load_trained_networks(paths, {}, torch.device('cpu'), log=lambda line: None)
-    return nets, config
-
+    args_path = run_dir / 'args.json'
+    if not args_path.is_file():
+        raise FileNotFoundError(f"{args_path}: not found (--trained-run must be a train.py run folder)")
+    run_args = json.loads(args_path.read_text())
+    explicit = {key: run_args.get(key) for key in ('depth_scale', 'antisymmetric_ego_pose', 'rotation_mode',
+                                                   'resnet_layers')}
+    return load_trained_networks(paths, explicit, torch.device('cpu'), log=print_warning)
 
 
 def training_samples(root, args):
@@ -390,8 +403,8 @@ def part_a_table(summaries):
     """Markdown table of Part A: one row per (input, car group)."""
     lines = ['| input | cars | car pairs | coverage | empty warped mask | shift after 1st projection (px, mean / median) '
              '| shift before (px) | car size (px) | GT motion (m) | car residual rigid | car residual exact '
-             '| exact lower (share) | background residual | car px kept by auto-mask |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+             '| exact lower (share) | background residual | car px kept by auto-mask | metres per depth unit (median) |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for source, summary in summaries.items():
         if summary is None:
             continue
@@ -400,7 +413,7 @@ def part_a_table(summaries):
                          f"{fmt(row['shift_px'], 2)} / {fmt(row['shift_px_median'], 2)} | {fmt(row['raw_shift_px'], 2)} | "
                          f"{fmt(row['size_px'], 0)} | {fmt(row['gt_motion_m'])} | {fmt(row['residual_rigid'], 4)} | "
                          f"{fmt(row['residual_exact'], 4)} | {fmt(row['exact_lower_share'], 2)} | "
-                         f"{fmt(row['residual_background'], 4)} | {fmt(row['kept_share'], 2)} |")
+                         f"{fmt(row['residual_background'], 4)} | {fmt(row['kept_share'], 2)} | {fmt(row['metres_per_unit'], 2)} |")
     return '\n'.join(lines)
 
 
@@ -438,13 +451,13 @@ def write_results(out, results, command):
           'translation (exact); background: the loss-masked background mean of the same pairs. "trained" uses the '
           'ablation\'s DispResNet and EgoPoseNet (exact object translation brought to their unit with the view\'s '
           'median scale).', '']
-    if results.get('part_b'):
-        part_b = results['part_b']
-        md += ['## B. ObjPoseNet trained alone on the exact depth and ego motion', '',
-               f"{part_b['steps']} steps, batch {settings['batch_size']}, Adam lr {settings['lr']:g}, loss flags "
+    for part_b in results.get('part_b') or []:
+        md += [f"## B. ObjPoseNet trained alone on the exact depth and ego motion, unit {part_b['metres_per_unit']:g} m",
+               '', f"{part_b['steps']} steps, batch {settings['batch_size']}, Adam lr {settings['lr']:g}, loss flags "
                f"`{' '.join(ABLATION_FLAGS)}`; terms whose gradient reaches ObjPoseNet: "
-               f"{', '.join(part_b['terms_reaching_objposenet'] or [])}; {part_b['seconds']:.0f} s. "
-               f"Validation scenes, exact depth and ego motion (metres).", '', part_b_table(part_b), '']
+               f"{', '.join(part_b['terms_reaching_objposenet'] or [])}; {part_b['seconds']:.0f} s. Depth and "
+               f"translations in units of {part_b['metres_per_unit']:g} m; errors on the validation scenes in metres.",
+               '', part_b_table(part_b), '']
     with atomic_open(out / 'results.md') as handle:
         handle.write('\n'.join(md).encode())
 
@@ -465,21 +478,30 @@ def build_parser():
     parser.add_argument('--eval-every', type=int, default=50)
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--lr', type=float, default=1e-4)
+    parser.add_argument('--depth-units', type=float, nargs='+', default=[1.0],
+                        help='Part B: one run per value, depth and translations in units of this many metres '
+                             '(1: metres; the ablation\'s networks ended near 64)')
     parser.add_argument('--output-dir', type=Path, default=DEFAULT_OUTPUT)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.steps < 0 or args.eval_every < 1 or args.batch_size < 1 or args.mni < 1:
-        print("error: --steps must be >= 0, --eval-every, --batch-size and --mni >= 1", file=sys.stderr)
+    if args.steps < 0 or args.eval_every < 1 or args.batch_size < 1 or args.mni < 1 or min(args.depth_units) <= 0:
+        print("error: --steps must be >= 0, --eval-every, --batch-size and --mni >= 1, --depth-units > 0",
+              file=sys.stderr)
         return 2
     started = time.time()
     torch.manual_seed(args.seed)
     options = loss_options()
     nets = config = None
     if args.trained_run is not None:
-        nets, config = load_trained(args.trained_run)
+        try:
+            nets, config = load_trained(args.trained_run)
+        except (OSError, ValueError) as error:
+            print(f"error: --trained-run: {error}", file=sys.stderr)
+            return 2
+        print(f"=> trained networks of {args.trained_run}: {config}")
     scenes = render_world(args)
     world = {scene.name: scene for scene in scenes}
     with tempfile.TemporaryDirectory(prefix='probe_object_input_') as root:
@@ -491,7 +513,8 @@ def main(argv=None):
                               for name, records in part_a.items()}}
         print(part_a_table(results['part_a']))
         if args.steps:
-            results['part_b'] = run_part_b(args, dataset, world, root, [world[n] for n in val_names], options)
+            results['part_b'] = [run_part_b(args, dataset, world, root, [world[n] for n in val_names], options, unit)
+                                 for unit in args.depth_units]
     results['settings'] = dict(vars(args), trained_run=str(args.trained_run), output_dir=str(args.output_dir),
                                cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
                                loss_flags=ABLATION_FLAGS)
