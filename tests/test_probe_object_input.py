@@ -81,19 +81,20 @@ def exact_object_outputs(root, scene, mni=3):
     return outputs
 
 
-def test_evaluation_of_the_exact_motion_is_zero_and_of_zero_motion_is_the_baseline(world):
+@pytest.mark.parametrize('unit', [1.0, 64.0])
+def test_evaluation_of_the_exact_motion_is_zero_and_of_zero_motion_is_the_baseline(world, unit):
     root, scene = world
     stand_ins = (probe.FixedOutputs(), probe.FixedOutputs())
     exact = probe.FixedOutputs()
-    exact.queue = exact_object_outputs(root, scene)
-    summary, zero = probe.evaluate_objects(exact, stand_ins, root, [scene], mni=3)
+    exact.queue = [motion / unit for motion in exact_object_outputs(root, scene)]
+    summary, zero = probe.evaluate_objects(exact, stand_ins, root, [scene], mni=3, unit=unit)
     assert summary['moving']['cars'] == zero['moving']['cars'] == 2
     assert summary['moving']['epe'] == pytest.approx(0.0, abs=1e-5)
     assert summary['moving']['within_30deg'] == 1.0
     assert zero['moving']['epe'] > 0.1
     still = probe.FixedOutputs()
     still.queue = [torch.zeros_like(q) for q in exact_object_outputs(root, scene)]
-    summary, zero = probe.evaluate_objects(still, stand_ins, root, [scene], mni=3)
+    summary, zero = probe.evaluate_objects(still, stand_ins, root, [scene], mni=3, unit=unit)
     assert summary['moving']['epe'] == pytest.approx(zero['moving']['epe'])
 
 
