@@ -15,6 +15,8 @@ and t+1, as training) and every matched car, the step's first projection
 with the trained DispResNet and EgoPoseNet, i.e. what ObjPoseNet got in the ablation) gives
 
 * ``coverage``: share of the car's view mask covered by its ego-warped source mask;
+* ``object_flow_px``: mean pixel displacement the exact object translation adds on the car (flow of the second
+  projection with minus without it): the motion ObjPoseNet has to see;
 * ``shift_px``: centroid distance between the ego-warped source mask and the view mask (the motion left for
   ObjPoseNet to read), ``raw_shift_px`` the same before the first projection, ``size_px`` the view mask area;
 * the photometric loss map (``loss_functions.photometric_and_geometry_maps``, the official switches) on the
@@ -41,7 +43,8 @@ from pathlib import Path
 
 if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
     sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
-             f"once (it installs it into .venv), or run it from the repository root as python -m experiments.probe_object_input")
+             f"once (it installs it into .venv), or run it from the repository root as "
+             f"python -m experiments.probe_object_input")
 
 import numpy as np
 import torch
@@ -132,7 +135,8 @@ def batch_truth(dataset, indices, world, layout, unit=1.0):
 
 
 def load_batch(dataset, indices):
-    """The collated training batch of samples ``indices``: ``(tgt [B,3,H,W], refs, K [B,3,3], tgt_insts, ref_insts)``."""
+    """The collated training batch of samples ``indices``:
+    ``(tgt [B,3,H,W], refs, K [B,3,3], tgt_insts, ref_insts)``."""
     tgt, refs, K, _, tgt_insts, ref_insts = torch.utils.data.default_collate([dataset[i] for i in indices])
     return tgt, refs, K, tgt_insts, ref_insts
 
@@ -140,7 +144,7 @@ def load_batch(dataset, indices):
 def car_records(pairs, rows, ego_warped_masks, object_motion_m, scales, maps):
     """Part A's record of every matched car of every directed pair (see the module docstring)."""
     records = []
-    rigid_img, exact_img, rigid_kept, warp_valid = maps
+    rigid_img, exact_img, rigid_kept, warp_valid, object_flow = maps
     bg_kept = background(pairs.view_masks) * rigid_kept
     for r, (scene, view, source) in enumerate(rows):
         bg = float((rigid_img[r].mean(0) * bg_kept[r, 0]).sum() / bg_kept[r].sum().clamp(min=1))
@@ -160,6 +164,7 @@ def car_records(pairs, rows, ego_warped_masks, object_motion_m, scales, maps):
                 'coverage': float((view_mask * warped).sum() / view_mask.sum()),
                 'shift_px': centroid_distance(warped, view_mask),
                 'raw_shift_px': centroid_distance(pairs.source_masks[r, k], view_mask),
+                'object_flow_px': float((object_flow[r] * view_mask).sum() / view_mask.sum()),
                 'valid_share': float(on_car.sum() / view_mask.sum()),
                 'kept_share': float(kept.sum() / view_mask.sum()),
                 'residual_rigid': masked_pixel_mean(rigid_img[r], on_car),
@@ -210,16 +215,18 @@ def probe_input(pairs, rows, depths, ego, options, metric_scale=None):
     fields = {'rigid': MotionField.with_objects(ego, torch.zeros_like(pairs.views)),
               'exact': MotionField.with_objects(ego, object_translation_field(motion_m / scales[:, None, None],
                                                                               pairs.view_masks))}
-    maps = {}
+    maps, flows = {}, {}
     for name, field in fields.items():
         second = second_projection(pairs, view_depths, source_depths, field, options)
         valid = second.in_image * ego_warp_valid
         maps[name] = photometric_and_geometry_maps(pairs.views, pairs.sources, second.warped, valid,
                                                    second.computed_depth, second.projected_depth, options.with_ssim,
                                                    options.with_mask, options.with_auto_mask) + (valid,)
+        flows[name] = second.flow
     rigid_img, _, rigid_kept, valid = maps['rigid']
+    object_flow = (flows['exact'] - flows['rigid']).norm(dim=1)
     return car_records(pairs, rows, ego_warped_masks, motion_m, scales.tolist(),
-                       (rigid_img, maps['exact'][0], rigid_kept, valid))
+                       (rigid_img, maps['exact'][0], rigid_kept, valid, object_flow))
 
 
 def trained_inputs(nets, config, pairs, frames, rows):
@@ -262,6 +269,8 @@ def summarise_part_a(records):
         summary[group] = {
             'cars': len(chosen), 'coverage': stat('coverage'), 'empty_warped': sum(r['warped_px'] == 0 for r in chosen),
             'shift_px': stat('shift_px'), 'shift_px_median': stat('shift_px', np.median),
+            'object_flow_px': stat('object_flow_px'), 'object_flow_px_median': stat('object_flow_px', np.median),
+            'object_flow_over_1px': stat('object_flow_px', lambda v: np.mean(np.asarray(v) > 1)),
             'raw_shift_px': stat('raw_shift_px'), 'size_px': stat('size_px'), 'gt_motion_m': stat('gt_motion_m'),
             'valid_share': stat('valid_share'), 'kept_share': stat('kept_share'),
             'residual_rigid': stat('residual_rigid'), 'residual_exact': stat('residual_exact'),
@@ -304,7 +313,8 @@ def train_step(obj_net, optimizer, stand_ins, dataset, indices, world, options, 
     optimizer.zero_grad()
     outputs.total.backward()
     optimizer.step()
-    return {name: float(v.detach()) for name, v in outputs.losses.items()} | {'total': float(outputs.total.detach())}, reaching
+    terms = {name: float(value.detach()) for name, value in outputs.losses.items()}
+    return dict(terms, total=float(outputs.total.detach())), reaching
 
 
 def queue_scene_truth(stand_ins, scene, unit=1.0):
@@ -354,7 +364,8 @@ def run_part_b(args, dataset, world, root, val_scenes, options, unit=1.0, log=pr
     history, reaching, losses, started = [], None, [], time.time()
     summary, zero = evaluate_objects(obj_net, stand_ins, root, val_scenes, args.mni, unit)
     history.append({'step': 0, 'objects': summary, 'loss': None})
-    log(f"[unit {unit:g} m] step 0: moving EPE {summary['moving']['epe']:.3f} m (zero motion {zero['moving']['epe']:.3f})")
+    log(f"[unit {unit:g} m] step 0: moving EPE {summary['moving']['epe']:.3f} m "
+        f"(zero motion {zero['moving']['epe']:.3f})")
     batches = epoch_batches(len(dataset), args.batch_size, args.seed)
     for step in range(1, args.steps + 1):
         terms, found = train_step(obj_net, optimizer, stand_ins, dataset, next(batches), world, options,
@@ -366,8 +377,9 @@ def run_part_b(args, dataset, world, root, val_scenes, options, unit=1.0, log=pr
             recent = {k: float(np.mean([t[k] for t in losses[-args.eval_every:]])) for k in terms}
             history.append({'step': step, 'objects': summary, 'loss': recent})
             moving = summary['moving']
-            log(f"[unit {unit:g} m] step {step} ({time.time() - started:.0f} s): loss {recent['total']:.4f} photo {recent['photo']:.4f} | "
-                f"moving EPE {moving['epe']:.3f} m, rel {moving['rel']:.3f}, within 30 deg {moving['within_30deg']:.2f}")
+            log(f"[unit {unit:g} m] step {step} ({time.time() - started:.0f} s): loss {recent['total']:.4f} "
+                f"photo {recent['photo']:.4f} | moving EPE {moving['epe']:.3f} m, rel {moving['rel']:.3f}, "
+                f"within 30 deg {moving['within_30deg']:.2f}")
     return {'history': history, 'zero_motion': zero, 'terms_reaching_objposenet': reaching,
             'seconds': time.time() - started, 'steps': args.steps, 'metres_per_unit': unit}
 
@@ -401,26 +413,34 @@ def fmt(value, digits=3):
 
 def part_a_table(summaries):
     """Markdown table of Part A: one row per (input, car group)."""
-    lines = ['| input | cars | car pairs | coverage | empty warped mask | shift after 1st projection (px, mean / median) '
-             '| shift before (px) | car size (px) | GT motion (m) | car residual rigid | car residual exact '
-             '| exact lower (share) | background residual | car px kept by auto-mask | metres per depth unit (median) |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+    lines = ['| input | cars | car pairs | coverage | empty warped mask '
+             '| shift after 1st projection (px, mean / median) '
+             '| shift before (px) | flow of the object motion on the car (px, mean / median / share > 1 px) '
+             '| car size (px) | GT motion (m) | car residual rigid | car residual exact '
+             '| exact lower (share) | background residual | car px kept by auto-mask '
+             '| metres per depth unit (median) |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for source, summary in summaries.items():
         if summary is None:
             continue
         for group, row in summary.items():
             lines.append(f"| {source} | {group} | {row['cars']} | {fmt(row['coverage'])} | {row['empty_warped']} | "
-                         f"{fmt(row['shift_px'], 2)} / {fmt(row['shift_px_median'], 2)} | {fmt(row['raw_shift_px'], 2)} | "
+                         f"{fmt(row['shift_px'], 2)} / {fmt(row['shift_px_median'], 2)} | "
+                         f"{fmt(row['raw_shift_px'], 2)} | "
+                         f"{fmt(row['object_flow_px'], 2)} / {fmt(row['object_flow_px_median'], 2)} / "
+                         f"{fmt(row['object_flow_over_1px'], 2)} | "
                          f"{fmt(row['size_px'], 0)} | {fmt(row['gt_motion_m'])} | {fmt(row['residual_rigid'], 4)} | "
                          f"{fmt(row['residual_exact'], 4)} | {fmt(row['exact_lower_share'], 2)} | "
-                         f"{fmt(row['residual_background'], 4)} | {fmt(row['kept_share'], 2)} | {fmt(row['metres_per_unit'], 2)} |")
+                         f"{fmt(row['residual_background'], 4)} | {fmt(row['kept_share'], 2)} | "
+                         f"{fmt(row['metres_per_unit'], 2)} |")
     return '\n'.join(lines)
 
 
 def part_b_table(part_b):
     """Markdown table of Part B: the validation metrics at each evaluation."""
     zero = part_b['zero_motion']['moving']
-    lines = ['| step | train loss (mean since last) | photo | moving EPE (m) | moving rel | within 30 deg | parked EPE (m) |',
+    lines = ['| step | train loss (mean since last) | photo | moving EPE (m) | moving rel | within 30 deg '
+             '| parked EPE (m) |',
              '|---|---|---|---|---|---|---|',
              f"| zero motion | | | {fmt(zero['epe'])} | {fmt(zero['rel'])} | {fmt(zero['within_30deg'], 2)} | "
              f"{fmt(part_b['zero_motion']['parked']['epe'])} |"]
@@ -446,13 +466,16 @@ def write_results(out, results, command):
           '## A. The first projection\'s output for ObjPoseNet (training samples, every directed pair)', '',
           part_a_table(results['part_a']), '',
           'coverage: share of the view mask covered by the ego-warped source mask; shift: centroid distance of the two '
-          'masks; residuals: the photometric loss map (SSIM + L1, geometry-weighted) on the car pixels valid in both '
+          'masks; flow of the object motion: the pixel displacement the exact object translation adds on the car '
+          '(flow of the second projection with minus without it); residuals: the photometric loss map '
+          '(SSIM + L1, geometry-weighted) on the car pixels valid in both '
           'projections after the second projection with the ego motion only (rigid) or with the exact object '
           'translation (exact); background: the loss-masked background mean of the same pairs. "trained" uses the '
           'ablation\'s DispResNet and EgoPoseNet (exact object translation brought to their unit with the view\'s '
           'median scale).', '']
     for part_b in results.get('part_b') or []:
-        md += [f"## B. ObjPoseNet trained alone on the exact depth and ego motion, unit {part_b['metres_per_unit']:g} m",
+        md += [f"## B. ObjPoseNet trained alone on the exact depth and ego motion, "
+               f"unit {part_b['metres_per_unit']:g} m",
                '', f"{part_b['steps']} steps, batch {settings['batch_size']}, Adam lr {settings['lr']:g}, loss flags "
                f"`{' '.join(ABLATION_FLAGS)}`; terms whose gradient reaches ObjPoseNet: "
                f"{', '.join(part_b['terms_reaching_objposenet'] or [])}; {part_b['seconds']:.0f} s. Depth and "
