@@ -254,6 +254,50 @@ def run_part_a(dataset, world, options, nets=None, config=None):
     return results
 
 
+def descent_alignment(dataset, world, options):
+    """The step's loss gradient with respect to each car's translation at zero object motion (the start of
+    training), exact depth and ego motion: per matched car with a GT motion, the cosine between the descent
+    direction ``-dL/dt`` and the exact translation.  ``[{'kind', 'cos', 'gt_motion_m'}]`` over every training sample.
+
+    ObjPoseNet is replaced by a stand-in whose zero output is the leaf the gradient is taken for, so the loss is
+    exactly ``projection.run_step``'s.
+    """
+    records = []
+    for index in range(len(dataset)):
+        tgt, refs, K, tgt_insts, ref_insts = load_batch(dataset, [index])
+        pairs = make_directed_pairs(tgt, refs, tgt_insts, ref_insts, K)
+        depths, poses, rows = batch_truth(dataset, [index], world, pairs.layout)
+        exists = pairs.view_masks.flatten(2).amax(2) > 0
+        if not bool(exists.any()):
+            continue
+        disp, ego, obj = FixedOutputs(), FixedOutputs(), FixedOutputs()
+        motion = torch.zeros(int(exists.sum()), 3, requires_grad=True)
+        disp.queue, ego.queue, obj.queue = [1.0 / depths], [poses], [motion]
+        outputs = run_step(disp, ego, obj, tgt, refs, K, tgt_insts, ref_insts, options)
+        descent = -torch.autograd.grad(outputs.total, motion)[0]
+        truth = exact_object_motion(pairs, rows)[exists]
+        for (row, k), direction, gt in zip(exists.nonzero().tolist(), descent, truth):
+            car = car_under(rows[row][0], rows[row][1], pairs.view_masks[row, k].numpy())
+            if car < 0 or float(gt.norm()) == 0:
+                continue
+            cos = float(torch.dot(direction, gt) / (direction.norm() * gt.norm()).clamp(min=1e-30))
+            records.append({'kind': rows[row][0].objects[car].kind, 'cos': cos, 'gt_motion_m': float(gt.norm())})
+    return records
+
+
+def summarise_descent(records):
+    """Per car kind (and ``'all'``): ``{'cars', 'cos_mean', 'cos_median', 'positive', 'within_30deg'}`` of
+    :func:`descent_alignment`'s records."""
+    summary = {}
+    for kind in ['all'] + sorted({r['kind'] for r in records}):
+        cos = np.array([r['cos'] for r in records if kind in ('all', r['kind'])])
+        summary[kind] = {'cars': len(cos), 'cos_mean': float(cos.mean()) if len(cos) else None,
+                         'cos_median': float(np.median(cos)) if len(cos) else None,
+                         'positive': float((cos > 0).mean()) if len(cos) else None,
+                         'within_30deg': float((cos > np.cos(np.radians(30))).mean()) if len(cos) else None}
+    return summary
+
+
 def summarise_part_a(records):
     """Means (and medians of the shifts) over moving and parked cars of Part A's records."""
     summary = {}
@@ -473,6 +517,16 @@ def write_results(out, results, command):
           'translation (exact); background: the loss-masked background mean of the same pairs. "trained" uses the '
           'ablation\'s DispResNet and EgoPoseNet (exact object translation brought to their unit with the view\'s '
           'median scale).', '']
+    if results.get('descent'):
+        md += ['## The loss gradient at zero object motion', '',
+               "For every moving-car instance of the training samples (exact depth and ego motion, ObjPoseNet's "
+               "output zero as at the start of training): the cosine between the descent direction of the step's "
+               "total loss with respect to the car's translation and the exact translation.", '',
+               '| car kind | instances | cosine mean | median | share within 90 deg | share within 30 deg |',
+               '|---|---|---|---|---|---|']
+        md += [f"| {kind} | {d['cars']} | {fmt(d['cos_mean'])} | {fmt(d['cos_median'])} | {fmt(d['positive'], 2)} | "
+               f"{fmt(d['within_30deg'], 2)} |" for kind, d in results['descent'].items()]
+        md.append('')
     for part_b in results.get('part_b') or []:
         md += [f"## B. ObjPoseNet trained alone on the exact depth and ego motion, "
                f"unit {part_b['metres_per_unit']:g} m",
@@ -504,6 +558,9 @@ def build_parser():
     parser.add_argument('--depth-units', type=float, nargs='+', default=[1.0],
                         help='Part B: one run per value, depth and translations in units of this many metres '
                              '(1: metres; the ablation\'s networks ended near 64)')
+    parser.add_argument('--descent', action='store_true',
+                        help="also measure the direction of the loss gradient with respect to each car's translation "
+                             "at zero object motion against the exact translation")
     parser.add_argument('--output-dir', type=Path, default=DEFAULT_OUTPUT)
     return parser
 
@@ -535,6 +592,9 @@ def main(argv=None):
         results = {'part_a': {name: summarise_part_a(records) if records is not None else None
                               for name, records in part_a.items()}}
         print(part_a_table(results['part_a']))
+        if args.descent:
+            results['descent'] = summarise_descent(descent_alignment(dataset, world, options))
+            print(f"descent direction at zero object motion vs the exact translation: {results['descent']}")
         if args.steps:
             results['part_b'] = [run_part_b(args, dataset, world, root, [world[n] for n in val_names], options, unit)
                                  for unit in args.depth_units]
