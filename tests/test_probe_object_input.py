@@ -117,3 +117,15 @@ def test_only_the_photometric_geometry_and_motion_field_terms_reach_objposenet(w
                                    {scene.name: scene}, probe.loss_options(), check_terms=True)
     assert set(reaching) == {'photo', 'geometry', 'mof_consistency'}
     assert any(not torch.equal(a, b) for a, b in zip(before, obj_net.parameters()))
+
+
+def test_the_descent_direction_at_zero_motion_is_measured_for_each_moving_car(world):
+    root, scene = world
+    args = probe.build_parser().parse_args([])
+    records = probe.descent_alignment(probe.training_samples(root, args), {scene.name: scene}, probe.loss_options())
+    assert {r['kind'] for r in records} == {scene.objects[j].kind for j in range(len(scene.objects))} - {'parked'}
+    assert len(records) == 4   # the moving car in the 4 directed pairs of the one sample
+    assert all(-1.0 <= r['cos'] <= 1.0 and r['gt_motion_m'] > 0 for r in records)
+    summary = probe.summarise_descent(records)
+    assert summary['all']['cars'] == 4
+    assert summary['all']['positive'] == pytest.approx(np.mean([r['cos'] > 0 for r in records]))
