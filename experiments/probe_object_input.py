@@ -281,20 +281,31 @@ def descent_alignment(dataset, world, options):
             if car < 0 or float(gt.norm()) == 0:
                 continue
             cos = float(torch.dot(direction, gt) / (direction.norm() * gt.norm()).clamp(min=1e-30))
-            records.append({'kind': rows[row][0].objects[car].kind, 'cos': cos, 'gt_motion_m': float(gt.norm())})
+            records.append({'kind': rows[row][0].objects[car].kind, 'cos': cos, 'gt_motion_m': float(gt.norm()),
+                            'descent': direction.tolist(), 'gt': gt.tolist()})
     return records
 
 
 def summarise_descent(records):
-    """Per car kind (and ``'all'``): ``{'cars', 'cos_mean', 'cos_median', 'positive', 'within_30deg'}`` of
-    :func:`descent_alignment`'s records."""
+    """Per car kind (and ``'all'``) of :func:`descent_alignment`'s records: ``cars``, the cosine's ``cos_mean``,
+    ``cos_median``, the shares ``positive`` (within 90 degrees) and ``within_30deg``; per axis (x, y, z) the mean
+    absolute component of the unit descent direction and of the unit true translation (``descent_axes``,
+    ``truth_axes``) and the share of cars whose descent has the sign of the truth where it moves more than
+    0.1 m along that axis (``sign_agreement``, None where none does)."""
     summary = {}
     for kind in ['all'] + sorted({r['kind'] for r in records}):
-        cos = np.array([r['cos'] for r in records if kind in ('all', r['kind'])])
-        summary[kind] = {'cars': len(cos), 'cos_mean': float(cos.mean()) if len(cos) else None,
-                         'cos_median': float(np.median(cos)) if len(cos) else None,
-                         'positive': float((cos > 0).mean()) if len(cos) else None,
-                         'within_30deg': float((cos > np.cos(np.radians(30))).mean()) if len(cos) else None}
+        chosen = [r for r in records if kind in ('all', r['kind'])]
+        cos = np.array([r['cos'] for r in chosen])
+        descent, truth = np.array([r['descent'] for r in chosen]), np.array([r['gt'] for r in chosen])
+        moving = np.abs(truth) > 0.1
+        unit_descent = np.abs(descent) / np.linalg.norm(descent, axis=1, keepdims=True).clip(1e-30)
+        summary[kind] = {
+            'cars': len(cos), 'cos_mean': float(cos.mean()), 'cos_median': float(np.median(cos)),
+            'positive': float((cos > 0).mean()), 'within_30deg': float((cos > np.cos(np.radians(30))).mean()),
+            'descent_axes': unit_descent.mean(0).tolist(),
+            'truth_axes': (np.abs(truth) / np.linalg.norm(truth, axis=1, keepdims=True)).mean(0).tolist(),
+            'sign_agreement': [float((descent[moving[:, c], c] * truth[moving[:, c], c] > 0).mean())
+                               if moving[:, c].any() else None for c in range(3)]}
     return summary
 
 
@@ -522,10 +533,15 @@ def write_results(out, results, command):
                "For every moving-car instance of the training samples (exact depth and ego motion, ObjPoseNet's "
                "output zero as at the start of training): the cosine between the descent direction of the step's "
                "total loss with respect to the car's translation and the exact translation.", '',
-               '| car kind | instances | cosine mean | median | share within 90 deg | share within 30 deg |',
-               '|---|---|---|---|---|---|']
+               '| car kind | instances | cosine mean | median | share within 90 deg | share within 30 deg '
+               '| descent axes x / y / z | truth axes x / y / z | sign agreement x / y / z |',
+               '|---|---|---|---|---|---|---|---|---|']
         md += [f"| {kind} | {d['cars']} | {fmt(d['cos_mean'])} | {fmt(d['cos_median'])} | {fmt(d['positive'], 2)} | "
-               f"{fmt(d['within_30deg'], 2)} |" for kind, d in results['descent'].items()]
+               f"{fmt(d['within_30deg'], 2)} | {' / '.join(fmt(v, 2) for v in d['descent_axes'])} | "
+               f"{' / '.join(fmt(v, 2) for v in d['truth_axes'])} | "
+               f"{' / '.join(fmt(v, 2) for v in d['sign_agreement'])} |" for kind, d in results['descent'].items()]
+        md += ['', 'axes: mean absolute component of the unit vector (x right, y down, z forward); sign agreement: '
+               'share of the cars moving more than 0.1 m along the axis whose descent has the sign of the truth.']
         md.append('')
     for part_b in results.get('part_b') or []:
         md += [f"## B. ObjPoseNet trained alone on the exact depth and ego motion, "

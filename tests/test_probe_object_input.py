@@ -129,3 +129,4 @@ def test_the_descent_direction_at_zero_motion_is_measured_for_each_moving_car(wo
     summary = probe.summarise_descent(records)
     assert summary['all']['cars'] == 4
     assert summary['all']['positive'] == pytest.approx(np.mean([r['cos'] > 0 for r in records]))
+    assert sum(summary['all']['truth_axes']) >= 1.0 and summary['all']['truth_axes'][1] < 0.01   # cars stay on the road
