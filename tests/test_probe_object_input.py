@@ -8,16 +8,7 @@ from data import synthetic
 from experiments import probe_object_input as probe
 from pairs import make_directed_pairs
 
-HEIGHT, WIDTH = 64, 96
-
-
-@pytest.fixture(scope='module')
-def world(tmp_path_factory):
-    """Scene 4 of seed 0 (a parked and a moving car in all 3 frames) as a KITTI-VIS folder, and the scene."""
-    root = tmp_path_factory.mktemp('world')
-    scene = synthetic.render_scene(seed=0, index=4, height=HEIGHT, width=WIDTH, frames=3, min_cars=3, max_cars=4)
-    synthetic.write_kitti_vis([scene], root)
-    return root, scene
+HEIGHT, WIDTH = 64, 96   # the size of conftest's ``world``
 
 
 def frame_pair(root, scene, a, b, mni=3):
