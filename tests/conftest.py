@@ -15,6 +15,17 @@ def _seed():
 
 
 @pytest.fixture(scope='module')
+def world(tmp_path_factory):
+    """A one-scene synthetic KITTI-VIS world at 64x96 (scene 4 of seed 0: a parked and a moving car visible in
+    all 3 frames): ``(root, scene)``."""
+    from data import synthetic
+    root = tmp_path_factory.mktemp('world')
+    scene = synthetic.render_scene(seed=0, index=4, height=64, width=96, frames=3, min_cars=3, max_cars=4)
+    synthetic.write_kitti_vis([scene], root)
+    return root, scene
+
+
+@pytest.fixture(scope='module')
 def toy_root(tmp_path_factory):
     """A toy KITTI-VIS folder (2 scenes x 5 frames, moving rectangles, GT depth) for the training tests."""
     from datasets.toy_data import write_toy_kitti_vis

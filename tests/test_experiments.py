@@ -16,16 +16,7 @@ from experiments.eval_synthetic import read_scene_truth, region_errors, region_m
 from kitti_eval.odometry_metrics import chain_poses
 from models import DispResNet, EgoPoseNet, ObjPoseNet
 
-HEIGHT, WIDTH = 64, 96
-
-
-@pytest.fixture(scope='module')
-def world(tmp_path_factory):
-    """A one-scene KITTI-VIS world (scene 4 of seed 0: a parked and a moving car visible in all 3 frames)."""
-    root = tmp_path_factory.mktemp('world')
-    scene = synthetic.render_scene(seed=0, index=4, height=HEIGHT, width=WIDTH, frames=3, min_cars=3, max_cars=4)
-    synthetic.write_kitti_vis([scene], root)
-    return root, scene
+HEIGHT, WIDTH = 64, 96   # the size of conftest's ``world``
 
 
 def two_car_segmentation():
