@@ -442,18 +442,15 @@ def run_part_b(args, dataset, world, root, val_scenes, options, unit=1.0, log=pr
 def load_trained(run_dir):
     """The trained DispResNet and EgoPoseNet of a training run folder and their config.
 
-    The run's ``args.json`` gives the depth scale, the antisymmetric ego pose and the rotation mode (checkpoints
-    saved before the config travelled with them have none, and the defaults would be wrong for them).
+    ``models.load_trained_networks`` takes the depth scale, the antisymmetric ego pose and the rotation mode
+    from the checkpoints' saved config, or from the run's ``args.json`` for checkpoints saved before the
+    config travelled with them.
     """
     run_dir = Path(run_dir)
+    if not (run_dir / 'args.json').is_file():
+        raise FileNotFoundError(f"{run_dir / 'args.json'}: not found (--trained-run must be a train.py run folder)")
     paths = {'disp': run_dir / 'dispnet_checkpoint.pth.tar', 'ego': run_dir / 'ego_pose_checkpoint.pth.tar'}
-    args_path = run_dir / 'args.json'
-    if not args_path.is_file():
-        raise FileNotFoundError(f"{args_path}: not found (--trained-run must be a train.py run folder)")
-    run_args = json.loads(args_path.read_text())
-    explicit = {key: run_args.get(key) for key in ('depth_scale', 'antisymmetric_ego_pose', 'rotation_mode',
-                                                   'resnet_layers')}
-    return load_trained_networks(paths, explicit, torch.device('cpu'), log=print_warning)
+    return load_trained_networks(paths, {}, torch.device('cpu'), log=print_warning)
 
 
 def training_samples(root, args):
