@@ -3,7 +3,7 @@
 Usage: python -m benchmarks.bench_train_step [--height 128 --width 416 --batch 2 --mni 1 3 8 --steps 5 --device cpu]
                                             [--counts 1 2] [--data KITTI_VIS_DIR]
                                             [--amp off|bf16|fp16] [--channels-last] [--compile] [--compare]
-                                            [--mmap-threshold MIB]
+                                            [--mmap-threshold MIB] [--saved]
 Settings of the measurement: all losses on (-p 2 -c 1 -s 0.1 -o 0.02 -mc 0.1 --with-ssim --with-mask
 --with-auto-mask), the optimiser of train.py.  Without ``--data`` every frame holds exactly ``mni``
 matched instances (the worst case), and one more row uses ``mni`` 3 with ``--counts`` instances in the
@@ -16,7 +16,8 @@ losses (forward and backward, with stand-in networks that cost nothing) and the 
 ``--amp`` / ``--channels-last`` / ``--compile`` run the networks as train.py's flags of the same names;
 ``--compare`` prints one row per variant (float32, float32 + channels-last, bf16, bf16 + channels-last,
 and with ``--compile`` also bf16 + channels-last + compile) with the speed-up over float32.
-``--mmap-threshold`` sets glibc's mmap threshold as train.py's flag of the same name (host_memory.py).
+``--saved`` prints what one forward pass keeps for the backward pass, by network (torch's saved-tensor
+hooks), and stops.  ``--mmap-threshold`` sets glibc's mmap threshold as train.py's flag of the same name (host_memory.py).
 Peak memory: on CPU the process's peak resident memory over the timed steps (what
 ``benchmarks/bench_official_step.py`` reports for the official step) and the step's own share of it (that peak
 minus what the process held before the first step); on CUDA ``torch.cuda.max_memory_allocated`` of the steps.
@@ -87,6 +88,33 @@ class StubPoseNet(torch.nn.Module):
 
     def forward(self, img1, img2):
         return 0.01 * self.linear(torch.cat([img1, img2], 1).mean((2, 3)))
+
+
+def saved_for_backward_mib(nets, batch):
+    """MiB the step's forward pass keeps for the backward pass, by owner: each network and the rest.
+
+    Every tensor autograd saves is counted once (by storage), under the network whose forward saved it
+    first; parameters are not counted.
+    """
+    owner = ['geometry and losses']
+    for name, net in zip(('DispResNet', 'EgoPoseNet', 'ObjPoseNet'), nets):
+        net.register_forward_pre_hook(lambda module, inputs, name=name: owner.__setitem__(0, name))
+        net.register_forward_hook(lambda module, inputs, output: owner.__setitem__(0, 'geometry and losses'))
+    parameters = {p.untyped_storage().data_ptr() for net in nets for p in net.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved.setdefault(storage.data_ptr(), (owner[0], storage.nbytes()))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run_step(*nets, *batch, LossOptions(with_ssim=True, with_mask=True, with_auto_mask=True))
+    totals = {}
+    for name, nbytes in saved.values():
+        totals[name] = totals.get(name, 0) + nbytes / 2 ** 20
+    return totals
 
 
 def networks_pass(nets, batch, num_objects, run=precision.NetworkPrecision()):
@@ -203,6 +231,9 @@ def main():
                         help='as train.py --mmap-threshold (0: the C library default)')
     parser.add_argument('--compare', action='store_true',
                         help='one row per precision variant (float32, channels-last, bf16, ...) at the first --mni')
+    parser.add_argument('--saved', action='store_true',
+                        help='print what the forward pass keeps for the backward pass, by network (float32, '
+                             'the first --mni), and stop')
     parser.add_argument('--single', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
@@ -212,6 +243,14 @@ def main():
     print(f"{args.height}x{args.width}, batch {args.batch}, device {args.device}, torch {torch.__version__}")
     print(torch.cuda.get_device_name(device) if device.type == 'cuda' else precision.cpu_capability())
     print(f"batches: {args.data or 'synthetic rectangles'}")
+    if args.saved:
+        torch.manual_seed(0)
+        nets = list(build_networks(ModelConfig(resnet_layers=18)).values())
+        totals = saved_for_backward_mib(nets, load_batches(args)[0])
+        for name, mib in totals.items():
+            print(f"saved for backward, {name:<20} {mib:8.1f} MiB")
+        print(f"saved for backward, {'total':<20} {sum(totals.values()):8.1f} MiB")
+        return
     if args.compare:
         compare_precisions(args)
         return

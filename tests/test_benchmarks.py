@@ -24,3 +24,19 @@ def test_a_folder_without_the_official_code_is_one_line(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: --official {tmp_path}: no train.py (a checkout of the official release is expected)"
+
+
+def test_saved_for_backward_is_split_by_network_and_obj_pose_net_only_with_instances():
+    from benchmarks.batches import make_batch
+    from benchmarks.bench_train_step import saved_for_backward_mib
+    from models import ModelConfig, build_networks
+
+    def totals(mni):
+        torch.manual_seed(0)
+        nets = list(build_networks(ModelConfig(resnet_layers=18)).values())
+        return saved_for_backward_mib(nets, make_batch(1, 64, 64, mni))
+
+    with_objects, rigid = totals(2), totals(0)
+    assert set(with_objects) == {'DispResNet', 'EgoPoseNet', 'ObjPoseNet', 'geometry and losses'}
+    assert 'ObjPoseNet' not in rigid
+    assert rigid['DispResNet'] == with_objects['DispResNet'] > 0
