@@ -149,8 +149,8 @@ def measure(args):
     num_objects = round(sum(objects_per_step(batch) for batch in batches) / len(batches))
 
     def step():
+        optimizer.zero_grad(set_to_none=True)   # before the forward pass, as train_loop does
         outputs = run_step(*nets, *batches[next(counter) % len(batches)], options, run)
-        optimizer.zero_grad()
         scaler.scale(outputs.total).backward()
         scaler.step(optimizer)
         scaler.update()
