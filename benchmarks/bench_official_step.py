@@ -7,7 +7,7 @@ Usage: python -m benchmarks.bench_official_step --official DIR [--height 128 --w
 ``mni`` instances) with the settings of that benchmark (all losses, ``--with-ssim --with-mask
 --with-auto-mask``, Adam as the official), so the two scripts measure the same work side by side.  To run
 on a CPU and with today's libraries the harness only supplies what the official code imports but does not
-use for a step, plus: ``.cuda()`` returns the tensor itself, and ``torch_sparse.coalesce`` (its z-buffer's
+use for a step, plus: the tensor method ``cuda`` returns the tensor itself, and ``torch_sparse.coalesce`` (its z-buffer's
 "keep the largest inverse depth per pixel") is a ``scatter_reduce('amax')`` on the unique pixel indices.
 Prints one JSON line: ``step_s`` (each timed step), ``peak_rss_mib`` (the process's peak resident memory)
 and ``before_mib`` (resident memory before the first step).
