@@ -1,0 +1,337 @@
+"""Does the object-size term fight the photometric term?  Scale agreement and gradient conflict of trained runs.
+
+    python -m experiments.probe_object_size --runs OUT/runs [--configs full rigid no_mof no_obj_size]
+        [--seeds 0 1] [--data VIS_ROOT] [--batches 4] [--output-dir DIR]
+
+A diagnostic of issue 18.  In the ablation the two configurations with the object-size term (``full``,
+``no_mof``) have the best moving-car depth and the worst background, the two without it the reverse.  The
+term asks each car's mean depth to be ``f_y * h_prior / h_pixels`` (``loss_functions.object_size_errors``):
+an absolute unit of depth, ``car height / h_prior`` metres per network unit, while the photometric term asks
+for the unit of EgoPoseNet's translations.  This probe measures, for every saved checkpoint of the ablation's
+runs (``OUT/runs/CONFIG/seedS``, the run folder named in ``run_dir.txt``):
+
+**Units** (validation scenes, ``demo.run_networks``: the code path of ``experiments.eval_synthetic``), each the
+median over images or pairs, in metres per network depth unit:
+
+* ``bg_unit``: ``median(gt) / median(pred)`` on the background pixels of an image;
+* ``car_unit``: the same on the moving-car pixels (images with at least 50 of them); ``car_vs_bg`` is
+  ``car_unit / bg_unit``: 1 when cars and background share one scale, above 1 when the cars are drawn too close;
+* ``pose_unit``: GT camera translation / EgoPoseNet translation of consecutive frames;
+* ``size_unit``: for each visible car, its GT mean depth / the depth the object-size term asks for,
+  ``f_y * h_prior / rows`` (``h_prior`` the run's learned height prior): the unit the term pulls the cars to.
+
+**Pull** (training batches of the ablation's folder, no augmentation, ``projection.run_step`` with the run's
+loss options and the object-size weight 0.02 even where the run trained without it):
+
+* ``d_<term>``: derivative of the weighted term with respect to ``log`` of a global depth scale applied
+  inside the step (the ego translation fixed): positive when the term wants the depth maps nearer, negative
+  when it wants them farther;
+* ``car_pixels_agree``: share of the object-size term's gradient on the depth maps (weighted by its size per
+  pixel; only car pixels have one) whose sign the other terms' gradient shares: below 0.5 when the terms
+  push the cars' depth in opposite directions;
+* ``cos_size_rest``: cosine between the gradients of the weighted object-size term and of all the other terms
+  with respect to DispResNet's weights (the height prior excluded): below 0 when they pull the network apart;
+  ``size_rest_ratio`` the ratio of their norms.
+
+Writes ``DIR/results.json`` and ``DIR/results.md`` (default ``experiments/results/probes/object_size``).
+"""
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
+    sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
+             f"once (it installs it into .venv), or run it from the repository root as "
+             f"python -m experiments.probe_object_size")
+
+import numpy as np
+import torch
+
+import demo
+from datasets.custom_transforms import valid_transform
+from datasets.io import read_segmentation
+from datasets.scenes import read_scene_list
+from datasets.sequence_folders import SequenceFolder
+from datasets.validation_folders import read_depth
+from experiments import motion_metrics
+from experiments.eval_synthetic import (MIN_REGION_PIXELS, EvalError, ScaledDisparity, print_warning,
+                                        read_scene_truth, region_masks)
+from fileio import atomic_open
+from models import build_networks, imagenet_initialisation, load_trained_networks
+from projection import LossOptions, run_step, unwrap
+from train_model import model_config
+
+DEFAULT_OUTPUT = Path('experiments/results/probes/object_size')
+PROBE_OBJ_SIZE_WEIGHT = 0.02
+NETWORK_FILES = {'disp': 'dispnet', 'ego': 'ego_pose', 'obj': 'obj_pose'}
+PULL_TERMS = ('photo', 'geometry', 'smooth', 'obj_size', 'mof_consistency')
+
+
+def checkpoint_labels(run_dir):
+    """Labels of a run folder's networks in training order: ``['init', 'ep003', ..., 'last']`` (``init``: a fresh
+    random initialisation)."""
+    kept = sorted(p.name[len('dispnet_checkpoint_'):-len('.pth.tar')]
+                  for p in Path(run_dir).glob('dispnet_checkpoint_ep*.pth.tar'))
+    return ['init'] + kept + ['last']
+
+
+def checkpoint_paths(run_dir, label):
+    """``{'disp', 'ego', 'obj'}`` -> checkpoint path of one label of :func:`checkpoint_labels`."""
+    suffix = '' if label == 'last' else f'_{label}'
+    return {net: Path(run_dir) / f'{name}_checkpoint{suffix}.pth.tar' for net, name in NETWORK_FILES.items()}
+
+
+def load_networks(run_dir, label, run_args):
+    """``(demo.Networks for inference, raw {'disp','ego','obj'} networks, ModelConfig)`` of one checkpoint;
+    ``init``: a random initialisation as train.py builds it, seeded with the run's seed."""
+    if label == 'init':
+        torch.manual_seed(run_args['seed'])
+        config = model_config(Namespace(**run_args))
+        nets = build_networks(config, imagenet_initialisation(0, None))
+    else:
+        nets, config = load_trained_networks(checkpoint_paths(run_dir, label), {}, torch.device('cpu'),
+                                             log=print_warning)
+    disp = nets['disp'] if config.depth_scale == 1 else ScaledDisparity(nets['disp'], config.depth_scale)
+    inference = demo.Networks(disp, nets['ego'], nets['obj'], config.rotation_mode, config.antisymmetric_ego_pose)
+    return inference, nets, config
+
+
+def mask_rows(mask):
+    """Number of image rows an ``[H,W]`` bool mask covers (as ``object_size_errors`` counts them)."""
+    return int(mask.any(axis=1).sum())
+
+
+def unit_ratio(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
+    """``median(gt) / median(pred)`` over the pixels of ``mask`` with GT depth (None below ``min_pixels``)."""
+    valid = mask & (gt > 0)
+    if valid.sum() < min_pixels:
+        return None
+    return float(np.median(gt[valid]) / np.median(pred[valid]))
+
+
+def car_size_units(gt, segmentation, objects, frame, fy, height_prior):
+    """``size_unit`` of every car visible in a frame: GT mean depth / ``fy * height_prior / rows``."""
+    units = []
+    for obj in objects:
+        channel = obj['mask_index'][frame]
+        if channel < 1:
+            continue
+        mask = (segmentation[channel] > 0) & (gt > 0)
+        if mask.sum() < MIN_REGION_PIXELS:
+            continue
+        expected = fy * height_prior / max(mask_rows(segmentation[channel] > 0), 1)
+        units.append(float(gt[mask].mean() / expected))
+    return units
+
+
+def scene_units(root, name, nets, mni, height_prior):
+    """Lists of ``bg_unit``, ``car_unit``, ``car_vs_bg``, ``pose_unit``, ``size_unit`` of one validation scene."""
+    scene = demo.find_scene(root, name)
+    truth = read_scene_truth(root, name)
+    frame_hw = demo.read_frame(scene.frames[0]).shape[:2]
+    inference = demo.run_networks(scene, nets, mni, torch.device('cpu'))
+    fy = float(scene.intrinsics[1, 1])
+    units = {key: [] for key in ('bg_unit', 'car_unit', 'car_vs_bg', 'pose_unit', 'size_unit')}
+    for k, (frame, seg_path) in enumerate(zip(scene.frames, scene.segmentations)):
+        gt = read_depth(frame.with_suffix('.npy'), frame_hw)
+        segmentation = read_segmentation(seg_path, frame_hw)
+        regions = region_masks(segmentation, truth['objects'], k)
+        bg, car = unit_ratio(gt, inference.depths[k], regions['background']), \
+            unit_ratio(gt, inference.depths[k], regions['moving'])
+        units['bg_unit'] += [bg] if bg is not None else []
+        units['car_unit'] += [car] if car is not None else []
+        units['car_vs_bg'] += [car / bg] if car is not None and bg is not None else []
+        units['size_unit'] += car_size_units(gt, segmentation, truth['objects'], k, fy, height_prior)
+    gt_poses = motion_metrics.relative_gt_poses(truth['cam_to_world'])
+    for pred, gt in zip(inference.poses, gt_poses):
+        pred_norm = float(np.linalg.norm(pred[:3]))
+        if pred_norm > 0:
+            units['pose_unit'].append(float(np.linalg.norm(gt[:3, 3])) / pred_norm)
+    return units
+
+
+def validation_units(root, nets, mni, height_prior):
+    """The medians of :func:`scene_units` over the validation scenes of ``root`` (None for an empty list)."""
+    _, names = read_scene_list(root, train=False)
+    pooled = {}
+    for name in names:
+        for key, values in scene_units(root, name, nets, mni, height_prior).items():
+            pooled.setdefault(key, []).extend(values)
+    return {key: float(np.median(values)) if values else None for key, values in pooled.items()}
+
+
+def probe_options(run_args):
+    """The run's :class:`LossOptions` with the object-size weight of the full model (computed for every run)."""
+    options = LossOptions.from_args(Namespace(**run_args))
+    options.obj_size = PROBE_OBJ_SIZE_WEIGHT
+    return options
+
+
+def flat_gradient(term, params):
+    """The gradient of a scalar ``term`` w.r.t. ``params`` as one vector (zeros where it does not reach)."""
+    grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+
+def scale_derivative(term, log_scale):
+    """``d term / d log_scale`` (0 where the term does not depend on the depth scale)."""
+    if not term.requires_grad:
+        return 0.0
+    grad = torch.autograd.grad(term, log_scale, retain_graph=True, allow_unused=True)[0]
+    return 0.0 if grad is None else float(grad)
+
+
+def pixel_agreement(size_term, rest, depths):
+    """Share of the object-size term's pull on the depth maps ``[N,1,H,W]`` (weighted by its size per pixel)
+    that the other terms' gradient shares in sign: 1 when they push every car pixel the same way, 0 when
+    they push every one the opposite way (None without an instance)."""
+    size_grad = flat_gradient(size_term, [depths])
+    rest_grad = flat_gradient(rest, [depths])
+    weight = size_grad.abs()
+    if weight.sum() == 0:
+        return None
+    return float((weight * (torch.sign(size_grad) == torch.sign(rest_grad))).sum() / weight.sum())
+
+
+def batch_pull(nets, options, batch):
+    """``d_<term>`` (scale derivatives), ``cos_size_rest`` and ``size_rest_ratio`` of one training batch."""
+    tgt, refs, K, tgt_insts, ref_insts = batch
+    log_scale = torch.zeros((), requires_grad=True)
+    scaled = LossOptions(**{**vars(options), 'depth_scale': options.depth_scale * torch.exp(log_scale)})
+    outputs = run_step(nets['disp'], nets['ego'], nets['obj'], tgt, refs, K, tgt_insts, ref_insts, scaled)
+    weighted = {name: outputs.losses[name] * getattr(options, name) for name in PULL_TERMS}
+    record = {f'd_{name}': scale_derivative(term, log_scale) for name, term in weighted.items()}
+    rest = sum(term for name, term in weighted.items() if name != 'obj_size')
+    record['car_pixels_agree'] = pixel_agreement(weighted['obj_size'], rest, outputs.depths)
+    disp = unwrap(nets['disp'])
+    params = [p for name, p in disp.named_parameters() if name != 'obj_height_prior']
+    size_grad = flat_gradient(weighted['obj_size'], params)
+    rest_grad = flat_gradient(rest, params)
+    norms = size_grad.norm() * rest_grad.norm()
+    record['cos_size_rest'] = float(size_grad @ rest_grad / norms) if norms > 0 else None
+    record['size_rest_ratio'] = float(size_grad.norm() / rest_grad.norm()) if rest_grad.norm() > 0 else None
+    return record
+
+
+def training_batches(root, run_args, count, batch_size):
+    """The first ``count`` batches (seed 0 order) of the run's training samples without augmentation."""
+    dataset = SequenceFolder(root, train=True, seed=0, shuffle=False, max_num_instances=run_args['mni'],
+                             sequence_length=run_args['sequence_length'], transform=valid_transform(),
+                             cache_dir=Path(root) / '.cache')
+    order = np.random.default_rng(0).permutation(len(dataset))
+    for start in range(0, min(count * batch_size, len(order)), batch_size):
+        samples = [dataset[int(i)] for i in order[start:start + batch_size]]
+        tgt, refs, K, _, tgt_insts, ref_insts = torch.utils.data.default_collate(samples)
+        yield tgt, refs, K, tgt_insts, ref_insts
+
+
+def mean_records(records):
+    """Per-key mean of a list of dicts (None values skipped; None when a key has none)."""
+    keys = records[0].keys() if records else ()
+    return {key: float(np.mean([r[key] for r in records if r[key] is not None]))
+            if any(r[key] is not None for r in records) else None for key in keys}
+
+
+def probe_checkpoint(run_dir, label, root, run_args, num_batches):
+    """One row of the results: the checkpoint's height prior, units and pull."""
+    inference, nets, _ = load_networks(run_dir, label, run_args)
+    for net in nets.values():
+        net.train()
+    height_prior = float(unwrap(nets['disp']).obj_height_prior.detach())
+    options = probe_options(run_args)
+    batches = list(training_batches(root, run_args, num_batches, run_args['batch_size']))
+    pull = mean_records([batch_pull(nets, options, batch) for batch in batches])
+    for net in nets.values():
+        net.eval()
+    with torch.no_grad():
+        units = validation_units(root, inference, run_args['mni'], height_prior)
+    return {'checkpoint': label, 'height_prior': height_prior, **units, **pull, 'batches': len(batches)}
+
+
+def run_folder(runs, config, seed):
+    """The train.py run folder of ``RUNS/CONFIG/seedS`` (named in its ``run_dir.txt``)."""
+    pointer = Path(runs) / config / f'seed{seed}' / 'run_dir.txt'
+    if not pointer.is_file():
+        raise EvalError(f"{pointer}: not found (is --runs the runs/ folder of scripts/run_ablation.sh?)")
+    run_dir = Path(pointer.read_text().strip())
+    if not (run_dir / 'args.json').is_file():
+        raise EvalError(f"{run_dir / 'args.json'}: not found (the run folder named in {pointer})")
+    return run_dir
+
+
+def fmt(value, digits=3):
+    return 'n/a' if value is None else f'{value:.{digits}f}'
+
+
+COLUMNS = (('height_prior', 4), ('size_unit', 1), ('pose_unit', 1), ('bg_unit', 1), ('car_unit', 1),
+           ('car_vs_bg', 2), ('d_photo', 3), ('d_geometry', 3), ('d_obj_size', 3), ('d_mof_consistency', 4),
+           ('car_pixels_agree', 2), ('cos_size_rest', 3), ('size_rest_ratio', 3))
+
+
+def results_table(rows):
+    """Markdown table of the probe's rows."""
+    header = '| config | seed | checkpoint | ' + ' | '.join(name for name, _ in COLUMNS) + ' |'
+    lines = [header, '|' + '---|' * (3 + len(COLUMNS))]
+    for row in rows:
+        cells = [row['config'], str(row['seed']), row['checkpoint']] + [fmt(row[name], d) for name, d in COLUMNS]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def write_results(out, rows, command, seconds):
+    summary = {'command': command, 'seconds': seconds, 'host': platform.processor() or platform.machine(),
+               'rows': rows}
+    with atomic_open(out / 'results.json') as handle:
+        handle.write(json.dumps(summary, indent=1).encode())
+    text = (f"# Object-size term against the photometric term\n\nCommand: `{command}` ({seconds / 60:.0f} min, "
+            f"{torch.get_num_threads()} thread(s)). Units in metres per network depth unit (medians over the "
+            f"validation images or pairs); d_* per log depth scale, averaged over the training batches; see "
+            f"the docstring of experiments/probe_object_size.py.\n\n{results_table(rows)}\n")
+    with atomic_open(out / 'results.md') as handle:
+        handle.write(text.encode())
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--runs', required=True, type=Path, help='the runs/ folder of scripts/run_ablation.sh')
+    parser.add_argument('--configs', nargs='+', default=['full', 'rigid', 'no_mof', 'no_obj_size'])
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1])
+    parser.add_argument('--checkpoints', nargs='+', default=None,
+                        help='checkpoint labels (init, ep003 ... last; default: all of them)')
+    parser.add_argument('--data', type=Path, default=None,
+                        help="the ablation's KITTI-VIS folder (default: the runs' own, from args.json)")
+    parser.add_argument('--batches', type=int, default=4, help='training batches per checkpoint for the pull')
+    parser.add_argument('--output-dir', type=Path, default=DEFAULT_OUTPUT)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    command = 'python -m experiments.probe_object_size ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    start, rows = time.time(), []
+    try:
+        for config in args.configs:
+            for seed in args.seeds:
+                run_dir = run_folder(args.runs, config, seed)
+                run_args = json.loads((run_dir / 'args.json').read_text())
+                root = args.data or Path(run_args['data'])
+                for label in args.checkpoints or checkpoint_labels(run_dir):
+                    row = {'config': config, 'seed': seed,
+                           **probe_checkpoint(run_dir, label, root, run_args, args.batches)}
+                    print(results_table([row]).splitlines()[-1], flush=True)
+                    rows.append(row)
+    except (EvalError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    write_results(args.output_dir, rows, command, time.time() - start)
+    print(results_table(rows))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
