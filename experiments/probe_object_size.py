@@ -114,15 +114,16 @@ def unit_ratio(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
     return float(np.median(gt[valid]) / np.median(pred[valid]))
 
 
-def car_size_units(gt, segmentation, objects, frame, fy, height_prior):
-    """``size_unit`` of every car visible in a frame: GT mean depth / ``fy * height_prior / rows``."""
+def car_size_units(gt, segmentation, objects, frame, fy, height_prior, min_pixels=MIN_REGION_PIXELS):
+    """``size_unit`` of every car with at least ``min_pixels`` GT pixels in a frame: GT mean depth /
+    ``fy * height_prior / rows``."""
     units = []
     for obj in objects:
         channel = obj['mask_index'][frame]
         if channel < 1:
             continue
         mask = (segmentation[channel] > 0) & (gt > 0)
-        if mask.sum() < MIN_REGION_PIXELS:
+        if mask.sum() < min_pixels:
             continue
         expected = fy * height_prior / max(mask_rows(segmentation[channel] > 0), 1)
         units.append(float(gt[mask].mean() / expected))
