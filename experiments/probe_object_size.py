@@ -16,7 +16,8 @@ median over images or pairs, in metres per network depth unit:
 * ``bg_unit``: ``median(gt) / median(pred)`` on the background pixels of an image;
 * ``car_unit``: the same on the moving-car pixels (images with at least 50 of them); ``car_vs_bg`` is
   ``car_unit / bg_unit``: 1 when cars and background share one scale, above 1 when the cars are drawn too close;
-* ``pose_unit``: GT camera translation / EgoPoseNet translation of consecutive frames;
+* ``pose_unit``: GT camera translation / EgoPoseNet translation of consecutive frames; ``pose_vs_bg`` is
+  ``pose_unit / bg_unit``: 1 when the depth fits the ego translation, above 1 when it is too far for it;
 * ``size_unit``: for each visible car, its GT mean depth / the depth the object-size term asks for,
   ``f_y * h_prior / rows`` (``h_prior`` the run's learned height prior): the unit the term pulls the cars to.
 
@@ -33,7 +34,7 @@ loss options and the object-size weight 0.02 even where the run trained without 
   with respect to DispResNet's weights (the height prior excluded): below 0 when they pull the network apart;
   ``size_rest_ratio`` the ratio of their norms.
 
-Writes ``DIR/results.json`` and ``DIR/results.md`` (default ``experiments/results/probes/object_size``).
+Writes ``DIR/results.json`` and ``DIR/results.md`` (default ``experiments/results/probes/object_size``) after every\ncheckpoint; run again, it keeps the rows there and measures only the missing ones.
 """
 import argparse
 import importlib.util
@@ -269,9 +270,17 @@ def fmt(value, digits=3):
     return 'n/a' if value is None else f'{value:.{digits}f}'
 
 
+def pose_vs_bg(row):
+    """``pose_unit / bg_unit``: 1 when the depth fits EgoPoseNet's translation, above 1 when the depth is too far
+    for it (the photometric term then pulls the depth nearer)."""
+    if row.get('pose_unit') is None or not row.get('bg_unit'):
+        return None
+    return row['pose_unit'] / row['bg_unit']
+
+
 COLUMNS = (('height_prior', 4), ('size_unit', 1), ('pose_unit', 1), ('bg_unit', 1), ('car_unit', 1),
-           ('car_vs_bg', 2), ('d_photo', 3), ('d_geometry', 3), ('d_obj_size', 3), ('d_mof_consistency', 4),
-           ('car_pixels_agree', 2), ('cos_size_rest', 3), ('size_rest_ratio', 3))
+           ('car_vs_bg', 2), ('pose_vs_bg', 2), ('d_photo', 3), ('d_geometry', 3), ('d_obj_size', 3),
+           ('d_mof_consistency', 4), ('car_pixels_agree', 2), ('cos_size_rest', 3), ('size_rest_ratio', 3))
 
 
 def results_table(rows):
@@ -279,20 +288,36 @@ def results_table(rows):
     header = '| config | seed | checkpoint | ' + ' | '.join(name for name, _ in COLUMNS) + ' |'
     lines = [header, '|' + '---|' * (3 + len(COLUMNS))]
     for row in rows:
-        cells = [row['config'], str(row['seed']), row['checkpoint']] + [fmt(row[name], d) for name, d in COLUMNS]
+        values = {**row, 'pose_vs_bg': pose_vs_bg(row)}
+        cells = [row['config'], str(row['seed']), row['checkpoint']] + [fmt(values[name], d) for name, d in COLUMNS]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
-def write_results(out, rows, command, seconds):
-    summary = {'command': command, 'seconds': seconds, 'host': platform.processor() or platform.machine(),
+def read_results(out):
+    """``(rows, commands, seconds)`` of an earlier run of the probe into ``out`` (empty without one)."""
+    path = out / 'results.json'
+    if not path.is_file():
+        return [], [], 0.0
+    try:
+        saved = json.loads(path.read_text())
+        return saved['rows'], saved.get('commands') or [saved['command']], float(saved['seconds'])
+    except (ValueError, KeyError, TypeError) as error:
+        raise EvalError(f"{path}: not a results file of this probe ({type(error).__name__}: {error}); "
+                        f"move it away or give another --output-dir") from None
+
+
+def write_results(out, rows, commands, seconds):
+    """``out/results.json`` (rows, commands, seconds, host) and ``out/results.md`` (the table), atomically."""
+    summary = {'commands': commands, 'seconds': seconds, 'host': platform.processor() or platform.machine(),
                'rows': rows}
     with atomic_open(out / 'results.json') as handle:
         handle.write(json.dumps(summary, indent=1).encode())
-    text = (f"# Object-size term against the photometric term\n\nCommand: `{command}` ({seconds / 60:.0f} min, "
-            f"{torch.get_num_threads()} thread(s)). Units in metres per network depth unit (medians over the "
-            f"validation images or pairs); d_* per log depth scale, averaged over the training batches; see "
-            f"the docstring of experiments/probe_object_size.py.\n\n{results_table(rows)}\n")
+    listed = '\n'.join(f'    {command}' for command in commands)
+    text = (f"# Object-size term against the photometric term\n\nCommands ({seconds / 60:.0f} min in all, "
+            f"{torch.get_num_threads()} thread(s)):\n\n{listed}\n\nUnits in metres per network depth unit "
+            f"(medians over the validation images or pairs); d_* per log depth scale, averaged over the training "
+            f"batches; see the docstring of experiments/probe_object_size.py.\n\n{results_table(rows)}\n")
     with atomic_open(out / 'results.md') as handle:
         handle.write(text.encode())
 
@@ -307,29 +332,33 @@ def build_parser():
     parser.add_argument('--data', type=Path, default=None,
                         help="the ablation's KITTI-VIS folder (default: the runs' own, from args.json)")
     parser.add_argument('--batches', type=int, default=4, help='training batches per checkpoint for the pull')
-    parser.add_argument('--output-dir', type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument('--output-dir', type=Path, default=DEFAULT_OUTPUT,
+                        help='results go here; rows already in its results.json are kept and not measured again')
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     command = 'python -m experiments.probe_object_size ' + ' '.join(sys.argv[1:] if argv is None else argv)
-    start, rows = time.time(), []
     try:
+        rows, commands, seconds = read_results(args.output_dir)
+        done = {(row['config'], row['seed'], row['checkpoint']) for row in rows}
+        commands, start = commands + [command], time.time()
         for config in args.configs:
             for seed in args.seeds:
                 run_dir = run_folder(args.runs, config, seed)
                 run_args = json.loads((run_dir / 'args.json').read_text())
                 root = args.data or Path(run_args['data'])
                 for label in args.checkpoints or checkpoint_labels(run_dir):
-                    row = {'config': config, 'seed': seed,
-                           **probe_checkpoint(run_dir, label, root, run_args, args.batches)}
-                    print(results_table([row]).splitlines()[-1], flush=True)
-                    rows.append(row)
+                    if (config, seed, label) in done:
+                        continue
+                    rows.append({'config': config, 'seed': seed,
+                                 **probe_checkpoint(run_dir, label, root, run_args, args.batches)})
+                    print(results_table(rows[-1:]).splitlines()[-1], flush=True)
+                    write_results(args.output_dir, rows, commands, seconds + time.time() - start)
     except (EvalError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    write_results(args.output_dir, rows, command, time.time() - start)
     print(results_table(rows))
     return 0
 

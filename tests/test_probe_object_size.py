@@ -111,3 +111,26 @@ def test_command_line_writes_a_row_per_checkpoint(world, tmp_path):
         assert row['bg_unit'] > 0 and row['pose_unit'] > 0 and row['size_unit'] > 0
         assert row['batches'] == 1 and row['d_obj_size'] != 0 and -1 <= row['cos_size_rest'] <= 1
     assert '| full | 0 | last |' in (out / 'results.md').read_text()
+
+
+def test_a_second_run_keeps_the_rows_and_measures_only_the_missing_ones(world, tmp_path, capsys):
+    fake_run(world, tmp_path / 'runs')
+    out = tmp_path / 'out'
+    common = ['--runs', str(tmp_path / 'runs'), '--configs', 'full', '--seeds', '0', '--batches', '1',
+              '--output-dir', str(out)]
+    assert probe.main(common + ['--checkpoints', 'last']) == 0
+    first = json.loads((out / 'results.json').read_text())
+    capsys.readouterr()
+    assert probe.main(common) == 0
+    second = json.loads((out / 'results.json').read_text())
+    assert [row['checkpoint'] for row in second['rows']] == ['last', 'init']
+    assert second['rows'][0] == first['rows'][0] and len(second['commands']) == 2
+    assert capsys.readouterr().out.count('| full | 0 | last |') == 1    # the final table only: not measured again
+    (out / 'results.json').write_text('{}')
+    assert probe.main(common) == 2
+    assert 'results.json' in capsys.readouterr().err
+
+
+def test_pose_vs_bg_is_the_ratio_of_the_units():
+    assert probe.pose_vs_bg({'pose_unit': 100.0, 'bg_unit': 50.0}) == 2.0
+    assert probe.pose_vs_bg({'pose_unit': None, 'bg_unit': 50.0}) is None
