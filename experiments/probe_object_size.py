@@ -16,6 +16,8 @@ median over images or pairs, in metres per network depth unit:
 * ``bg_unit``: ``median(gt) / median(pred)`` on the background pixels of an image;
 * ``car_unit``: the same on the moving-car pixels (images with at least 50 of them); ``car_vs_bg`` is
   ``car_unit / bg_unit``: 1 when cars and background share one scale, above 1 when the cars are drawn too close;
+* ``bg_contrast``: ``std(log pred) / std(log gt)`` on the background pixels of an image: below 1 when the
+  depth map flattens the street, above 1 when it exaggerates it;
 * ``pose_unit``: GT camera translation / EgoPoseNet translation of consecutive frames; ``pose_vs_bg`` is
   ``pose_unit / bg_unit``: 1 when the depth fits the ego translation, above 1 when it is too far for it;
 * ``size_unit``: for each visible car, its GT mean depth / the depth the object-size term asks for,
@@ -115,6 +117,16 @@ def unit_ratio(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
     return float(np.median(gt[valid]) / np.median(pred[valid]))
 
 
+def log_contrast(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
+    """``std(log pred) / std(log gt)`` over the pixels of ``mask`` with GT depth: below 1 when the prediction
+    flattens the region's depth, above 1 when it exaggerates it (None below ``min_pixels``)."""
+    valid = mask & (gt > 0)
+    if valid.sum() < min_pixels:
+        return None
+    spread = np.log(gt[valid]).std()
+    return float(np.log(pred[valid]).std() / spread) if spread > 0 else None
+
+
 def car_size_units(gt, segmentation, objects, frame, fy, height_prior, min_pixels=MIN_REGION_PIXELS):
     """``size_unit`` of every car with at least ``min_pixels`` GT pixels in a frame: GT mean depth /
     ``fy * height_prior / rows``."""
@@ -132,13 +144,14 @@ def car_size_units(gt, segmentation, objects, frame, fy, height_prior, min_pixel
 
 
 def scene_units(root, name, nets, mni, height_prior):
-    """Lists of ``bg_unit``, ``car_unit``, ``car_vs_bg``, ``pose_unit``, ``size_unit`` of one validation scene."""
+    """Lists of ``bg_unit``, ``car_unit``, ``car_vs_bg``, ``bg_contrast``, ``pose_unit``, ``size_unit`` of one
+    validation scene."""
     scene = demo.find_scene(root, name)
     truth = read_scene_truth(root, name)
     frame_hw = demo.read_frame(scene.frames[0]).shape[:2]
     inference = demo.run_networks(scene, nets, mni, torch.device('cpu'))
     fy = float(scene.intrinsics[1, 1])
-    units = {key: [] for key in ('bg_unit', 'car_unit', 'car_vs_bg', 'pose_unit', 'size_unit')}
+    units = {key: [] for key in ('bg_unit', 'car_unit', 'car_vs_bg', 'bg_contrast', 'pose_unit', 'size_unit')}
     for k, (frame, seg_path) in enumerate(zip(scene.frames, scene.segmentations)):
         gt = read_depth(frame.with_suffix('.npy'), frame_hw)
         segmentation = read_segmentation(seg_path, frame_hw)
@@ -148,6 +161,8 @@ def scene_units(root, name, nets, mni, height_prior):
         units['bg_unit'] += [bg] if bg is not None else []
         units['car_unit'] += [car] if car is not None else []
         units['car_vs_bg'] += [car / bg] if car is not None and bg is not None else []
+        contrast = log_contrast(gt, inference.depths[k], regions['background'])
+        units['bg_contrast'] += [contrast] if contrast is not None else []
         units['size_unit'] += car_size_units(gt, segmentation, truth['objects'], k, fy, height_prior)
     gt_poses = motion_metrics.relative_gt_poses(truth['cam_to_world'])
     for pred, gt in zip(inference.poses, gt_poses):
@@ -279,7 +294,7 @@ def pose_vs_bg(row):
 
 
 COLUMNS = (('height_prior', 4), ('size_unit', 1), ('pose_unit', 1), ('bg_unit', 1), ('car_unit', 1),
-           ('car_vs_bg', 2), ('pose_vs_bg', 2), ('d_photo', 3), ('d_geometry', 3), ('d_obj_size', 3),
+           ('car_vs_bg', 2), ('bg_contrast', 2), ('pose_vs_bg', 2), ('d_photo', 3), ('d_geometry', 3), ('d_obj_size', 3),
            ('d_mof_consistency', 4), ('car_pixels_agree', 2), ('cos_size_rest', 3), ('size_rest_ratio', 3))
 
 

@@ -33,6 +33,16 @@ def test_units_of_a_prediction_in_a_known_unit_and_of_cars_drawn_too_near(world)
     assert probe.unit_ratio(gt, pred, np.zeros_like(regions['moving'])) is None
 
 
+def test_log_contrast_of_a_flattened_and_of_a_scaled_prediction(world):
+    gt, _, regions, _ = scene_frame(world)
+    background = regions['background']
+    assert probe.log_contrast(gt, np.where(gt > 0, gt / 40.0, 1.0), background) == pytest.approx(1.0)
+    median = np.median(gt[background & (gt > 0)])
+    flattened = np.where(gt > 0, median * (gt / median) ** 0.5, 1.0)
+    assert probe.log_contrast(gt, flattened, background) == pytest.approx(0.5)
+    assert probe.log_contrast(gt, flattened, background, min_pixels=10 ** 6) is None
+
+
 def test_size_unit_of_a_hand_made_car_is_its_depth_over_the_depth_the_term_asks_for():
     segmentation = np.zeros((2, 30, 40), np.uint8)
     segmentation[1, 5:15, 10:20] = 1            # 10 rows, 100 pixels
@@ -108,7 +118,7 @@ def test_command_line_writes_a_row_per_checkpoint(world, tmp_path):
     assert [row['checkpoint'] for row in rows] == ['init', 'last']
     for row in rows:
         assert row['height_prior'] == pytest.approx(0.02)
-        assert row['bg_unit'] > 0 and row['pose_unit'] > 0 and row['size_unit'] > 0
+        assert row['bg_unit'] > 0 and row['pose_unit'] > 0 and row['size_unit'] > 0 and row['bg_contrast'] > 0
         assert row['batches'] == 1 and row['d_obj_size'] != 0 and -1 <= row['cos_size_rest'] <= 1
     assert '| full | 0 | last |' in (out / 'results.md').read_text()
 
