@@ -18,6 +18,8 @@ median over images or pairs, in metres per network depth unit:
   ``car_unit / bg_unit``: 1 when cars and background share one scale, above 1 when the cars are drawn too close;
 * ``bg_contrast``: ``std(log pred) / std(log gt)`` on the background pixels of an image: below 1 when the
   depth map flattens the street, above 1 when it exaggerates it;
+* ``road_abs_rel``, ``upper_abs_rel``: Abs Rel (the evaluation's per-image median scaling) of the background
+  below the principal point's row (the street) and above it (buildings);
 * ``pose_unit``: GT camera translation / EgoPoseNet translation of consecutive frames; ``pose_vs_bg`` is
   ``pose_unit / bg_unit``: 1 when the depth fits the ego translation, above 1 when it is too far for it;
 * ``size_unit``: for each visible car, its GT mean depth / the depth the object-size term asks for,
@@ -63,7 +65,7 @@ from datasets.sequence_folders import SequenceFolder
 from datasets.validation_folders import read_depth
 from experiments import motion_metrics
 from experiments.eval_synthetic import (MIN_REGION_PIXELS, EvalError, ScaledDisparity, print_warning,
-                                        read_scene_truth, region_masks)
+                                        read_scene_truth, region_errors, region_masks)
 from fileio import atomic_open
 from models import build_networks, imagenet_initialisation, load_trained_networks
 from projection import LossOptions, run_step, unwrap
@@ -73,6 +75,8 @@ DEFAULT_OUTPUT = Path('experiments/results/probes/object_size')
 PROBE_OBJ_SIZE_WEIGHT = 0.02
 NETWORK_FILES = {'disp': 'dispnet', 'ego': 'ego_pose', 'obj': 'obj_pose'}
 PULL_TERMS = ('photo', 'geometry', 'smooth', 'obj_size', 'mof_consistency')
+UNIT_KEYS = ('height_prior', 'bg_unit', 'car_unit', 'car_vs_bg', 'bg_contrast', 'road_abs_rel', 'upper_abs_rel',
+             'pose_unit', 'size_unit')
 
 
 def checkpoint_labels(run_dir):
@@ -117,6 +121,13 @@ def unit_ratio(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
     return float(np.median(gt[valid]) / np.median(pred[valid]))
 
 
+def road_and_upper(background, K):
+    """The background ``[H,W]`` split at the principal point's row (the horizon of a level camera):
+    ``{'road': below it, 'upper': the rest}`` (in the synthetic world, the street and the buildings / sky)."""
+    below = np.arange(background.shape[0])[:, None] > K[1, 2]
+    return {'road': background & below, 'upper': background & ~below}
+
+
 def log_contrast(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
     """``std(log pred) / std(log gt)`` over the pixels of ``mask`` with GT depth: below 1 when the prediction
     flattens the region's depth, above 1 when it exaggerates it (None below ``min_pixels``)."""
@@ -144,14 +155,13 @@ def car_size_units(gt, segmentation, objects, frame, fy, height_prior, min_pixel
 
 
 def scene_units(root, name, nets, mni, height_prior):
-    """Lists of ``bg_unit``, ``car_unit``, ``car_vs_bg``, ``bg_contrast``, ``pose_unit``, ``size_unit`` of one
-    validation scene."""
+    """Lists of the :data:`UNIT_KEYS` values (but the height prior) of one validation scene."""
     scene = demo.find_scene(root, name)
     truth = read_scene_truth(root, name)
     frame_hw = demo.read_frame(scene.frames[0]).shape[:2]
     inference = demo.run_networks(scene, nets, mni, torch.device('cpu'))
     fy = float(scene.intrinsics[1, 1])
-    units = {key: [] for key in ('bg_unit', 'car_unit', 'car_vs_bg', 'bg_contrast', 'pose_unit', 'size_unit')}
+    units = {key: [] for key in UNIT_KEYS if key != 'height_prior'}
     for k, (frame, seg_path) in enumerate(zip(scene.frames, scene.segmentations)):
         gt = read_depth(frame.with_suffix('.npy'), frame_hw)
         segmentation = read_segmentation(seg_path, frame_hw)
@@ -163,6 +173,9 @@ def scene_units(root, name, nets, mni, height_prior):
         units['car_vs_bg'] += [car / bg] if car is not None and bg is not None else []
         contrast = log_contrast(gt, inference.depths[k], regions['background'])
         units['bg_contrast'] += [contrast] if contrast is not None else []
+        for name, (errors, _) in region_errors(gt, inference.depths[k], road_and_upper(regions['background'],
+                                                                                      scene.intrinsics)).items():
+            units[f'{name}_abs_rel'].append(errors.abs_rel)
         units['size_unit'] += car_size_units(gt, segmentation, truth['objects'], k, fy, height_prior)
     gt_poses = motion_metrics.relative_gt_poses(truth['cam_to_world'])
     for pred, gt in zip(inference.poses, gt_poses):
@@ -254,20 +267,25 @@ def mean_records(records):
             if any(r[key] is not None for r in records) else None for key in keys}
 
 
-def probe_checkpoint(run_dir, label, root, run_args, num_batches):
-    """One row of the results: the checkpoint's height prior, units and pull."""
+def checkpoint_units(run_dir, label, root, run_args):
+    """The validation part of a row: the checkpoint's height prior, units, contrast and road / upper errors."""
     inference, nets, _ = load_networks(run_dir, label, run_args)
     for net in nets.values():
-        net.train()
-    height_prior = float(unwrap(nets['disp']).obj_height_prior.detach())
-    options = probe_options(run_args)
-    batches = list(training_batches(root, run_args, num_batches, run_args['batch_size']))
-    pull = mean_records([batch_pull(nets, options, batch) for batch in batches])
-    for net in nets.values():
         net.eval()
+    height_prior = float(unwrap(nets['disp']).obj_height_prior.detach())
     with torch.no_grad():
         units = validation_units(root, inference, run_args['mni'], height_prior)
-    return {'checkpoint': label, 'height_prior': height_prior, **units, **pull, 'batches': len(batches)}
+    return {'height_prior': height_prior, **units}
+
+
+def checkpoint_pull(run_dir, label, root, run_args, num_batches):
+    """The training-batch part of a row: the terms' pull (networks in training mode, as in a step)."""
+    _, nets, _ = load_networks(run_dir, label, run_args)
+    for net in nets.values():
+        net.train()
+    options = probe_options(run_args)
+    batches = list(training_batches(root, run_args, num_batches, run_args['batch_size']))
+    return {**mean_records([batch_pull(nets, options, batch) for batch in batches]), 'batches': len(batches)}
 
 
 def run_folder(runs, config, seed):
@@ -294,7 +312,7 @@ def pose_vs_bg(row):
 
 
 COLUMNS = (('height_prior', 4), ('size_unit', 1), ('pose_unit', 1), ('bg_unit', 1), ('car_unit', 1),
-           ('car_vs_bg', 2), ('bg_contrast', 2), ('pose_vs_bg', 2), ('d_photo', 3), ('d_geometry', 3), ('d_obj_size', 3),
+           ('car_vs_bg', 2), ('bg_contrast', 2), ('road_abs_rel', 3), ('upper_abs_rel', 3), ('pose_vs_bg', 2), ('d_photo', 3), ('d_geometry', 3), ('d_obj_size', 3),
            ('d_mof_consistency', 4), ('car_pixels_agree', 2), ('cos_size_rest', 3), ('size_rest_ratio', 3))
 
 
@@ -304,7 +322,7 @@ def results_table(rows):
     lines = [header, '|' + '---|' * (3 + len(COLUMNS))]
     for row in rows:
         values = {**row, 'pose_vs_bg': pose_vs_bg(row)}
-        cells = [row['config'], str(row['seed']), row['checkpoint']] + [fmt(values[name], d) for name, d in COLUMNS]
+        cells = [row['config'], str(row['seed']), row['checkpoint']] + [fmt(values.get(name), d) for name, d in COLUMNS]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -348,7 +366,8 @@ def build_parser():
                         help="the ablation's KITTI-VIS folder (default: the runs' own, from args.json)")
     parser.add_argument('--batches', type=int, default=4, help='training batches per checkpoint for the pull')
     parser.add_argument('--output-dir', type=Path, default=DEFAULT_OUTPUT,
-                        help='results go here; rows already in its results.json are kept and not measured again')
+                        help='results go here; rows already in its results.json are kept (a row that lacks a '
+                             'validation column gets it added) and not measured again')
     return parser
 
 
@@ -357,7 +376,7 @@ def main(argv=None):
     command = 'python -m experiments.probe_object_size ' + ' '.join(sys.argv[1:] if argv is None else argv)
     try:
         rows, commands, seconds = read_results(args.output_dir)
-        done = {(row['config'], row['seed'], row['checkpoint']) for row in rows}
+        done = {(row['config'], row['seed'], row['checkpoint']): row for row in rows}
         commands, start = commands + [command], time.time()
         for config in args.configs:
             for seed in args.seeds:
@@ -365,11 +384,15 @@ def main(argv=None):
                 run_args = json.loads((run_dir / 'args.json').read_text())
                 root = args.data or Path(run_args['data'])
                 for label in args.checkpoints or checkpoint_labels(run_dir):
-                    if (config, seed, label) in done:
+                    row = done.get((config, seed, label))
+                    if row is not None and all(key in row for key in UNIT_KEYS):
                         continue
-                    rows.append({'config': config, 'seed': seed,
-                                 **probe_checkpoint(run_dir, label, root, run_args, args.batches)})
-                    print(results_table(rows[-1:]).splitlines()[-1], flush=True)
+                    if row is None:
+                        row = {'config': config, 'seed': seed, 'checkpoint': label,
+                               **checkpoint_pull(run_dir, label, root, run_args, args.batches)}
+                        rows.append(row)
+                    row.update(checkpoint_units(run_dir, label, root, run_args))
+                    print(results_table([row]).splitlines()[-1], flush=True)
                     write_results(args.output_dir, rows, commands, seconds + time.time() - start)
     except (EvalError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -43,6 +43,15 @@ def test_log_contrast_of_a_flattened_and_of_a_scaled_prediction(world):
     assert probe.log_contrast(gt, flattened, background, min_pixels=10 ** 6) is None
 
 
+def test_road_and_upper_split_the_background_at_the_principal_point_row():
+    background = np.ones((6, 4), bool)
+    background[4, 1] = False                      # a car pixel
+    K = np.array([[10.0, 0, 2], [0, 10.0, 2.5], [0, 0, 1]])
+    split = probe.road_and_upper(background, K)
+    assert split['road'][3:].sum() == 3 * 4 - 1 and not split['road'][:3].any()
+    assert split['upper'][:3].all() and not split['upper'][3:].any()
+
+
 def test_size_unit_of_a_hand_made_car_is_its_depth_over_the_depth_the_term_asks_for():
     segmentation = np.zeros((2, 30, 40), np.uint8)
     segmentation[1, 5:15, 10:20] = 1            # 10 rows, 100 pixels
@@ -119,6 +128,7 @@ def test_command_line_writes_a_row_per_checkpoint(world, tmp_path):
     for row in rows:
         assert row['height_prior'] == pytest.approx(0.02)
         assert row['bg_unit'] > 0 and row['pose_unit'] > 0 and row['size_unit'] > 0 and row['bg_contrast'] > 0
+        assert row['road_abs_rel'] > 0 and row['upper_abs_rel'] > 0
         assert row['batches'] == 1 and row['d_obj_size'] != 0 and -1 <= row['cos_size_rest'] <= 1
     assert '| full | 0 | last |' in (out / 'results.md').read_text()
 
@@ -136,6 +146,13 @@ def test_a_second_run_keeps_the_rows_and_measures_only_the_missing_ones(world, t
     assert [row['checkpoint'] for row in second['rows']] == ['last', 'init']
     assert second['rows'][0] == first['rows'][0] and len(second['commands']) == 2
     assert capsys.readouterr().out.count('| full | 0 | last |') == 1    # the final table only: not measured again
+    saved = json.loads((out / 'results.json').read_text())
+    del saved['rows'][0]['road_abs_rel']
+    saved['rows'][0]['d_photo'] = 123.0      # a pull value that a new measurement would not give
+    (out / 'results.json').write_text(json.dumps(saved))
+    assert probe.main(common) == 0
+    upgraded = json.loads((out / 'results.json').read_text())['rows'][0]
+    assert upgraded['road_abs_rel'] == first['rows'][0]['road_abs_rel'] and upgraded['d_photo'] == 123.0
     (out / 'results.json').write_text('{}')
     assert probe.main(common) == 2
     assert 'results.json' in capsys.readouterr().err
