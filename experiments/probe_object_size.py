@@ -19,7 +19,9 @@ median over images or pairs, in metres per network depth unit:
 * ``bg_contrast``: ``std(log pred) / std(log gt)`` on the background pixels of an image: below 1 when the
   depth map flattens the street, above 1 when it exaggerates it;
 * ``road_abs_rel``, ``upper_abs_rel``: Abs Rel (the evaluation's per-image median scaling) of the background
-  below the principal point's row (the street) and above it (buildings);
+  below the principal point's row (the street) and above it (buildings); ``road_far``, ``road_near``: median of
+  scaled prediction / truth on the farthest and the nearest third of the street's rows (1: right; a flattened
+  street has ``road_near`` above 1 and ``road_far`` below it);
 * ``pose_unit``: GT camera translation / EgoPoseNet translation of consecutive frames; ``pose_vs_bg`` is
   ``pose_unit / bg_unit``: 1 when the depth fits the ego translation, above 1 when it is too far for it;
 * ``size_unit``: for each visible car, its GT mean depth / the depth the object-size term asks for,
@@ -64,8 +66,8 @@ from datasets.scenes import read_scene_list
 from datasets.sequence_folders import SequenceFolder
 from datasets.validation_folders import read_depth
 from experiments import motion_metrics
-from experiments.eval_synthetic import (MIN_REGION_PIXELS, EvalError, ScaledDisparity, print_warning,
-                                        read_scene_truth, region_errors, region_masks)
+from experiments.eval_synthetic import (MAX_DEPTH, MIN_DEPTH, MIN_REGION_PIXELS, EvalError, ScaledDisparity,
+                                        median_scale, print_warning, read_scene_truth, region_errors, region_masks)
 from fileio import atomic_open
 from models import build_networks, imagenet_initialisation, load_trained_networks
 from projection import LossOptions, run_step, unwrap
@@ -76,7 +78,7 @@ PROBE_OBJ_SIZE_WEIGHT = 0.02
 NETWORK_FILES = {'disp': 'dispnet', 'ego': 'ego_pose', 'obj': 'obj_pose'}
 PULL_TERMS = ('photo', 'geometry', 'smooth', 'obj_size', 'mof_consistency')
 UNIT_KEYS = ('height_prior', 'bg_unit', 'car_unit', 'car_vs_bg', 'bg_contrast', 'road_abs_rel', 'upper_abs_rel',
-             'pose_unit', 'size_unit')
+             'road_far', 'road_near', 'pose_unit', 'size_unit')
 
 
 def checkpoint_labels(run_dir):
@@ -128,6 +130,22 @@ def road_and_upper(background, K):
     return {'road': background & below, 'upper': background & ~below}
 
 
+def street_band_ratios(gt, pred, street, min_pixels=MIN_REGION_PIXELS):
+    """``(far, near)``: median of ``scaled pred / gt`` over the farthest and the nearest third of the street's
+    rows (the prediction median-scaled on all valid pixels, as the evaluation does); 1 where the street is
+    right, above 1 where it is drawn too far.  ``None`` for a band with fewer than ``min_pixels // 3`` pixels."""
+    scale = median_scale(gt, pred)
+    valid = street & (gt > MIN_DEPTH) & (gt < MAX_DEPTH)
+    rows = np.nonzero(valid.any(axis=1))[0]
+    if scale is None or len(rows) < 3:
+        return None, None
+    ratios = []
+    for band in (rows[:len(rows) // 3], rows[-(len(rows) // 3):]):
+        mask = valid & np.isin(np.arange(gt.shape[0]), band)[:, None]
+        ratios.append(float(np.median(pred[mask] * scale / gt[mask])) if mask.sum() >= min_pixels // 3 else None)
+    return tuple(ratios)
+
+
 def log_contrast(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
     """``std(log pred) / std(log gt)`` over the pixels of ``mask`` with GT depth: below 1 when the prediction
     flattens the region's depth, above 1 when it exaggerates it (None below ``min_pixels``)."""
@@ -173,9 +191,11 @@ def scene_units(root, name, nets, mni, height_prior):
         units['car_vs_bg'] += [car / bg] if car is not None and bg is not None else []
         contrast = log_contrast(gt, inference.depths[k], regions['background'])
         units['bg_contrast'] += [contrast] if contrast is not None else []
-        for name, (errors, _) in region_errors(gt, inference.depths[k], road_and_upper(regions['background'],
-                                                                                      scene.intrinsics)).items():
+        split = road_and_upper(regions['background'], scene.intrinsics)
+        for name, (errors, _) in region_errors(gt, inference.depths[k], split).items():
             units[f'{name}_abs_rel'].append(errors.abs_rel)
+        for name, ratio in zip(('road_far', 'road_near'), street_band_ratios(gt, inference.depths[k], split['road'])):
+            units[name] += [ratio] if ratio is not None else []
         units['size_unit'] += car_size_units(gt, segmentation, truth['objects'], k, fy, height_prior)
     gt_poses = motion_metrics.relative_gt_poses(truth['cam_to_world'])
     for pred, gt in zip(inference.poses, gt_poses):
@@ -312,7 +332,8 @@ def pose_vs_bg(row):
 
 
 COLUMNS = (('height_prior', 4), ('size_unit', 1), ('pose_unit', 1), ('bg_unit', 1), ('car_unit', 1),
-           ('car_vs_bg', 2), ('bg_contrast', 2), ('road_abs_rel', 3), ('upper_abs_rel', 3), ('pose_vs_bg', 2), ('d_photo', 3), ('d_geometry', 3), ('d_obj_size', 3),
+           ('car_vs_bg', 2), ('bg_contrast', 2), ('road_abs_rel', 3), ('upper_abs_rel', 3),
+           ('road_far', 2), ('road_near', 2), ('pose_vs_bg', 2), ('d_photo', 3), ('d_geometry', 3), ('d_obj_size', 3),
            ('d_mof_consistency', 4), ('car_pixels_agree', 2), ('cos_size_rest', 3), ('size_rest_ratio', 3))
 
 

@@ -52,6 +52,17 @@ def test_road_and_upper_split_the_background_at_the_principal_point_row():
     assert split['upper'][:3].all() and not split['upper'][3:].any()
 
 
+def test_street_bands_of_a_right_and_of_a_flattened_street():
+    gt = np.repeat(np.linspace(40.0, 5.0, 30)[:, None], 20, axis=1)     # far at the top, near at the bottom
+    street = np.zeros_like(gt, bool)
+    street[15:] = True
+    assert probe.street_band_ratios(gt, gt * 3, street, min_pixels=3) == (pytest.approx(1.0), pytest.approx(1.0))
+    flattened = np.where(street, np.median(gt[street]), gt)
+    far, near = probe.street_band_ratios(gt, flattened, street, min_pixels=3)
+    assert far < 1 < near
+    assert probe.street_band_ratios(gt, gt, np.zeros_like(street), min_pixels=3) == (None, None)
+
+
 def test_size_unit_of_a_hand_made_car_is_its_depth_over_the_depth_the_term_asks_for():
     segmentation = np.zeros((2, 30, 40), np.uint8)
     segmentation[1, 5:15, 10:20] = 1            # 10 rows, 100 pixels
@@ -128,7 +139,7 @@ def test_command_line_writes_a_row_per_checkpoint(world, tmp_path):
     for row in rows:
         assert row['height_prior'] == pytest.approx(0.02)
         assert row['bg_unit'] > 0 and row['pose_unit'] > 0 and row['size_unit'] > 0 and row['bg_contrast'] > 0
-        assert row['road_abs_rel'] > 0 and row['upper_abs_rel'] > 0
+        assert row['road_abs_rel'] > 0 and row['upper_abs_rel'] > 0 and row['road_near'] > 0
         assert row['batches'] == 1 and row['d_obj_size'] != 0 and -1 <= row['cos_size_rest'] <= 1
     assert '| full | 0 | last |' in (out / 'results.md').read_text()
 
