@@ -10,6 +10,7 @@
 #   rigid        -mni 0 (no instances: the rigid model)
 #   no_mof       -mc 0 (no motion-field consistency)
 #   no_obj_size  -o 0 (no object-size term)
+#   obj_size_W   -mni $MNI -o W (the full model with the object-size weight W instead of the official 0.02)
 # Resumable: a configuration/seed whose OUT/runs/CONFIG/seedS/metrics.json exists is skipped; an interrupted
 # training continues from its last epoch (train.py --resume); run it again after any interruption.
 # Variables (defaults): NAME (synthetic), OUT (experiments/results/$NAME), DATA (rendered into $OUT/data/vis:
@@ -55,7 +56,10 @@ config_flags() {
         rigid) echo "-mni 0" ;;
         no_mof) echo "-mni $MNI -mc 0" ;;
         no_obj_size) echo "-mni $MNI -o 0" ;;
-        *) echo "error: unknown configuration '$1' in CONFIGS (full, rigid, no_mof, no_obj_size)" >&2; exit 2 ;;
+        obj_size_*[!0-9.]*|obj_size_) echo "error: configuration '$1': obj_size_W needs a number W" >&2; exit 2 ;;
+        obj_size_*) echo "-mni $MNI -o ${1#obj_size_}" ;;
+        *) echo "error: unknown configuration '$1' in CONFIGS (full, rigid, no_mof, no_obj_size, obj_size_W)" >&2
+           exit 2 ;;
     esac
 }
 

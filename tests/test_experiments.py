@@ -244,6 +244,22 @@ def test_ablation_runner_refuses_an_unknown_configuration(tmp_path):
     assert not (tmp_path / 'out' / 'runs').exists()
 
 
+def test_ablation_runner_takes_an_object_size_weight_as_a_configuration(world, tmp_path):
+    root, _ = world
+    out = tmp_path / 'ablation'
+    (out / 'runs' / 'obj_size_0.005' / 'seed0').mkdir(parents=True)
+    (out / 'runs' / 'obj_size_0.005' / 'seed0' / 'metrics.json').write_text(json.dumps(planted_metrics(0.4)))
+    env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': sys.executable, 'CONFIGS': 'obj_size_0.005',
+           'SEEDS': '0', 'MNI': '2', 'OMP_NUM_THREADS': '1'}
+    result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / 'results.json').read_text())['configs']['obj_size_0.005']['flags'] == '-mni 2 -o 0.005'
+    refused = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], cwd=REPO, capture_output=True,
+                             text=True, env={**env, 'CONFIGS': 'obj_size_heavy'})
+    assert refused.returncode == 2 and "obj_size_W needs a number" in refused.stderr
+
+
 def test_combine_averages_nested_metrics_and_skips_missing_values():
     mean = ablation_results.combine([{'a': {'x': 1.0, 'y': None}, 'n': 2}, {'a': {'x': 3.0, 'y': 4.0}, 'n': 4}],
                                     np.mean)
