@@ -12,7 +12,8 @@
 #   no_obj_size  -o 0 (no object-size term)
 #   obj_size_W   -mni $MNI -o W (the full model with the object-size weight W instead of the official 0.02)
 # Resumable: a configuration/seed whose OUT/runs/CONFIG/seedS/metrics.json exists is skipped; an interrupted
-# training continues from its last epoch (train.py --resume); run it again after any interruption.
+# training continues from its last epoch (train.py --resume), a finished one that was not evaluated is only
+# evaluated; run it again after any interruption.
 # Variables (defaults): NAME (synthetic), OUT (experiments/results/$NAME), DATA (rendered into $OUT/data/vis:
 # SCENES scenes x FRAMES frames at HEIGHTxWIDTH, seed 0), STEPS (300), EPOCH_SIZE (20, steps between
 # checkpoints and validations; keep it <= the batches of one epoch), SEEDS ("0 1 2"), HEIGHT (96), WIDTH (320),
@@ -67,6 +68,15 @@ config_mni() {
     if [ "$1" = rigid ]; then echo 0; else echo "$MNI"; fi
 }
 
+# epochs a run folder has saved (its checkpoint_set.json; 0 without one)
+trained_epochs() {
+    $PY -c 'import json, sys
+try:
+    print(int(json.load(open(sys.argv[1]))["epoch"]))
+except (OSError, ValueError, KeyError, TypeError):
+    print(0)' "$1/checkpoint_set.json"
+}
+
 # the newest run folder of a seed that holds a training state (empty when none)
 last_run() {
     for run in $(ls -td "$1"/checkpoints/run/*/ 2>/dev/null); do
@@ -98,7 +108,9 @@ for CONFIG in $CONFIGS; do
         fi
         mkdir -p "$DIR"
         RUN=$(last_run "$DIR")
-        if [ -n "$RUN" ]; then
+        if [ -n "$RUN" ] && [ "$(trained_epochs "$RUN")" -ge "$EPOCHS" ]; then
+            echo "== $CONFIG seed $SEED: trained ($RUN), evaluating"
+        elif [ -n "$RUN" ]; then
             echo "== $CONFIG seed $SEED: resuming $RUN"
             # shellcheck disable=SC2086
             $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$SEED" $COMMON $FLAGS \

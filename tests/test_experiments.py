@@ -244,6 +244,29 @@ def test_ablation_runner_refuses_an_unknown_configuration(tmp_path):
     assert not (tmp_path / 'out' / 'runs').exists()
 
 
+def test_ablation_runner_evaluates_a_finished_training_without_training_again(world, tmp_path):
+    root, _ = world
+    out = tmp_path / 'ablation'
+    run_dir = out / 'runs' / 'full' / 'seed0' / 'checkpoints' / 'run' / 'finished'
+    run_dir.mkdir(parents=True)
+    for name, net in (('dispnet', DispResNet(18)), ('ego_pose', EgoPoseNet(18)), ('obj_pose', ObjPoseNet(18))):
+        save_checkpoint(run_dir / f'{name}_checkpoint.pth.tar', net.state_dict(), 1)
+    (run_dir / 'training_state.pth.tar').write_bytes(b'planted')
+    (run_dir / 'checkpoint_set.json').write_text(json.dumps({'epoch': 1, 'n_iter': 1}))
+    calls = tmp_path / 'calls.txt'
+    wrapper = tmp_path / 'python'
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': str(wrapper), 'CONFIGS': 'full', 'SEEDS': '0',
+           'STEPS': '1', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
+    result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'full seed 0: trained' in result.stdout
+    assert not [line for line in calls.read_text().splitlines() if line.startswith('train.py')]
+    assert json.loads((out / 'runs' / 'full' / 'seed0' / 'metrics.json').read_text())['depth']['all']['images'] == 3
+
+
 def test_ablation_runner_takes_an_object_size_weight_as_a_configuration(world, tmp_path):
     root, _ = world
     out = tmp_path / 'ablation'
