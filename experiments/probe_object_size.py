@@ -125,7 +125,7 @@ def unit_ratio(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
 
 def road_and_upper(background, K):
     """The background ``[H,W]`` split at the principal point's row (the horizon of a level camera):
-    ``{'road': below it, 'upper': the rest}`` (in the synthetic world, the street and the buildings / sky)."""
+    ``{'road': below it, 'upper': the rest}`` (in the synthetic world mostly the street, and the buildings)."""
     below = np.arange(background.shape[0])[:, None] > K[1, 2]
     return {'road': background & below, 'upper': background & ~below}
 
