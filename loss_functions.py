@@ -104,6 +104,20 @@ def smooth_loss(maps, imgs):
     return ((grad_x * torch.exp(-img_grad_x)).sum() + (grad_y * torch.exp(-img_grad_y)).sum()) / num_pixels
 
 
+def expected_object_depths(masks, fy, height_prior):
+    """The depth the object size constraint asks of each instance: ``fy * height_prior / h_k``, ``h_k`` the
+    number of image rows instance ``k`` covers (at least 1).
+
+    Args:
+        masks: ``[N,M,H,W]`` binary instance masks; fy: ``[N]`` vertical focal lengths;
+        height_prior: scalar (tensor or float), the object height.
+    Returns:
+        ``[N,M]`` expected depths.
+    """
+    rows = (masks.amax(dim=3) > 0).sum(dim=2).to(masks.dtype if masks.is_floating_point() else fy.dtype)
+    return fy[:, None] * height_prior / rows.clamp(min=1)
+
+
 def object_size_errors(depth, masks, fy, height_prior):
     """Object size constraint (struct2depth): an object's depth should fit its pixel height.
 
@@ -121,8 +135,7 @@ def object_size_errors(depth, masks, fy, height_prior):
     """
     area = masks.sum(dim=(2, 3))
     mean_depth = (masks * depth).sum(dim=(2, 3)) / area.clamp(min=1)
-    rows = (masks.amax(dim=3) > 0).sum(dim=2).to(depth.dtype)
-    expected = fy[:, None] * height_prior / rows.clamp(min=1)
+    expected = expected_object_depths(masks, fy, height_prior)
     frame_depth = depth.detach().mean(dim=(1, 2, 3))[:, None]
     return (mean_depth - expected).abs() / frame_depth, area > 0
 

@@ -60,15 +60,15 @@ import numpy as np
 import torch
 
 import demo
-from datasets.custom_transforms import valid_transform
 from datasets.io import read_segmentation
 from datasets.scenes import read_scene_list
-from datasets.sequence_folders import SequenceFolder
 from datasets.validation_folders import read_depth
 from experiments import motion_metrics
 from experiments.eval_synthetic import (MAX_DEPTH, MIN_DEPTH, MIN_REGION_PIXELS, EvalError, ScaledDisparity,
                                         median_scale, print_warning, read_scene_truth, region_errors, region_masks)
+from experiments.probe_object_input import load_batch, training_samples
 from fileio import atomic_open
+from loss_functions import expected_object_depths
 from models import build_networks, imagenet_initialisation, load_trained_networks
 from projection import LossOptions, run_step, unwrap
 from train_model import model_config
@@ -108,11 +108,6 @@ def load_networks(run_dir, label, run_args):
     disp = nets['disp'] if config.depth_scale == 1 else ScaledDisparity(nets['disp'], config.depth_scale)
     inference = demo.Networks(disp, nets['ego'], nets['obj'], config.rotation_mode, config.antisymmetric_ego_pose)
     return inference, nets, config
-
-
-def mask_rows(mask):
-    """Number of image rows an ``[H,W]`` bool mask covers (as ``object_size_errors`` counts them)."""
-    return int(mask.any(axis=1).sum())
 
 
 def unit_ratio(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
@@ -157,8 +152,8 @@ def log_contrast(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
 
 
 def car_size_units(gt, segmentation, objects, frame, fy, height_prior, min_pixels=MIN_REGION_PIXELS):
-    """``size_unit`` of every car with at least ``min_pixels`` GT pixels in a frame: GT mean depth /
-    ``fy * height_prior / rows``."""
+    """``size_unit`` of every car with at least ``min_pixels`` GT pixels in a frame: GT mean depth / the depth
+    the object size term asks for (``loss_functions.expected_object_depths``)."""
     units = []
     for obj in objects:
         channel = obj['mask_index'][frame]
@@ -167,7 +162,8 @@ def car_size_units(gt, segmentation, objects, frame, fy, height_prior, min_pixel
         mask = (segmentation[channel] > 0) & (gt > 0)
         if mask.sum() < min_pixels:
             continue
-        expected = fy * height_prior / max(mask_rows(segmentation[channel] > 0), 1)
+        car = torch.from_numpy(segmentation[channel] > 0)[None, None].float()
+        expected = float(expected_object_depths(car, torch.tensor([fy]), height_prior)[0, 0])
         units.append(float(gt[mask].mean() / expected))
     return units
 
@@ -269,15 +265,12 @@ def batch_pull(nets, options, batch):
 
 
 def training_batches(root, run_args, count, batch_size):
-    """The first ``count`` batches (seed 0 order) of the run's training samples without augmentation."""
-    dataset = SequenceFolder(root, train=True, seed=0, shuffle=False, max_num_instances=run_args['mni'],
-                             sequence_length=run_args['sequence_length'], transform=valid_transform(),
-                             cache_dir=Path(root) / '.cache')
+    """The first ``count`` batches (seed 0 order) of the run's training samples without augmentation
+    (``probe_object_input``'s samples and collation)."""
+    dataset = training_samples(root, Namespace(seed=0, mni=run_args['mni']))
     order = np.random.default_rng(0).permutation(len(dataset))
     for start in range(0, min(count * batch_size, len(order)), batch_size):
-        samples = [dataset[int(i)] for i in order[start:start + batch_size]]
-        tgt, refs, K, _, tgt_insts, ref_insts = torch.utils.data.default_collate(samples)
-        yield tgt, refs, K, tgt_insts, ref_insts
+        yield load_batch(dataset, [int(i) for i in order[start:start + batch_size]])
 
 
 def mean_records(records):
@@ -287,25 +280,26 @@ def mean_records(records):
             if any(r[key] is not None for r in records) else None for key in keys}
 
 
-def checkpoint_units(run_dir, label, root, run_args):
-    """The validation part of a row: the checkpoint's height prior, units, contrast and road / upper errors."""
+def probe_checkpoint(run_dir, label, root, run_args, num_batches):
+    """One checkpoint's row values: the validation part (height prior, units, contrast, street) and, with
+    ``num_batches`` > 0, the terms' pull on that many training batches.
+
+    The validation part comes first, in evaluation mode, so that the pull's training-mode passes (which
+    update BatchNorm's running statistics) cannot change it.
+    """
     inference, nets, _ = load_networks(run_dir, label, run_args)
     for net in nets.values():
         net.eval()
     height_prior = float(unwrap(nets['disp']).obj_height_prior.detach())
     with torch.no_grad():
-        units = validation_units(root, inference, run_args['mni'], height_prior)
-    return {'height_prior': height_prior, **units}
-
-
-def checkpoint_pull(run_dir, label, root, run_args, num_batches):
-    """The training-batch part of a row: the terms' pull (networks in training mode, as in a step)."""
-    _, nets, _ = load_networks(run_dir, label, run_args)
-    for net in nets.values():
-        net.train()
-    options = probe_options(run_args)
-    batches = list(training_batches(root, run_args, num_batches, run_args['batch_size']))
-    return {**mean_records([batch_pull(nets, options, batch) for batch in batches]), 'batches': len(batches)}
+        values = {'height_prior': height_prior, **validation_units(root, inference, run_args['mni'], height_prior)}
+    if num_batches > 0:
+        for net in nets.values():
+            net.train()
+        options = probe_options(run_args)
+        batches = list(training_batches(root, run_args, num_batches, run_args['batch_size']))
+        values.update(mean_records([batch_pull(nets, options, batch) for batch in batches]), batches=len(batches))
+    return values
 
 
 def run_folder(runs, config, seed):
@@ -409,10 +403,11 @@ def main(argv=None):
                     if row is not None and all(key in row for key in UNIT_KEYS):
                         continue
                     if row is None:
-                        row = {'config': config, 'seed': seed, 'checkpoint': label,
-                               **checkpoint_pull(run_dir, label, root, run_args, args.batches)}
+                        row = {'config': config, 'seed': seed, 'checkpoint': label}
                         rows.append(row)
-                    row.update(checkpoint_units(run_dir, label, root, run_args))
+                        row.update(probe_checkpoint(run_dir, label, root, run_args, args.batches))
+                    else:   # only the validation columns are missing: keep the row's pull
+                        row.update(probe_checkpoint(run_dir, label, root, run_args, 0))
                     print(results_table([row]).splitlines()[-1], flush=True)
                     write_results(args.output_dir, rows, commands, seconds + time.time() - start)
     except (EvalError, FileNotFoundError) as error:
