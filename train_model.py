@@ -57,6 +57,8 @@ def build_model(args, nets, device, dist_ctx):
     ``--sync-bn``, wrapped in DistributedDataParallel under torchrun (the module to train)."""
     if args.sync_bn and dist_ctx.enabled:
         nets.update({key: torch.nn.SyncBatchNorm.convert_sync_batchnorm(net) for key, net in nets.items()})
+    for net in nets.values():
+        models.set_lean_activations(net, args.lean_activations == 'on')
     precision.prepare_networks(nets, channels_last=args.channels_last, compile_networks=args.compile)
     insta_dm = models.InstaDM(nets['disp'], nets['ego'], nets['obj'], LossOptions.from_args(args),
                               precision.NetworkPrecision.from_flags(args.amp, args.channels_last, device))

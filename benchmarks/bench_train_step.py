@@ -3,7 +3,7 @@
 Usage: python -m benchmarks.bench_train_step [--height 128 --width 416 --batch 2 --mni 1 3 8 --steps 5 --device cpu]
                                             [--counts 1 2] [--data KITTI_VIS_DIR]
                                             [--amp off|bf16|fp16] [--channels-last] [--compile] [--compare]
-                                            [--mmap-threshold MIB] [--saved]
+                                            [--mmap-threshold MIB] [--lean-activations on|off] [--saved]
 Settings of the measurement: all losses on (-p 2 -c 1 -s 0.1 -o 0.02 -mc 0.1 --with-ssim --with-mask
 --with-auto-mask), the optimiser of train.py.  Without ``--data`` every frame holds exactly ``mni``
 matched instances (the worst case), and one more row uses ``mni`` 3 with ``--counts`` instances in the
@@ -17,7 +17,8 @@ losses (forward and backward, with stand-in networks that cost nothing) and the 
 ``--compare`` prints one row per variant (float32, float32 + channels-last, bf16, bf16 + channels-last,
 and with ``--compile`` also bf16 + channels-last + compile) with the speed-up over float32.
 ``--saved`` prints what one forward pass keeps for the backward pass, by network (torch's saved-tensor
-hooks), and stops.  ``--mmap-threshold`` sets glibc's mmap threshold as train.py's flag of the same name (host_memory.py).
+hooks), and stops.  ``--mmap-threshold`` sets glibc's mmap threshold and ``--lean-activations`` the networks' lean
+backward passes (models/lean_ops.py) as train.py's flags of the same names (host_memory.py).
 Peak memory: on CPU the process's peak resident memory over the timed steps (what
 ``benchmarks/bench_official_step.py`` reports for the official step) and the step's own share of it (that peak
 minus what the process held before the first step); on CUDA ``torch.cuda.max_memory_allocated`` of the steps.
@@ -39,7 +40,7 @@ from benchmarks.batches import make_batch, resident_mib
 from benchmarks.timing import median_seconds
 import host_memory
 import precision
-from models import ModelConfig, build_networks
+from models import ModelConfig, build_networks, set_lean_activations
 from projection import LossOptions, run_step
 from train import build_parser
 from train_model import build_optimizer
@@ -136,6 +137,8 @@ def measure(args):
     host_memory.set_mmap_threshold(args.mmap_threshold)
     torch.manual_seed(0)
     nets = [net.to(device) for net in build_networks(ModelConfig(resnet_layers=18)).values()]
+    for net in nets:
+        set_lean_activations(net, args.lean_activations == 'on')
     train_args = build_parser().parse_args(['unused', '--name', 'bench'])
     optimizer = build_optimizer(train_args, dict(zip(('disp', 'ego', 'obj'), nets)))
     precision.prepare_networks(dict(enumerate(nets)), channels_last=args.channels_last, compile_networks=args.compile)
@@ -189,7 +192,8 @@ def run_configuration(args, mni, counts=None, amp=None, channels_last=None, comp
     compile_networks = args.compile if compile_networks is None else compile_networks
     command = [sys.executable, '-m', 'benchmarks.bench_train_step', '--single', '--height', str(args.height), '--width', str(args.width),
                '--batch', str(args.batch), '--mni', str(mni), '--steps', str(args.steps), '--device', args.device,
-               '--amp', amp, '--mmap-threshold', str(args.mmap_threshold)] + ['--channels-last'] * channels_last + ['--compile'] * compile_networks
+               '--amp', amp, '--mmap-threshold', str(args.mmap_threshold),
+               '--lean-activations', args.lean_activations] + ['--channels-last'] * channels_last + ['--compile'] * compile_networks
     if counts:
         command += ['--counts'] + [str(c) for c in counts]
     if args.data:
@@ -227,6 +231,7 @@ def main():
     parser.add_argument('--amp', choices=sorted(precision.AMP_DTYPES), default='off', help='as train.py --amp')
     parser.add_argument('--channels-last', action='store_true', help='as train.py --channels-last')
     parser.add_argument('--compile', action='store_true', help='as train.py --compile (with --compare: add its row)')
+    parser.add_argument('--lean-activations', choices=['on', 'off'], default='on', help='as train.py --lean-activations')
     parser.add_argument('--mmap-threshold', type=float, default=0, metavar='MIB',
                         help='as train.py --mmap-threshold (0: the C library default)')
     parser.add_argument('--compare', action='store_true',
@@ -246,6 +251,9 @@ def main():
     if args.saved:
         torch.manual_seed(0)
         nets = list(build_networks(ModelConfig(resnet_layers=18)).values())
+        for net in nets:
+            set_lean_activations(net, args.lean_activations == 'on')
+        print(f"lean activations {args.lean_activations}")
         totals = saved_for_backward_mib(nets, load_batches(args)[0])
         for name, mib in totals.items():
             print(f"saved for backward, {name:<20} {mib:8.1f} MiB")
@@ -254,8 +262,8 @@ def main():
     if args.compare:
         compare_precisions(args)
         return
-    print(f"networks: amp {args.amp}, channels-last {args.channels_last}, compile {args.compile}; "
-          f"mmap threshold {args.mmap_threshold or 'default'} MiB")
+    print(f"networks: amp {args.amp}, channels-last {args.channels_last}, compile {args.compile}, "
+          f"lean activations {args.lean_activations}; mmap threshold {args.mmap_threshold or 'default'} MiB")
     configurations = [(mni, None) for mni in args.mni]
     if not args.data:
         configurations.append((3, args.counts or [1, 2]))

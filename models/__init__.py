@@ -4,7 +4,8 @@ from .pose_resnet import EgoPoseNet, ObjPoseNet
 from .config import (CONFIG_KEY, ConfigError, ModelConfig, build_network, build_networks, imagenet_initialisation,
                      load_trained_networks, resolve_config, saved_config)
 from .insta_dm import InstaDM
+from .lean_ops import set_lean_activations
 
 __all__ = ['DispResNet', 'depth_from_disparity', 'EgoPoseNet', 'ObjPoseNet', 'InstaDM', 'CONFIG_KEY', 'ConfigError',
            'ModelConfig', 'build_network', 'build_networks', 'imagenet_initialisation', 'load_trained_networks',
-           'resolve_config', 'saved_config']
+           'resolve_config', 'saved_config', 'set_lean_activations']

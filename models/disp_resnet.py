@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from network_input import size_problem
 
+from . import lean_ops
 from .resnet_encoder import ResnetEncoder
 
 DECODER_CHANNELS = (16, 32, 64, 128, 256)
@@ -12,14 +13,18 @@ NUM_SCALES = 4
 
 
 class Conv3x3(nn.Module):
-    """Reflection-padded 3x3 convolution."""
+    """Reflection-padded 3x3 convolution (with ``lean_activations``, a training pass on the CPU keeps the
+    unpadded input for the backward pass instead of the padded copy: :mod:`models.lean_ops`)."""
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
         self.pad = nn.ReflectionPad2d(1)
         self.conv = nn.Conv2d(in_channels, out_channels, 3)
+        self.lean_activations = True
 
     def forward(self, x):
+        if lean_ops.lean_enabled(self, x):
+            return lean_ops.reflection_pad_conv(x, self.pad, self.conv)
         return self.conv(self.pad(x))
 
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from . import lean_ops
+
 RESNET_WEIGHTS = {
     18: torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
     50: torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
@@ -62,7 +64,9 @@ def build_resnet(num_layers, num_input_images=1, pretrained=False):
 class ResnetEncoder(nn.Module):
     """ResNet feature pyramid: five feature maps at 1/2, 1/4, 1/8, 1/16 and 1/32 resolution.
 
-    ``num_ch_enc`` gives their channel counts (64, 64, 128, 256, 512 for ResNet-18).
+    ``num_ch_enc`` gives their channel counts (64, 64, 128, 256, 512 for ResNet-18).  With
+    ``lean_activations`` (default) a training pass on the CPU keeps fewer tensors for the backward pass and
+    gives the same results bit for bit (:mod:`models.lean_ops`).
     """
 
     def __init__(self, num_layers=18, pretrained=False, num_input_images=1):
@@ -70,12 +74,23 @@ class ResnetEncoder(nn.Module):
         self.encoder = build_resnet(num_layers, num_input_images, pretrained)
         expansion = 4 if num_layers > 34 else 1
         self.num_ch_enc = [64, 64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        self.lean_activations = True
 
     def forward(self, x):
         """``[B,3*n,H,W]`` images -> list of five ``[B,C_i,H/2^(i+1),W/2^(i+1)]`` features."""
         net = self.encoder
-        features = [net.relu(net.bn1(net.conv1(x)))]
-        features.append(net.layer1(net.maxpool(features[-1])))
-        for layer in (net.layer2, net.layer3, net.layer4):
-            features.append(layer(features[-1]))
+        if not lean_ops.lean_enabled(self, x):
+            features = [net.relu(net.bn1(net.conv1(x)))]
+            features.append(net.layer1(net.maxpool(features[-1])))
+            for layer in (net.layer2, net.layer3, net.layer4):
+                features.append(layer(features[-1]))
+            return features
+        block_forward = lean_ops.bottleneck if isinstance(net.layer1[0], torchvision.models.resnet.Bottleneck) \
+            else lean_ops.basic_block
+        stem, pooled = lean_ops.batch_norm_relu_max_pool(net.conv1(x), net.bn1, net.maxpool)
+        features = [stem]
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            for block in layer:
+                pooled = block_forward(block, pooled)
+            features.append(pooled)
         return features
