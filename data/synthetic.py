@@ -79,8 +79,8 @@ from data.synthetic_writers import (CONFIG_FILE, WRITERS, raw_gt_depth_path, spl
 __all__ = ['CAM2_FROM_CAM0', 'CONFIG_FILE', 'DATE', 'LAYOUTS', 'ObjectTrack', 'SyntheticError', 'SyntheticScene',
            'contact_sheet', 'depth_to_colour', 'devkit_projection', 'drive_name', 'flow_to_colour', 'generate',
            'kitti_like_intrinsics', 'main', 'motion_field', 'object_translation', 'pose_to_vec', 'raw_gt_depth_path',
-           'relative_pose', 'render_lidar', 'render_scene', 'render_with_moving_cars', 'save_preview', 'scene_name',
-           'write_kitti_vis', 'write_odometry', 'write_raw_kitti']
+           'relative_pose', 'render_lidar', 'render_scene', 'render_with_moving_cars', 'render_world', 'save_preview',
+           'scene_name', 'write_kitti_vis', 'write_odometry', 'write_raw_kitti']
 
 
 LAYOUTS = ('vis', 'raw', 'both', 'odometry')
@@ -104,6 +104,20 @@ def _commit_layout(staging, target):
     staging.rename(target)
 
 
+def render_world(config, with_flows=True):
+    """The scenes of a world described as in ``synthetic_config.json`` (seed, scenes, frames, height, width,
+    max_cars, val_moving_cars), rendered in memory one by one as :func:`generate` renders them."""
+    names = [scene_name(i) for i in range(config['scenes'])]
+    val = split_scenes(names)[1] if config['val_moving_cars'] else []
+    for index, name in enumerate(names):
+        if name in val:
+            yield render_with_moving_cars(config['seed'], index, config['height'], config['width'], config['frames'],
+                                          config['max_cars'], config['val_moving_cars'])
+        else:
+            yield render_scene(config['seed'], index, config['height'], config['width'], config['frames'],
+                               max_cars=config['max_cars'], with_flows=with_flows)
+
+
 def generate(out, scenes=4, frames=20, height=128, width=416, seed=0, layout='both', preview=None,
              overwrite=False, max_cars=4, val_moving_cars=0):
     """Render ``scenes`` scenes and write the chosen layouts under ``out``; returns the scenes' names.
@@ -122,13 +136,9 @@ def generate(out, scenes=4, frames=20, height=128, width=416, seed=0, layout='bo
     for target in targets:
         _prepare_target(target, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    val = split_scenes([scene_name(i) for i in range(scenes)])[1] if val_moving_cars else []
-    rendered = [render_with_moving_cars(seed, i, height, width, frames, max_cars, val_moving_cars)
-                if scene_name(i) in val else
-                render_scene(seed, i, height, width, frames, max_cars=max_cars, with_flows=layout != 'odometry')
-                for i in range(scenes)]
     config = {'generator': 'data.synthetic', 'seed': seed, 'scenes': scenes, 'frames': frames,
               'height': height, 'width': width, 'max_cars': max_cars, 'val_moving_cars': val_moving_cars}
+    rendered = list(render_world(config, with_flows=layout != 'odometry'))
     for target in targets:
         staging = Path(tempfile.mkdtemp(prefix=f'.{target.name}-', dir=out))
         try:
