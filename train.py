@@ -91,10 +91,10 @@ def build_parser():
                              'GPU, fp16 on GPU with gradient scaling')
     parser.add_argument('--channels-last', action='store_true', help='channels-last memory layout for the networks')
     parser.add_argument('--compile', action='store_true', help='torch.compile the three networks')
-    parser.add_argument('--lean-activations', choices=['on', 'off'], default='on',
+    parser.add_argument('--lean-activations', choices=['on', 'off'], default='off',
                         help='CPU float32 training: keep the inputs of batch norm + ReLU and of reflection pads for '
-                             'the backward pass and recompute their outputs there (the same results bit for bit, '
-                             'less memory; models/lean_ops.py); off: PyTorch modules as they are')
+                             'the backward pass and recompute what it reads (the same results, less memory, a '
+                             'slightly slower step; models/lean_ops.py); off: PyTorch modules as they are')
     parser.add_argument('--depth-scale', type=POSITIVE_FLOAT, default=1.0, metavar='S',
                         help='depth = S / disparity inside the step (1: the official objective; an experiment '
                              'option of the ablation runner, see README "Science")')

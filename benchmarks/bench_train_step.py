@@ -231,7 +231,7 @@ def main():
     parser.add_argument('--amp', choices=sorted(precision.AMP_DTYPES), default='off', help='as train.py --amp')
     parser.add_argument('--channels-last', action='store_true', help='as train.py --channels-last')
     parser.add_argument('--compile', action='store_true', help='as train.py --compile (with --compare: add its row)')
-    parser.add_argument('--lean-activations', choices=['on', 'off'], default='on', help='as train.py --lean-activations')
+    parser.add_argument('--lean-activations', choices=['on', 'off'], default='off', help='as train.py --lean-activations')
     parser.add_argument('--mmap-threshold', type=float, default=0, metavar='MIB',
                         help='as train.py --mmap-threshold (0: the C library default)')
     parser.add_argument('--compare', action='store_true',

@@ -13,14 +13,14 @@ NUM_SCALES = 4
 
 
 class Conv3x3(nn.Module):
-    """Reflection-padded 3x3 convolution (with ``lean_activations``, a training pass on the CPU keeps the
+    """Reflection-padded 3x3 convolution (with ``lean_activations`` set, a training pass on the CPU keeps the
     unpadded input for the backward pass instead of the padded copy: :mod:`models.lean_ops`)."""
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
         self.pad = nn.ReflectionPad2d(1)
         self.conv = nn.Conv2d(in_channels, out_channels, 3)
-        self.lean_activations = True
+        self.lean_activations = False
 
     def forward(self, x):
         if lean_ops.lean_enabled(self, x):

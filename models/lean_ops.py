@@ -22,7 +22,8 @@ ReLU or one pad per block or decoder convolution: elementwise work next to the c
 
 :func:`lean_enabled` decides per call: only while a module trains with gradients on, on the CPU in float32
 (autocast, ``torch.compile`` and CUDA keep PyTorch's modules: cuDNN's batch norm is a different kernel).
-Each network holds a ``lean_activations`` attribute (default True); :func:`set_lean_activations` sets it.
+Each network module that can run lean holds a ``lean_activations`` attribute (default False, PyTorch's modules as
+they are); :func:`set_lean_activations` sets it (``train.py --lean-activations on``).
 """
 import torch
 

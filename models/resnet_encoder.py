@@ -65,8 +65,8 @@ class ResnetEncoder(nn.Module):
     """ResNet feature pyramid: five feature maps at 1/2, 1/4, 1/8, 1/16 and 1/32 resolution.
 
     ``num_ch_enc`` gives their channel counts (64, 64, 128, 256, 512 for ResNet-18).  With
-    ``lean_activations`` (default) a training pass on the CPU keeps fewer tensors for the backward pass and
-    gives the same results bit for bit (:mod:`models.lean_ops`).
+    ``lean_activations`` set (``train.py --lean-activations on``) a training pass on the CPU keeps fewer tensors
+    for the backward pass and gives the same results (:mod:`models.lean_ops`).
     """
 
     def __init__(self, num_layers=18, pretrained=False, num_input_images=1):
@@ -74,7 +74,7 @@ class ResnetEncoder(nn.Module):
         self.encoder = build_resnet(num_layers, num_input_images, pretrained)
         expansion = 4 if num_layers > 34 else 1
         self.num_ch_enc = [64, 64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
-        self.lean_activations = True
+        self.lean_activations = False
 
     def forward(self, x):
         """``[B,3*n,H,W]`` images -> list of five ``[B,C_i,H/2^(i+1),W/2^(i+1)]`` features."""

@@ -70,6 +70,8 @@ def test_lean_networks_equal_autograd_and_save_less(make, inputs, min_saving):
 def test_lean_path_runs_only_where_it_equals_the_modules():
     net = ObjPoseNet().encoder
     x = torch.randn(1, 6, 32, 32)
+    assert not lean_enabled(net, x)                 # off unless asked for
+    set_lean_activations(net, True)
     assert lean_enabled(net, x)
     with torch.no_grad():
         assert not lean_enabled(net, x)
@@ -110,7 +112,7 @@ def test_training_step_is_the_same_with_and_without_lean_activations():
     assert lean_saved < 0.8 * plain_saved, (lean_saved, plain_saved)
 
 
-@pytest.mark.parametrize('flag, expected', [([], True), (['--lean-activations', 'off'], False)])
+@pytest.mark.parametrize('flag, expected', [([], False), (['--lean-activations', 'on'], True)])
 def test_train_flag_sets_the_networks_lean_path(flag, expected):
     import train
     from models import ModelConfig, build_networks
