@@ -92,8 +92,9 @@ class FixedOutputs(torch.nn.Module):
 
 def render_world(args):
     """The ablation's world, rendered in memory: list of ``SyntheticScene`` (as ``data.synthetic.generate``)."""
-    return [synthetic.render_scene(args.seed, i, args.height, args.width, args.frames, max_cars=args.max_cars)
-            for i in range(args.scenes)]
+    config = {'seed': args.seed, 'scenes': args.scenes, 'frames': args.frames, 'height': args.height,
+              'width': args.width, 'max_cars': args.max_cars, 'val_moving_cars': 0}
+    return list(synthetic.render_world(config))
 
 
 def exact_depth(scene, frame, unit=1.0):

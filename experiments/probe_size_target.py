@@ -42,6 +42,7 @@ import demo
 from data import synthetic
 from datasets.io import read_segmentation
 from datasets.scenes import read_scene_list
+from datasets.validation_folders import read_depth
 from experiments.eval_synthetic import EvalError
 from experiments.probe_object_size import checkpoint_labels, load_networks, run_folder
 from fileio import atomic_open
@@ -136,7 +137,7 @@ def checkpoint_pull(root, inference, mni, height_prior):
         with torch.no_grad():
             depths = demo.run_networks(scene, inference, mni, torch.device('cpu')).depths
         for frame, seg_path, pred in zip(scene.frames, scene.segmentations, depths):
-            gt = np.load(frame.with_suffix('.npy'))
+            gt = read_depth(frame.with_suffix('.npy'), frame_hw)
             records += pull_ratios(pred, gt, read_segmentation(seg_path, frame_hw), float(scene.intrinsics[1, 1]),
                                    height_prior)
     return band_medians(records)

@@ -21,11 +21,13 @@ running statistics, to float rounding for the gradients).  The price is the reco
 ReLU or one pad per block or decoder convolution: elementwise work next to the convolutions.
 
 :func:`lean_enabled` decides per call: only while a module trains with gradients on, on the CPU in float32
-(autocast, ``torch.compile`` and CUDA keep PyTorch's modules: cuDNN's batch norm is a different kernel).
+(autocast, ``torch.compile`` and CUDA keep PyTorch's modules: cuDNN's batch norm is a different kernel), and
+the encoders use it only with plain batch norms (:func:`plain_batch_norm`: not under ``--sync-bn``).
 Each network module that can run lean holds a ``lean_activations`` attribute (default False, PyTorch's modules as
 they are); :func:`set_lean_activations` sets it (``train.py --lean-activations on``).
 """
 import torch
+from torch.nn.modules.utils import _pair
 
 aten = torch.ops.aten
 
@@ -35,6 +37,12 @@ def lean_enabled(module, x):
     return (getattr(module, 'lean_activations', False) and module.training and torch.is_grad_enabled()
             and x.device.type == 'cpu' and x.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
             and not torch.compiler.is_compiling())
+
+
+def plain_batch_norm(bn):
+    """Whether ``bn`` is an ``nn.BatchNorm2d`` the lean path may replace (a ``SyncBatchNorm``, ``--sync-bn``,
+    gathers its statistics over the processes: it runs as it is)."""
+    return type(bn) is torch.nn.BatchNorm2d
 
 
 def set_lean_activations(module, enabled):
@@ -67,9 +75,8 @@ def _renormalise_relu(y, weight, bias, mean, invstd):
     return torch.addcmul(beta.reshape(shape), y, alpha.reshape(shape)).relu_()
 
 
-def _batch_norm_relu_backward(grad_z, z, y, weight, mean, invstd, eps):
-    """Gradients ``(y, weight, bias)`` of ``z = relu(batch_norm(y))`` from the gradient of ``z``."""
-    grad_normed = aten.threshold_backward(grad_z, z, 0)
+def _batch_norm_backward(grad_normed, y, weight, mean, invstd, eps):
+    """Gradients ``(y, weight, bias)`` of a training-mode batch norm of ``y`` from the gradient of its output."""
     return aten.native_batch_norm_backward(grad_normed, y, weight, None, None, mean, invstd, True, eps,
                                            [True, True, True])
 
@@ -88,8 +95,8 @@ class _BatchNormReLUConv(torch.autograd.Function):
         z = _renormalise_relu(y, bn_weight, bn_bias, mean, invstd)
         grad_z, grad_conv_weight, _ = aten.convolution_backward(grad_out, z, conv_weight, None, *ctx.conv_args,
                                                                 [True, True, False])
-        grad_y, grad_bn_weight, grad_bn_bias = _batch_norm_relu_backward(grad_z, z, y, bn_weight, mean, invstd,
-                                                                         ctx.eps)
+        grad_y, grad_bn_weight, grad_bn_bias = _batch_norm_backward(aten.threshold_backward(grad_z, z, 0), y,
+                                                                    bn_weight, mean, invstd, ctx.eps)
         return grad_y, grad_bn_weight, grad_bn_bias, None, None, None, None, grad_conv_weight, None
 
 
@@ -113,8 +120,7 @@ class _BatchNormReLUMaxPool(torch.autograd.Function):
         if grad_z is None:
             return (None,) * 8
         grad_normed = grad_z * positive   # ReLU's backward from its one-byte mask (a NaN gradient stays NaN)
-        return (*aten.native_batch_norm_backward(grad_normed, y, bn_weight, None, None, mean, invstd, True, ctx.eps,
-                                                 [True, True, True]),) + (None,) * 5
+        return _batch_norm_backward(grad_normed, y, bn_weight, mean, invstd, ctx.eps) + (None,) * 5
 
 
 class _ReflectionPadConv(torch.autograd.Function):
@@ -154,10 +160,8 @@ def batch_norm_relu_max_pool(y, bn, pool):
     """``(z, pool(z))`` with ``z = relu(bn(y))`` for a training ``nn.BatchNorm2d`` and an ``nn.MaxPool2d``;
     keeps only ``y`` for the backward pass (``z`` lives as long as the caller holds it)."""
     factor = _batch_norm_factor(bn)
-    pool_args = [[pool.kernel_size] * 2 if isinstance(pool.kernel_size, int) else list(pool.kernel_size),
-                 [pool.stride] * 2 if isinstance(pool.stride, int) else list(pool.stride),
-                 [pool.padding] * 2 if isinstance(pool.padding, int) else list(pool.padding),
-                 [pool.dilation] * 2 if isinstance(pool.dilation, int) else list(pool.dilation), pool.ceil_mode]
+    pool_args = [list(_pair(value)) for value in (pool.kernel_size, pool.stride, pool.padding, pool.dilation)] \
+        + [pool.ceil_mode]
     return _BatchNormReLUMaxPool.apply(y, bn.weight, bn.bias, bn.running_mean, bn.running_var, factor, bn.eps,
                                        pool_args)
 

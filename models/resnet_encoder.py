@@ -61,6 +61,11 @@ def build_resnet(num_layers, num_input_images=1, pretrained=False):
     return resnet
 
 
+def torchvision_block(block, x):
+    """A ResNet block as torchvision runs it (the counterpart of ``lean_ops.basic_block`` / ``bottleneck``)."""
+    return block(x)
+
+
 class ResnetEncoder(nn.Module):
     """ResNet feature pyramid: five feature maps at 1/2, 1/4, 1/8, 1/16 and 1/32 resolution.
 
@@ -79,18 +84,17 @@ class ResnetEncoder(nn.Module):
     def forward(self, x):
         """``[B,3*n,H,W]`` images -> list of five ``[B,C_i,H/2^(i+1),W/2^(i+1)]`` features."""
         net = self.encoder
-        if not lean_ops.lean_enabled(self, x):
-            features = [net.relu(net.bn1(net.conv1(x)))]
-            features.append(net.layer1(net.maxpool(features[-1])))
-            for layer in (net.layer2, net.layer3, net.layer4):
-                features.append(layer(features[-1]))
-            return features
-        block_forward = lean_ops.bottleneck if isinstance(net.layer1[0], torchvision.models.resnet.Bottleneck) \
-            else lean_ops.basic_block
-        stem, pooled = lean_ops.batch_norm_relu_max_pool(net.conv1(x), net.bn1, net.maxpool)
+        if lean_ops.lean_enabled(self, x) and lean_ops.plain_batch_norm(net.bn1):
+            stem, pooled = lean_ops.batch_norm_relu_max_pool(net.conv1(x), net.bn1, net.maxpool)
+            run_block = lean_ops.bottleneck if isinstance(net.layer1[0], torchvision.models.resnet.Bottleneck) \
+                else lean_ops.basic_block
+        else:
+            stem = net.relu(net.bn1(net.conv1(x)))
+            pooled = net.maxpool(stem)
+            run_block = torchvision_block
         features = [stem]
         for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
             for block in layer:
-                pooled = block_forward(block, pooled)
+                pooled = run_block(block, pooled)
             features.append(pooled)
         return features

@@ -125,3 +125,17 @@ def test_train_flag_sets_the_networks_lean_path(flag, expected):
     flags = {module.lean_activations for net in nets.values() for module in net.modules()
              if hasattr(module, 'lean_activations')}
     assert flags == {expected}
+
+
+def test_sync_batch_norm_keeps_its_own_forward():
+    """Under --sync-bn the batch statistics are gathered over the processes: the lean path must not replace
+    SyncBatchNorm by a local batch norm, so the converted encoder keeps what PyTorch's modules keep."""
+    torch.manual_seed(0)
+    net = ObjPoseNet().encoder
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(net))
+    set_lean_activations(synced, True)
+    set_lean_activations(net, False)
+    x = torch.randn(2, 6, 64, 96)
+    _, synced_saved = saved_bytes(synced.train(), lambda: synced(x)[-1])
+    _, plain_saved = saved_bytes(net.train(), lambda: net(x)[-1])
+    assert synced_saved == plain_saved
