@@ -255,10 +255,16 @@ def run_part_a(dataset, world, options, nets=None, config=None):
     return results
 
 
+DESCENT_TERMS = ('photo', 'geometry', 'mof_consistency')   # the terms whose gradient reaches ObjPoseNet
+
+
 def descent_alignment(dataset, world, options):
     """The step's loss gradient with respect to each car's translation at zero object motion (the start of
-    training), exact depth and ego motion: per matched car with a GT motion, the cosine between the descent
-    direction ``-dL/dt`` and the exact translation.  ``[{'kind', 'cos', 'gt_motion_m'}]`` over every training sample.
+    training), exact depth and ego motion, over every training sample: one record per matched car,
+    ``{'kind', 'gt', 'gt_motion_m', 'descent', 'terms', 'cos'}``: the descent direction ``-dL/dt`` of the total
+    loss (``descent``) and of each weighted term of :data:`DESCENT_TERMS` (``terms``), and for a moving car the
+    cosine between ``descent`` and the exact translation ``gt`` (``cos``; None for a parked car, whose exact
+    translation is zero: its descent shows what pulls a car that should stay).
 
     ObjPoseNet is replaced by a stand-in whose zero output is the leaf the gradient is taken for, so the loss is
     exactly ``projection.run_step``'s.
@@ -275,38 +281,67 @@ def descent_alignment(dataset, world, options):
         motion = torch.zeros(int(exists.sum()), 3, requires_grad=True)
         disp.queue, ego.queue, obj.queue = [1.0 / depths], [poses], [motion]
         outputs = run_step(disp, ego, obj, tgt, refs, K, tgt_insts, ref_insts, options)
+        terms = {name: -options.weights[name] * torch.autograd.grad(outputs.losses[name], motion, retain_graph=True,
+                                                                     allow_unused=True)[0]
+                 if options.weights[name] else torch.zeros_like(motion) for name in DESCENT_TERMS}
         descent = -torch.autograd.grad(outputs.total, motion)[0]
         truth = exact_object_motion(pairs, rows)[exists]
-        for (row, k), direction, gt in zip(exists.nonzero().tolist(), descent, truth):
+        for j, ((row, k), direction, gt) in enumerate(zip(exists.nonzero().tolist(), descent, truth)):
             car = car_under(rows[row][0], rows[row][1], pairs.view_masks[row, k].numpy())
-            if car < 0 or float(gt.norm()) == 0:
+            if car < 0:
                 continue
-            cos = float(torch.dot(direction, gt) / (direction.norm() * gt.norm()).clamp(min=1e-30))
+            moving = float(gt.norm()) > 0
+            cos = float(torch.dot(direction, gt) / (direction.norm() * gt.norm()).clamp(min=1e-30)) if moving else None
             records.append({'kind': rows[row][0].objects[car].kind, 'cos': cos, 'gt_motion_m': float(gt.norm()),
-                            'descent': direction.tolist(), 'gt': gt.tolist()})
+                            'descent': direction.tolist(), 'gt': gt.tolist(),
+                            'terms': {name: g[j].tolist() for name, g in terms.items()}})
     return records
 
 
 def summarise_descent(records):
-    """Per car kind (and ``'all'``) of :func:`descent_alignment`'s records: ``cars``, the cosine's ``cos_mean``,
-    ``cos_median``, the shares ``positive`` (within 90 degrees) and ``within_30deg``; per axis (x, y, z) the mean
-    absolute component of the unit descent direction and of the unit true translation (``descent_axes``,
-    ``truth_axes``) and the share of cars whose descent has the sign of the truth where it moves more than
-    0.1 m along that axis (``sign_agreement``, None where none does)."""
+    """Per car kind of :func:`descent_alignment`'s records (``'all'``: every moving car).
+
+    For the moving cars: ``cars``, the cosine's ``cos_mean``, ``cos_median``, the shares ``positive`` (within 90
+    degrees) and ``within_30deg``; per axis (x, y, z) the mean absolute component of the unit descent direction and
+    of the unit true translation (``descent_axes``, ``truth_axes``) and the share of cars whose descent has the sign
+    of the truth where it moves more than 0.1 m along that axis (``sign_agreement``, None where none does).
+    For every kind, parked cars included: ``by_term``, for the total and each weighted term, the mean length of the
+    descent (``norm``, loss per metre), the mean of its unit vector (``signed_axes``: a systematic pull shows as a
+    non-zero mean, a pull of random sign averages out) and the share of cars it pushes down (``down_share``, +y).
+    """
     summary = {}
-    for kind in ['all'] + sorted({r['kind'] for r in records}):
-        chosen = [r for r in records if kind in ('all', r['kind'])]
+    kinds = ['all'] + sorted({r['kind'] for r in records})
+    for kind in kinds:
+        chosen = [r for r in records if r['kind'] == kind or (kind == 'all' and r['cos'] is not None)]
+        summary[kind] = {'cars': len(chosen), 'by_term': descent_by_term(chosen)}
+        if kind == 'parked' or not chosen:
+            continue
         cos = np.array([r['cos'] for r in chosen])
         descent, truth = np.array([r['descent'] for r in chosen]), np.array([r['gt'] for r in chosen])
         moving = np.abs(truth) > 0.1
         unit_descent = np.abs(descent) / np.linalg.norm(descent, axis=1, keepdims=True).clip(1e-30)
-        summary[kind] = {
-            'cars': len(cos), 'cos_mean': float(cos.mean()), 'cos_median': float(np.median(cos)),
+        summary[kind].update({
+            'cos_mean': float(cos.mean()), 'cos_median': float(np.median(cos)),
             'positive': float((cos > 0).mean()), 'within_30deg': float((cos > np.cos(np.radians(30))).mean()),
             'descent_axes': unit_descent.mean(0).tolist(),
             'truth_axes': (np.abs(truth) / np.linalg.norm(truth, axis=1, keepdims=True)).mean(0).tolist(),
             'sign_agreement': [float((descent[moving[:, c], c] * truth[moving[:, c], c] > 0).mean())
-                               if moving[:, c].any() else None for c in range(3)]}
+                               if moving[:, c].any() else None for c in range(3)]})
+    return summary
+
+
+def descent_by_term(records):
+    """``{'total'|term: {'norm', 'signed_axes', 'down_share'}}`` of the descent vectors of ``records``."""
+    vectors = {'total': [r['descent'] for r in records]}
+    vectors.update({name: [r['terms'][name] for r in records] for name in DESCENT_TERMS})
+    summary = {}
+    for name, rows in vectors.items():
+        descents = np.array(rows, dtype=np.float64).reshape(-1, 3)
+        norms = np.linalg.norm(descents, axis=1)
+        unit = descents[norms > 0] / norms[norms > 0, None]
+        summary[name] = {'norm': float(norms.mean()) if len(norms) else None,
+                         'signed_axes': unit.mean(0).tolist() if len(unit) else None,
+                         'down_share': float((unit[:, 1] > 0).mean()) if len(unit) else None}
     return summary
 
 
@@ -505,6 +540,37 @@ def part_b_table(part_b):
     return '\n'.join(lines)
 
 
+def fmt_axes(values):
+    """``x / y / z`` of three values to 2 decimals (``-`` for None)."""
+    return ' / '.join(fmt(v, 2) for v in values) if values is not None else '-'
+
+
+def descent_tables(descent):
+    """Markdown lines of :func:`summarise_descent`'s summary: the alignment table (moving cars) and the
+    by-term table (every kind, parked cars included)."""
+    lines = ['## The loss gradient at zero object motion', '',
+             "For every moving-car instance of the training samples (exact depth and ego motion, ObjPoseNet's "
+             "output zero as at the start of training): the cosine between the descent direction of the step's "
+             "total loss with respect to the car's translation and the exact translation.", '',
+             '| car kind | instances | cosine mean | median | share within 90 deg | share within 30 deg '
+             '| descent axes x / y / z | truth axes x / y / z | sign agreement x / y / z |',
+             '|---|---|---|---|---|---|---|---|---|']
+    lines += [f"| {kind} | {d['cars']} | {fmt(d['cos_mean'])} | {fmt(d['cos_median'])} | {fmt(d['positive'], 2)} | "
+              f"{fmt(d['within_30deg'], 2)} | {fmt_axes(d['descent_axes'])} | {fmt_axes(d['truth_axes'])} | "
+              f"{fmt_axes(d['sign_agreement'])} |" for kind, d in descent.items() if 'cos_mean' in d]
+    lines += ['', 'axes: mean absolute component of the unit vector (x right, y down, z forward); sign agreement: '
+              'share of the cars moving more than 0.1 m along the axis whose descent has the sign of the truth.', '',
+              'The descent of the total and of each weighted term that reaches ObjPoseNet, for every car kind '
+              '(parked cars, whose exact translation is zero, included): mean length (loss per metre), mean of the '
+              'unit vector (a systematic pull shows as a non-zero mean, a pull of random sign averages out) and the '
+              'share of cars pushed down (+y).', '',
+              '| car kind | term | mean length | mean unit vector x / y / z | share pushed down |',
+              '|---|---|---|---|---|']
+    lines += [f"| {kind} | {term} | {fmt(t['norm'], 5)} | {fmt_axes(t['signed_axes'])} | {fmt(t['down_share'], 2)} |"
+              for kind, d in descent.items() for term, t in d['by_term'].items()]
+    return lines
+
+
 def write_results(out, results, command):
     """``out/results.json`` (summaries, history, settings) and ``out/results.md`` (the two tables)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -527,20 +593,7 @@ def write_results(out, results, command):
           'ablation\'s DispResNet and EgoPoseNet (exact object translation brought to their unit with the view\'s '
           'median scale).', '']
     if results.get('descent'):
-        md += ['## The loss gradient at zero object motion', '',
-               "For every moving-car instance of the training samples (exact depth and ego motion, ObjPoseNet's "
-               "output zero as at the start of training): the cosine between the descent direction of the step's "
-               "total loss with respect to the car's translation and the exact translation.", '',
-               '| car kind | instances | cosine mean | median | share within 90 deg | share within 30 deg '
-               '| descent axes x / y / z | truth axes x / y / z | sign agreement x / y / z |',
-               '|---|---|---|---|---|---|---|---|---|']
-        md += [f"| {kind} | {d['cars']} | {fmt(d['cos_mean'])} | {fmt(d['cos_median'])} | {fmt(d['positive'], 2)} | "
-               f"{fmt(d['within_30deg'], 2)} | {' / '.join(fmt(v, 2) for v in d['descent_axes'])} | "
-               f"{' / '.join(fmt(v, 2) for v in d['truth_axes'])} | "
-               f"{' / '.join(fmt(v, 2) for v in d['sign_agreement'])} |" for kind, d in results['descent'].items()]
-        md += ['', 'axes: mean absolute component of the unit vector (x right, y down, z forward); sign agreement: '
-               'share of the cars moving more than 0.1 m along the axis whose descent has the sign of the truth.']
-        md.append('')
+        md += descent_tables(results['descent']) + ['']
     for part_b in results.get('part_b') or []:
         md += [f"## B. ObjPoseNet trained alone on the exact depth and ego motion, "
                f"unit {part_b['metres_per_unit']:g} m",
@@ -608,7 +661,7 @@ def main(argv=None):
         print(part_a_table(results['part_a']))
         if args.descent:
             results['descent'] = summarise_descent(descent_alignment(dataset, world, options))
-            print(f"descent direction at zero object motion vs the exact translation: {results['descent']}")
+            print('\n'.join(descent_tables(results['descent'])))
         if args.steps:
             results['part_b'] = [run_part_b(args, dataset, world, root, [world[n] for n in val_names], options, unit)
                                  for unit in args.depth_units]

@@ -110,14 +110,25 @@ def test_only_the_photometric_geometry_and_motion_field_terms_reach_objposenet(w
     assert any(not torch.equal(a, b) for a, b in zip(before, obj_net.parameters()))
 
 
-def test_the_descent_direction_at_zero_motion_is_measured_for_each_moving_car(world):
+def test_the_descent_direction_at_zero_motion_is_measured_for_each_car_and_term(world):
     root, scene = world
     args = probe.build_parser().parse_args([])
     records = probe.descent_alignment(probe.training_samples(root, args), {scene.name: scene}, probe.loss_options())
-    assert {r['kind'] for r in records} == {scene.objects[j].kind for j in range(len(scene.objects))} - {'parked'}
-    assert len(records) == 4   # the moving car in the 4 directed pairs of the one sample
-    assert all(-1.0 <= r['cos'] <= 1.0 and r['gt_motion_m'] > 0 for r in records)
+    moving = [r for r in records if r['cos'] is not None]
+    assert {r['kind'] for r in moving} == {scene.objects[j].kind for j in range(len(scene.objects))} - {'parked'}
+    assert len(moving) == 4   # the moving car in the 4 directed pairs of the one sample
+    assert all(-1.0 <= r['cos'] <= 1.0 and r['gt_motion_m'] > 0 for r in moving)
+    parked = [r for r in records if r['cos'] is None]
+    assert parked and all(r['kind'] == 'parked' and r['gt_motion_m'] == 0 for r in parked)
+    for record in records:   # smoothness and object size do not reach the translation: the terms sum to the total
+        np.testing.assert_allclose(np.sum([record['terms'][t] for t in probe.DESCENT_TERMS], 0), record['descent'],
+                                   rtol=1e-4, atol=1e-9)
     summary = probe.summarise_descent(records)
-    assert summary['all']['cars'] == 4
-    assert summary['all']['positive'] == pytest.approx(np.mean([r['cos'] > 0 for r in records]))
+    assert summary['all']['cars'] == 4 and summary['parked']['cars'] == len(parked)
+    assert 'cos_mean' not in summary['parked']
+    assert summary['all']['positive'] == pytest.approx(np.mean([r['cos'] > 0 for r in moving]))
     assert sum(summary['all']['truth_axes']) >= 1.0 and summary['all']['truth_axes'][1] < 0.01   # cars stay on the road
+    total = summary['parked']['by_term']['total']
+    assert total['norm'] == pytest.approx(np.mean([np.linalg.norm(r['descent']) for r in parked]))
+    assert total['down_share'] == pytest.approx(np.mean([r['descent'][1] > 0 for r in parked]))
+    assert any('| parked | geometry |' in line for line in probe.descent_tables(summary))
