@@ -15,7 +15,8 @@ parts of a step, each timed alone: the three networks' forward and backward pass
 losses (forward and backward, with stand-in networks that cost nothing) and the optimiser step.
 ``--amp`` / ``--channels-last`` / ``--compile`` run the networks as train.py's flags of the same names;
 ``--compare`` prints one row per variant (float32, float32 + channels-last, bf16, bf16 + channels-last,
-and with ``--compile`` also bf16 + channels-last + compile) with the speed-up over float32.
+and with ``--compile`` also bf16 + channels-last + compile) with the speed-up over float32 and the loss term
+of the first step (the same weights and batch in every variant) furthest from float32's, relative to it.
 ``--saved`` prints what one forward pass keeps for the backward pass, by network (torch's saved-tensor
 hooks), and stops.  ``--mmap-threshold`` sets glibc's mmap threshold and ``--lean-activations`` the networks' lean
 backward passes (models/lean_ops.py) as train.py's flags of the same names (host_memory.py).
@@ -151,9 +152,14 @@ def measure(args):
     counter = iter(range(10 ** 9))
     num_objects = round(sum(objects_per_step(batch) for batch in batches) / len(batches))
 
+    first_losses = {}
+
     def step():
         optimizer.zero_grad(set_to_none=True)   # before the forward pass, as train_loop does
         outputs = run_step(*nets, *batches[next(counter) % len(batches)], options, run)
+        if not first_losses:   # the first step: the same weights and batch in every configuration
+            first_losses.update({name: float(value) for name, value in outputs.losses.items()},
+                                total=float(outputs.total))
         scaler.scale(outputs.total).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -173,7 +179,8 @@ def measure(args):
                                             device),
                   geometry_s=median_seconds(geometry_and_losses, args.steps, device),
                   optimizer_s=median_seconds(optimizer.step, args.steps, device),
-                  peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                  peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  first_losses=first_losses)
     print(json.dumps(result))
 
 
@@ -202,19 +209,31 @@ def run_configuration(args, mni, counts=None, amp=None, channels_last=None, comp
     return json.loads(line)
 
 
+def largest_relative_difference(losses, reference):
+    """``(term, |a - b| / |b|)`` of the loss term (or total) furthest from ``reference``'s, relative to it."""
+    differences = {name: abs(losses[name] - value) / max(abs(value), 1e-12) for name, value in reference.items()}
+    term = max(differences, key=differences.get)
+    return term, differences[term]
+
+
 def compare_precisions(args):
-    """One row per precision variant at ``--mni`` (its first value); speed-up over float32."""
+    """One row per precision variant at ``--mni`` (its first value); speed-up over float32, and the loss term
+    of the first step (same weights and batch) furthest from float32's."""
     memory = 'step peak GPU MiB' if args.device.startswith('cuda') else 'step peak MiB'
-    print(f"{'networks':<32} {'s/step':>8} {'images/s':>9} {'speed-up':>9} {memory:>18} {'peak RSS MiB':>13}")
+    print(f"{'networks':<32} {'s/step':>8} {'images/s':>9} {'speed-up':>9} {memory:>18} {'peak RSS MiB':>13} "
+          f"{'largest loss-term difference':>30}")
     reference = None
     for name, amp, channels_last, compile_networks in PRECISION_VARIANTS:
         if compile_networks and not args.compile:
             continue
         result = run_configuration(args, args.mni[0], args.counts, amp, channels_last, compile_networks)
-        reference = reference or result['step_s']
+        reference = reference or result
+        term, difference = largest_relative_difference(result['first_losses'], reference['first_losses'])
         print(f"{name:<32} {result['step_s']:>8.3f} {args.batch / result['step_s']:>9.2f} "
-              f"{reference / result['step_s']:>8.2f}x {result['step_peak_mib']:>18.0f} {result['steps_peak_rss_mib']:>13.0f}",
-              flush=True)
+              f"{reference['step_s'] / result['step_s']:>8.2f}x {result['step_peak_mib']:>18.0f} "
+              f"{result['steps_peak_rss_mib']:>13.0f} {f'{100 * difference:.3f} % ({term})':>30}", flush=True)
+    print("largest loss-term difference: of the first step's loss terms and total (same weights and batch), the "
+          "one furthest from float32's, relative to it")
 
 
 def main():

@@ -29,6 +29,8 @@ stand-ins returning the exact disparity and ego motion; no augmentation (the exa
 image).  Every ``--eval-every`` steps: moving-car end-point error, relative error and share within 30
 degrees on the validation scenes (``eval_synthetic.evaluate_scene`` with the stand-ins), against the
 zero-motion baseline.  Depth is exact in metres (sky at 1000 m), so translations are in metres.
+``--amp bf16`` and ``--channels-last`` run ObjPoseNet's training passes as train.py's flags of the same
+names (fast on CPUs with AMX); its evaluation runs in float32.
 
 Writes ``DIR/results.json`` and ``DIR/results.md`` (default ``experiments/results/probes/object_input``).
 """
@@ -48,6 +50,8 @@ if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
 
 import numpy as np
 import torch
+
+import precision
 
 import demo
 import train
@@ -391,15 +395,17 @@ def terms_reaching(obj_net, outputs):
     return reaching
 
 
-def train_step(obj_net, optimizer, stand_ins, dataset, indices, world, options, check_terms=False, unit=1.0):
-    """One optimiser step of ObjPoseNet alone with the exact depth and ego motion (in units of ``unit`` metres):
+def train_step(obj_net, optimizer, stand_ins, dataset, indices, world, options, check_terms=False, unit=1.0,
+               run=precision.NetworkPrecision()):
+    """One optimiser step of ObjPoseNet alone with the exact depth and ego motion (in units of ``unit`` metres),
+    the networks run by ``run`` (a :class:`precision.NetworkPrecision`):
     ``(loss terms, names of the terms reaching ObjPoseNet or None)``."""
     disp, ego = stand_ins
     tgt, refs, K, tgt_insts, ref_insts = load_batch(dataset, indices)
     layout = make_directed_pairs(tgt, refs, tgt_insts, ref_insts, K).layout
     depths, poses, _ = batch_truth(dataset, indices, world, layout, unit)
     disp.queue, ego.queue = [1.0 / depths], [poses]
-    outputs = run_step(disp, ego, obj_net, tgt, refs, K, tgt_insts, ref_insts, options)
+    outputs = run_step(disp, ego, obj_net, tgt, refs, K, tgt_insts, ref_insts, options, run)
     reaching = terms_reaching(obj_net, outputs) if check_terms else None
     optimizer.zero_grad()
     outputs.total.backward()
@@ -450,6 +456,8 @@ def run_part_b(args, dataset, world, root, val_scenes, options, unit=1.0, log=pr
     evaluation history and the timing."""
     torch.manual_seed(args.seed)
     obj_net = build_network('obj', ModelConfig())
+    precision.prepare_networks({'obj': obj_net}, channels_last=args.channels_last)
+    run = precision.NetworkPrecision.from_flags(args.amp, args.channels_last, torch.device('cpu'))
     optimizer = torch.optim.Adam(obj_net.parameters(), lr=args.lr, betas=(0.9, 0.999))
     stand_ins = (FixedOutputs(), FixedOutputs())
     history, reaching, losses, started = [], None, [], time.time()
@@ -460,7 +468,7 @@ def run_part_b(args, dataset, world, root, val_scenes, options, unit=1.0, log=pr
     batches = epoch_batches(len(dataset), args.batch_size, args.seed)
     for step in range(1, args.steps + 1):
         terms, found = train_step(obj_net, optimizer, stand_ins, dataset, next(batches), world, options,
-                                  check_terms=step == 1, unit=unit)
+                                  check_terms=step == 1, unit=unit, run=run)
         reaching = found if found is not None else reaching
         losses.append(terms)
         if step % args.eval_every == 0 or step == args.steps:
@@ -522,6 +530,12 @@ def part_a_table(summaries):
                          f"{fmt(row['residual_background'], 4)} | {fmt(row['kept_share'], 2)} | "
                          f"{fmt(row['metres_per_unit'], 2)} |")
     return '\n'.join(lines)
+
+
+def network_run(settings):
+    """How Part B ran ObjPoseNet's training passes, in words: ``float32``, ``bf16``, ``bf16 + channels-last``."""
+    words = 'float32' if settings.get('amp', 'off') == 'off' else settings['amp']
+    return words + (' + channels-last' if settings.get('channels_last') else '')
 
 
 def part_b_table(part_b):
@@ -597,7 +611,8 @@ def write_results(out, results, command):
     for part_b in results.get('part_b') or []:
         md += [f"## B. ObjPoseNet trained alone on the exact depth and ego motion, "
                f"unit {part_b['metres_per_unit']:g} m",
-               '', f"{part_b['steps']} steps, batch {settings['batch_size']}, Adam lr {settings['lr']:g}, loss flags "
+               '', f"{part_b['steps']} steps, batch {settings['batch_size']}, Adam lr {settings['lr']:g}, "
+               f"ObjPoseNet's training passes: {network_run(settings)}; loss flags "
                f"`{' '.join(ABLATION_FLAGS)}`; terms whose gradient reaches ObjPoseNet: "
                f"{', '.join(part_b['terms_reaching_objposenet'] or [])}; {part_b['seconds']:.0f} s. Depth and "
                f"translations in units of {part_b['metres_per_unit']:g} m; errors on the validation scenes in metres.",
@@ -628,6 +643,10 @@ def build_parser():
     parser.add_argument('--descent', action='store_true',
                         help="also measure the direction of the loss gradient with respect to each car's translation "
                              "at zero object motion against the exact translation")
+    parser.add_argument('--amp', choices=['off', 'bf16'], default='off',
+                        help="Part B: ObjPoseNet's training passes under bf16 autocast (as train.py --amp)")
+    parser.add_argument('--channels-last', action='store_true',
+                        help="Part B: ObjPoseNet in channels-last layout (as train.py --channels-last)")
     parser.add_argument('--output-dir', type=Path, default=DEFAULT_OUTPUT)
     return parser
 

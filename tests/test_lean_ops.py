@@ -84,23 +84,28 @@ def test_lean_path_runs_only_where_it_equals_the_modules():
     assert not lean_enabled(net, x)
 
 
-def test_training_step_is_the_same_with_and_without_lean_activations():
+@pytest.mark.parametrize('channels_last', [False, True], ids=['contiguous', 'channels_last'])
+def test_training_step_is_the_same_with_and_without_lean_activations(channels_last):
     """The whole step (projection.run_step, all losses, instances on): every loss term bit for bit, every gradient
-    of the three networks as autograd's; what the forward pass keeps for the backward pass shrinks."""
+    of the three networks as autograd's; what the forward pass keeps for the backward pass shrinks. Also with
+    ``--channels-last`` (networks and inputs in NHWC: the batch norm runs its channels-last kernel)."""
     from benchmarks.batches import make_batch
     from benchmarks.bench_train_step import saved_for_backward_mib
     from models import ModelConfig, build_networks
+    from precision import NetworkPrecision, prepare_networks
     from projection import LossOptions, run_step
 
     batch = make_batch(1, 64, 64, 2)
     options = LossOptions(with_ssim=True, with_mask=True, with_auto_mask=True)
+    run = NetworkPrecision(device_type='cpu', channels_last=channels_last)
     runs = []
     for lean in (True, False):
         torch.manual_seed(0)
         nets = list(build_networks(ModelConfig(resnet_layers=18)).values())
+        prepare_networks(dict(enumerate(nets)), channels_last=channels_last)
         for net in nets:
             set_lean_activations(net, lean)
-        outputs = run_step(*nets, *batch, options)
+        outputs = run_step(*nets, *batch, options, run)
         outputs.total.backward()
         runs.append((outputs, nets, sum(saved_for_backward_mib(nets, batch).values())))
     (lean_out, lean_nets, lean_saved), (plain_out, plain_nets, plain_saved) = runs

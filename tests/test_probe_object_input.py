@@ -110,6 +110,27 @@ def test_only_the_photometric_geometry_and_motion_field_terms_reach_objposenet(w
     assert any(not torch.equal(a, b) for a, b in zip(before, obj_net.parameters()))
 
 
+def test_a_bf16_channels_last_training_step_gives_the_float32_losses(world):
+    """``--amp bf16 --channels-last`` (Part B's fast path): the same weights and batch give every loss term
+    within 1 % of float32's, and the network's parameters stay float32."""
+    root, scene = world
+    args = probe.build_parser().parse_args(['--seed', '0'])
+    dataset = probe.training_samples(root, args)
+    terms = []
+    for run in (probe.precision.NetworkPrecision(),
+                probe.precision.NetworkPrecision.from_flags('bf16', True, torch.device('cpu'))):
+        torch.manual_seed(0)
+        obj_net = probe.build_network('obj', probe.ModelConfig())
+        probe.precision.prepare_networks({'obj': obj_net}, channels_last=run.channels_last)
+        optimizer = torch.optim.Adam(obj_net.parameters(), lr=1e-4)
+        step_terms, _ = probe.train_step(obj_net, optimizer, (probe.FixedOutputs(), probe.FixedOutputs()), dataset,
+                                         [0], {scene.name: scene}, probe.loss_options(), run=run)
+        terms.append(step_terms)
+        assert all(p.dtype == torch.float32 for p in obj_net.parameters())
+    for name, value in terms[0].items():
+        assert terms[1][name] == pytest.approx(value, rel=1e-2, abs=1e-6), name
+
+
 def test_the_descent_direction_at_zero_motion_is_measured_for_each_car_and_term(world):
     root, scene = world
     args = probe.build_parser().parse_args([])
