@@ -39,6 +39,7 @@ CONFIGS=${CONFIGS:-"full rigid no_mof no_obj_size"}
 DEVICE=${DEVICE:-auto}
 WORKERS=${WORKERS:-2}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
+USER_FLAGS=$EXTRA_FLAGS
 DEPTH_SCALE=${DEPTH_SCALE:-1}
 ANTISYMMETRIC=${ANTISYMMETRIC:-0}
 if [ -z "${PY:-}" ]; then
@@ -132,5 +133,5 @@ done
 SECONDS_SPENT=$(( $(date +%s) - START ))
 $PY -m experiments.ablation_results --out "$OUT" --data "$DATA" --configs "$CONFIGS" \
     --settings "Settings: $STEPS steps (epochs of $EPOCH_SIZE), batch $BATCH, ${HEIGHT}x${WIDTH}, mni $MNI, depth scale $DEPTH_SCALE, antisymmetric ego pose $ANTISYMMETRIC, \
-seeds $SEEDS, data $DATA, device $DEVICE; this invocation trained/evaluated for ${SECONDS_SPENT} s (skipped runs excluded)."
+seeds $SEEDS, data $DATA, device $DEVICE, EXTRA_FLAGS ${USER_FLAGS:-none}; this invocation trained/evaluated for ${SECONDS_SPENT} s (skipped runs excluded)."
 echo "=> $OUT/results.md, $OUT/results.json, $OUT/results.png"

@@ -227,6 +227,7 @@ def test_ablation_runner_skips_finished_configurations_and_aggregates(world, tmp
     assert results['configs']['rigid']['flags'] == '-mni 0' and results['configs']['rigid']['steps'] == {'0': 1}
     assert results['configs']['rigid']['mean']['depth']['all']['images'] == 3
     assert (out / 'results.png').stat().st_size > 1000 and '| rigid |' in (out / 'results.md').read_text()
+    assert 'EXTRA_FLAGS none;' in (out / 'results.md').read_text()
     calls.write_text('')
     second = run()
     assert second.returncode == 0, second.stderr[-2000:]
