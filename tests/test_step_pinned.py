@@ -4,7 +4,10 @@ The toy batch of ``conftest.toy_batch`` (two samples, two references, three inst
 object terms and the motion-field consistency are non-zero) goes through ``projection.run_step`` with
 seeded random networks; every loss term, the total and the gradient norm of each network must stay
 what the step computed before its types and names were reorganised.  Float32 on CPU: the tolerance
-covers summation-order round-off, not a change of the objective.
+covers round-off, not a change of the objective.  The numbers were pinned on an AVX2 host; an AVX-512 host
+(oneDNN's other kernels and summation orders) differs by up to 2.7e-5 on a loss term (the geometry term, a
+normalised difference of two depths) and 1.9e-4 on a gradient norm (EgoPoseNet's), so the tolerances are
+about ten times that.
 """
 import pytest
 import torch
@@ -12,8 +15,8 @@ import torch
 from models import DispResNet, EgoPoseNet, ObjPoseNet
 from projection import LossOptions, run_step
 
-LOSS_RELATIVE_TOLERANCE = 1e-5
-GRADIENT_RELATIVE_TOLERANCE = 1e-4
+LOSS_RELATIVE_TOLERANCE = 2e-4
+GRADIENT_RELATIVE_TOLERANCE = 2e-3
 
 CASES = {
     'euler_ssim_mask_auto_mask': (
