@@ -51,9 +51,8 @@ if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
 import numpy as np
 import torch
 
-import precision
-
 import demo
+import precision
 import train
 from data import synthetic
 from datasets.custom_transforms import valid_transform
@@ -314,24 +313,27 @@ def summarise_descent(records):
     non-zero mean, a pull of random sign averages out) and the share of cars it pushes down (``down_share``, +y).
     """
     summary = {}
-    kinds = ['all'] + sorted({r['kind'] for r in records})
-    for kind in kinds:
+    for kind in ['all'] + sorted({r['kind'] for r in records}):
         chosen = [r for r in records if r['kind'] == kind or (kind == 'all' and r['cos'] is not None)]
         summary[kind] = {'cars': len(chosen), 'by_term': descent_by_term(chosen)}
-        if kind == 'parked' or not chosen:
-            continue
-        cos = np.array([r['cos'] for r in chosen])
-        descent, truth = np.array([r['descent'] for r in chosen]), np.array([r['gt'] for r in chosen])
-        moving = np.abs(truth) > 0.1
-        unit_descent = np.abs(descent) / np.linalg.norm(descent, axis=1, keepdims=True).clip(1e-30)
-        summary[kind].update({
-            'cos_mean': float(cos.mean()), 'cos_median': float(np.median(cos)),
+        moving = [r for r in chosen if r['cos'] is not None]   # a car with a GT motion (parked: none)
+        if moving:
+            summary[kind].update(alignment_summary(moving))
+    return summary
+
+
+def alignment_summary(records):
+    """The cosine and axis statistics of :func:`summarise_descent` over ``records`` of cars with a GT motion."""
+    cos = np.array([r['cos'] for r in records])
+    descent, truth = np.array([r['descent'] for r in records]), np.array([r['gt'] for r in records])
+    moving = np.abs(truth) > 0.1
+    unit_descent = np.abs(descent) / np.linalg.norm(descent, axis=1, keepdims=True).clip(1e-30)
+    return {'cos_mean': float(cos.mean()), 'cos_median': float(np.median(cos)),
             'positive': float((cos > 0).mean()), 'within_30deg': float((cos > np.cos(np.radians(30))).mean()),
             'descent_axes': unit_descent.mean(0).tolist(),
             'truth_axes': (np.abs(truth) / np.linalg.norm(truth, axis=1, keepdims=True)).mean(0).tolist(),
             'sign_agreement': [float((descent[moving[:, c], c] * truth[moving[:, c], c] > 0).mean())
-                               if moving[:, c].any() else None for c in range(3)]})
-    return summary
+                               if moving[:, c].any() else None for c in range(3)]}
 
 
 def descent_by_term(records):
@@ -534,8 +536,8 @@ def part_a_table(summaries):
 
 def network_run(settings):
     """How Part B ran ObjPoseNet's training passes, in words: ``float32``, ``bf16``, ``bf16 + channels-last``."""
-    words = 'float32' if settings.get('amp', 'off') == 'off' else settings['amp']
-    return words + (' + channels-last' if settings.get('channels_last') else '')
+    words = 'float32' if settings['amp'] == 'off' else settings['amp']
+    return words + (' + channels-last' if settings['channels_last'] else '')
 
 
 def part_b_table(part_b):
