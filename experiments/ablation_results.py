@@ -1,16 +1,21 @@
 """Aggregate an ablation run of ``scripts/run_ablation.sh``: ``results.json``, ``results.md``, ``results.png``.
 
     python -m experiments.ablation_results --out OUT [--data VIS_ROOT] [--configs "full rigid no_mof no_obj_size"]
+        [--metrics metrics.json] [--prefix results]
 
 Reads ``OUT/runs/CONFIG/flags.txt`` (the training flags of the configuration) and, per seed,
-``OUT/runs/CONFIG/seedS/metrics.json`` (written by ``experiments/eval_synthetic.py``) and
-``OUT/runs/CONFIG/seedS/run_dir.txt`` (the training run folder).  Writes
+``OUT/runs/CONFIG/seedS/METRICS`` (``--metrics``, default ``metrics.json``, written by
+``experiments/eval_synthetic.py``; ``test/metrics.json`` for the held-out world of ``TEST_DATA``), the
+``car_kinds.json`` beside it when there is one, and ``OUT/runs/CONFIG/seedS/run_dir.txt`` (the training
+run folder).  Writes (``PREFIX`` = ``--prefix``, default ``results``)
 
-* ``OUT/results.json``: ``{"configs": {NAME: {"flags", "seeds": {S: metrics}, "mean", "std", "steps"}}}``,
-  ``mean``/``std`` having the shape of metrics.json (over the seeds; null where no seed has a number);
-* ``OUT/results.md``: a table (mean +- std over seeds) and the bar of issue 18 (moving-car Abs Rel of the
-  full model at least 25 % below the rigid model's, background no more than 5 % worse);
-* ``OUT/results.png``: per-region Abs Rel of each configuration with its spread, and one validation frame
+* ``OUT/PREFIX.json``: ``{"configs": {NAME: {"flags", "seeds": {S: metrics}, "mean", "std", "steps",
+  "kinds"}}}``, ``mean``/``std`` having the shape of metrics.json (over the seeds; null where no seed has a
+  number), ``kinds`` ``{"mean", "std"}`` of the seeds' car_kinds.json (null without any);
+* ``OUT/PREFIX.md``: a table (mean +- std over seeds), the bar of issue 18 (moving-car Abs Rel of the
+  full model at least 25 % below the rigid model's, background no more than 5 % worse) and, with
+  car_kinds.json, the depth and object motion by car kind;
+* ``OUT/PREFIX.png``: per-region Abs Rel of each configuration with its spread, and one validation frame
   (image, GT depth, the depth of each configuration's first seed) when ``--data`` is given.
 """
 import argparse
@@ -54,16 +59,21 @@ def combine(values, reduce):
     return float(reduce(np.asarray(present, float)))
 
 
-def read_config(folder):
-    """``{"flags", "seeds": {seed: metrics}, "steps": {seed: n_iter}}`` of one configuration folder."""
+def read_config(folder, metrics_name='metrics.json'):
+    """``{"flags", "seeds": {seed: metrics}, "steps": {seed: n_iter}, "kinds": {seed: car_kinds}}`` of one
+    configuration folder (``metrics_name``: the metrics file's path in a seed folder)."""
     flags_file = folder / 'flags.txt'
-    seeds, steps = {}, {}
+    seeds, steps, kinds = {}, {}, {}
     for seed_dir in sorted(folder.glob('seed*')):
-        metrics = seed_dir / 'metrics.json'
+        metrics = seed_dir / metrics_name
+        seed = seed_dir.name[len('seed'):]
         if metrics.is_file():
-            seeds[seed_dir.name[len('seed'):]] = json.loads(metrics.read_text())
-            steps[seed_dir.name[len('seed'):]] = training_steps(seed_dir)
-    return {'flags': flags_file.read_text().strip() if flags_file.is_file() else '', 'seeds': seeds, 'steps': steps}
+            seeds[seed] = json.loads(metrics.read_text())
+            steps[seed] = training_steps(seed_dir)
+            if (metrics.parent / 'car_kinds.json').is_file():
+                kinds[seed] = json.loads((metrics.parent / 'car_kinds.json').read_text())
+    return {'flags': flags_file.read_text().strip() if flags_file.is_file() else '', 'seeds': seeds, 'steps': steps,
+            'kinds': kinds}
 
 
 def training_steps(seed_dir):
@@ -77,17 +87,19 @@ def training_steps(seed_dir):
         return None
 
 
-def collect(out, configs=CONFIG_ORDER):
+def collect(out, configs=CONFIG_ORDER, metrics_name='metrics.json'):
     """The results.json dict of the finished seeds of ``configs`` under ``OUT/runs``."""
     results = {}
     for name in configs:
         folder = Path(out) / 'runs' / name
         if not folder.is_dir():
             continue
-        config = read_config(folder)
-        seeds = list(config['seeds'].values())
+        config = read_config(folder, metrics_name)
+        seeds, kinds = list(config['seeds'].values()), list(config.pop('kinds').values())
         config['mean'] = combine(seeds, np.mean)
         config['std'] = combine(seeds, np.std)
+        config['kinds'] = {'mean': combine(kinds, np.mean), 'std': combine(kinds, np.std),
+                           'seeds': len(kinds)} if kinds else None
         results[name] = config
     return {'configs': results}
 
@@ -139,7 +151,31 @@ def format_markdown(results, settings=''):
         lines.append(f"| {name} | `{config['flags']}` | {len(config['seeds'])} | "
                      f"{'/'.join(map(str, steps)) or 'n/a'} | " + ' | '.join(cells) + ' |')
     lines += ['', bar_verdict(results), '']
-    return '\n'.join(lines)
+    return '\n'.join(lines + format_kinds_markdown(results))
+
+
+def format_kinds_markdown(results):
+    """The lines of the by-kind table (empty when no configuration has car_kinds.json): per car kind, the
+    Abs Rel, the signed ``log_ratio`` (> 0: drawn too far) and the object-motion end-point error."""
+    kinds = [c['kinds'] for c in results['configs'].values() if c.get('kinds')]
+    if not kinds:
+        return []
+    names = list(dict.fromkeys(k for c in kinds for k in c['mean']['depth']))
+    lines = ['By car kind (Abs Rel / mean log(prediction / truth), > 0: drawn too far / object-motion EPE in m; '
+             'mean over the seeds with car_kinds.json):', '',
+             '| config | seeds | ' + ' | '.join(names) + ' |', '|' + '---|' * (len(names) + 2)]
+    for name, config in results['configs'].items():
+        if not config.get('kinds'):
+            continue
+        mean = config['kinds']['mean']
+        cells = []
+        for kind in names:
+            depth = _get(mean, 'depth', kind) or {}
+            epe = _get(mean, 'objects', kind, 'epe')
+            cells.append(f"{_cell(depth.get('abs_rel'), None)} / {_cell(depth.get('log_ratio'), None)}"
+                         + ('' if epe is None else f" / {epe:.3f}"))
+        lines.append(f"| {name} | {config['kinds']['seeds']} | " + ' | '.join(cells) + ' |')
+    return lines + ['']
 
 
 def load_validation_frame(data):
@@ -208,19 +244,19 @@ def save_figure(path, results, frame=None, depths=None):
     plt.close(fig)
 
 
-def write_results(out, data=None, configs=CONFIG_ORDER, settings=''):
-    """Write results.json, results.md and results.png under ``out``; returns the results dict."""
+def write_results(out, data=None, configs=CONFIG_ORDER, settings='', metrics_name='metrics.json', prefix='results'):
+    """Write PREFIX.json, PREFIX.md and PREFIX.png under ``out``; returns the results dict."""
     out = Path(out)
-    results = collect(out, configs)
-    with atomic_open(out / 'results.json') as handle:
+    results = collect(out, configs, metrics_name)
+    with atomic_open(out / f'{prefix}.json') as handle:
         handle.write(json.dumps(results, indent=1).encode())
-    with atomic_open(out / 'results.md') as handle:
+    with atomic_open(out / f'{prefix}.md') as handle:
         handle.write(format_markdown(results, settings).encode())
     frame, depths = None, None
     if data is not None:
         image, gt, _ = load_validation_frame(data)
         frame, depths = (image, gt), config_depths(out, results, image, gt)
-    save_figure(out / 'results.png', results, frame, depths)
+    save_figure(out / f'{prefix}.png', results, frame, depths)
     return results
 
 
@@ -230,11 +266,14 @@ def main(argv=None):
     parser.add_argument('--data', type=Path, default=None, help='the synthetic KITTI-VIS folder (for the frame row)')
     parser.add_argument('--configs', default=' '.join(CONFIG_ORDER), help='configurations, in table order')
     parser.add_argument('--settings', default='', help='a line describing the run (steps, size, seeds, wall time)')
+    parser.add_argument('--metrics', default='metrics.json',
+                        help="the metrics file's path in a seed folder (test/metrics.json: the held-out world)")
+    parser.add_argument('--prefix', default='results', help='names of the outputs: OUT/PREFIX.{json,md,png}')
     args = parser.parse_args(argv)
     if not (args.out / 'runs').is_dir():
         print(f"error: {args.out / 'runs'}: not found (run scripts/run_ablation.sh first)", file=sys.stderr)
         return 2
-    results = write_results(args.out, args.data, args.configs.split(), args.settings)
+    results = write_results(args.out, args.data, args.configs.split(), args.settings, args.metrics, args.prefix)
     print(format_markdown(results, args.settings))
     return 0
 

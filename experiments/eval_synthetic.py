@@ -33,6 +33,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
     sys.exit(f"{sys.argv[0]}: the repository is not installed in this environment: run bash scripts/run_tests.sh "
@@ -49,7 +50,7 @@ from datasets.validation_folders import read_depth
 from devices import select_device
 from experiments import motion_metrics
 from fileio import atomic_open
-from kitti_eval.depth_metrics import TABLE_METRICS, NoValidPixelsError, compute_errors, compute_errors_and_scale, \
+from kitti_eval.depth_metrics import TABLE_METRICS, DepthErrors, NoValidPixelsError, compute_errors, compute_errors_and_scale, \
     evaluation_mask
 from models import ConfigError, depth_from_disparity, load_trained_networks
 
@@ -102,6 +103,30 @@ def region_masks(segmentation, objects, frame):
     return {'all': np.ones(shape, bool), 'background': ~cars, 'moving': moving, 'parked': parked}
 
 
+def kind_masks(segmentation, objects, frame):
+    """The car pixels of one frame by the cars' ``kind``: ``{kind: [H,W] bool}`` for the kinds in the scene.
+
+    Args: as :func:`region_masks`.  A kind whose cars are not in view has an empty mask.
+    """
+    masks = {obj['kind']: np.zeros(segmentation.shape[1:], bool) for obj in objects}
+    for obj in objects:
+        channel = obj['mask_index'][frame]
+        if channel >= 1:
+            masks[obj['kind']] |= segmentation[channel] > 0
+    return masks
+
+
+class RegionErrors(NamedTuple):
+    """Depth errors of one region of one image.
+
+    ``log_ratio`` is the mean of ``log(scaled prediction / gt)`` over the region's valid pixels: the
+    signed error (> 0: the region is drawn too far, as a rigid model paints a car driving with the camera).
+    """
+    errors: DepthErrors
+    pixels: int
+    log_ratio: float
+
+
 def region_errors(gt, pred, regions, min_pixels=MIN_REGION_PIXELS):
     """Depth errors of one image per region, with the median scale of all valid pixels.
 
@@ -109,35 +134,54 @@ def region_errors(gt, pred, regions, min_pixels=MIN_REGION_PIXELS):
         gt, pred: ``[H,W]`` GT (0 = no depth) and predicted depth.
         regions: ``{name: [H,W] bool}``.
     Returns:
-        ``{name: (DepthErrors, valid pixel count)}`` for the regions with at least ``min_pixels``
-        valid pixels (an image without valid pixels gives ``{}``).
+        ``{name: RegionErrors}`` for the regions with at least ``min_pixels`` valid pixels (an image
+        without valid pixels gives ``{}``).
     """
     try:
         _, scale = compute_errors_and_scale(gt, pred, MIN_DEPTH, MAX_DEPTH, crop=None)
     except NoValidPixelsError:
         return {}
+    gt, pred = np.asarray(gt, np.float64), np.asarray(pred, np.float64)
     valid = evaluation_mask(gt, MIN_DEPTH, MAX_DEPTH, crop=None).numpy()
+    log_ratio = np.log(np.clip(pred * scale, MIN_DEPTH, MAX_DEPTH) / np.where(valid, gt, 1.0))
     results = {}
     for name, mask in regions.items():
         pixels = int((valid & mask).sum())
         if pixels >= min_pixels:
-            results[name] = (compute_errors(gt, pred, MIN_DEPTH, MAX_DEPTH, crop=None, mask=mask, scale=scale), pixels)
+            errors = compute_errors(gt, pred, MIN_DEPTH, MAX_DEPTH, crop=None, mask=mask, scale=scale)
+            results[name] = RegionErrors(errors, pixels, float(log_ratio[valid & mask].mean()))
     return results
 
 
-def average_region_errors(per_image):
+def average_region_errors(per_image, names=REGIONS, with_log_ratio=False):
     """``{region: {metric..., 'images', 'pixels'}}`` from a list of :func:`region_errors` results.
 
+    ``names``: the regions to average; ``with_log_ratio`` adds the mean ``log_ratio`` to each row.
     A region seen in no image has ``null`` metrics and zero counts.
     """
     summary = {}
-    for name in REGIONS:
+    for name in names:
         entries = [image[name] for image in per_image if name in image]
-        row = {metric: (float(np.mean([getattr(e, metric) for e, _ in entries])) if entries else None)
+        row = {metric: (float(np.mean([getattr(e.errors, metric) for e in entries])) if entries else None)
                for metric in TABLE_METRICS}
-        row.update(images=len(entries), pixels=int(sum(p for _, p in entries)))
+        if with_log_ratio:
+            row['log_ratio'] = float(np.mean([e.log_ratio for e in entries])) if entries else None
+        row.update(images=len(entries), pixels=int(sum(e.pixels for e in entries)))
         summary[name] = row
     return summary
+
+
+def summarise_kinds(per_image, object_records):
+    """The ``car_kinds.json`` dict: depth errors (with ``log_ratio``) of the background and of each car
+    ``kind`` seen, and the object-motion errors of each kind (``motion_metrics.summarise_object_group``;
+    None without motion records)."""
+    kinds = sorted({name for image in per_image for name in image} - {'all', 'background', 'moving'}) + ['background']
+    objects = None
+    if object_records is not None:
+        objects = {kind: motion_metrics.summarise_object_group([r for r in object_records if r['kind'] == kind],
+                                                                moving=kind != 'parked')
+                   for kind in sorted({r['kind'] for r in object_records})}
+    return {'depth': average_region_errors(per_image, kinds, with_log_ratio=True), 'objects': objects}
 
 
 def median_scale(gt, pred):
@@ -189,7 +233,9 @@ def evaluate_scene(root, name, nets, mni, device):
     per_image, scales = [], []
     for k, (frame, seg_path) in enumerate(zip(scene.frames, scene.segmentations)):
         gt = read_depth(frame.with_suffix('.npy'), frame_hw)
-        regions = region_masks(read_segmentation(seg_path, frame_hw), truth['objects'], k)
+        segmentation = read_segmentation(seg_path, frame_hw)
+        regions = {**kind_masks(segmentation, truth['objects'], k),
+                   **region_masks(segmentation, truth['objects'], k)}
         per_image.append(region_errors(gt, depths[k], regions))
         scales.append(median_scale(gt, depths[k]))
     if not with_motion:
@@ -200,7 +246,8 @@ def evaluate_scene(root, name, nets, mni, device):
 
 
 def evaluate(root, nets, mni, device, snippet_length=3):
-    """The metrics.json dict of the validation scenes of ``root``."""
+    """The metrics.json dict of the validation scenes of ``root``, and the car_kinds.json dict
+    (:func:`summarise_kinds`)."""
     try:
         _, names = read_scene_list(root, train=False)
     except DatasetError as error:
@@ -212,9 +259,11 @@ def evaluate(root, nets, mni, device, snippet_length=3):
         if ego_scene is not None:
             ego.append(ego_scene)
             objects += objects_scene
-    return {'depth': average_region_errors(per_image),
-            'ego': motion_metrics.summarise_ego(ego, snippet_length) if nets.ego is not None else None,
-            'objects': motion_metrics.summarise_objects(objects) if nets.ego is not None else None}
+    with_motion = nets.ego is not None
+    metrics = {'depth': average_region_errors(per_image),
+               'ego': motion_metrics.summarise_ego(ego, snippet_length) if with_motion else None,
+               'objects': motion_metrics.summarise_objects(objects) if with_motion else None}
+    return metrics, summarise_kinds(per_image, objects if with_motion else None)
 
 
 def _number(value, digits=4):
@@ -240,6 +289,19 @@ def format_report(metrics):
                      f"within 30 deg {_number(obj['moving']['within_30deg'])} ({obj['moving']['cars']} car pairs, "
                      f"{obj['moving']['matched']} matched) | parked EPE {_number(obj['parked']['epe'])} m "
                      f"({obj['parked']['cars']} car pairs, {obj['parked']['matched']} matched)")
+    return '\n'.join(lines)
+
+
+def format_kinds(kinds):
+    """A plain-text table of a car_kinds.json dict: depth and object motion by car kind."""
+    lines = [f"{'kind':>10} {'abs_rel':>9} {'log_ratio':>9} {'images':>7} {'pixels':>9} {'EPE (m)':>9} "
+             f"{'in 30deg':>9} {'cars':>5}"]
+    for kind in dict.fromkeys([*kinds['depth'], *(kinds['objects'] or {})]):
+        row = kinds['depth'].get(kind, {'abs_rel': None, 'log_ratio': None, 'images': 0, 'pixels': 0})
+        obj = (kinds['objects'] or {}).get(kind, {})
+        lines.append(f"{kind:>10} {_number(row['abs_rel']):>9} {_number(row['log_ratio']):>9} {row['images']:>7} "
+                     f"{row['pixels']:>9} {_number(obj.get('epe')):>9} {_number(obj.get('within_30deg')):>9} "
+                     f"{obj.get('cars', 0):>5}")
     return '\n'.join(lines)
 
 
@@ -301,15 +363,18 @@ def main(argv=None):
     try:
         device = select_device(args.device)
         nets = build_networks(args, device)
-        metrics = evaluate(args.data, nets, args.mni, device, args.snippet_length)
+        metrics, kinds = evaluate(args.data, nets, args.mni, device, args.snippet_length)
     except (EvalError, DatasetError, CheckpointError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with atomic_open(args.output_dir / 'metrics.json') as handle:
         handle.write(json.dumps(metrics, indent=1).encode())
+    with atomic_open(args.output_dir / 'car_kinds.json') as handle:
+        handle.write(json.dumps(kinds, indent=1).encode())
     print(format_report(metrics))
-    print(f"=> {args.output_dir / 'metrics.json'}")
+    print(format_kinds(kinds))
+    print(f"=> {args.output_dir / 'metrics.json'}, {args.output_dir / 'car_kinds.json'}")
     return 0
 
 

@@ -95,19 +95,23 @@ def direction_error_deg(gt, pred):
     return float(np.degrees(np.arccos(np.clip(np.dot(gt, pred) / norms, -1.0, 1.0))))
 
 
-def summarise_objects(records, tolerance_deg=DIRECTION_TOLERANCE_DEG):
-    """``{'moving': {epe, rel, within_30deg, cars, matched}, 'parked': {epe, rel (null), cars, matched}}``.
+def summarise_object_group(records, moving, tolerance_deg=DIRECTION_TOLERANCE_DEG):
+    """``{epe, rel, within_30deg, cars, matched}`` of one group of :func:`object_records`.
 
-    ``epe`` is the mean end-point error in metres, ``rel`` the mean of ``epe / |gt|`` (moving cars),
-    ``within_30deg`` the share of moving cars whose estimated direction is within ``tolerance_deg``.
+    ``epe`` is the mean end-point error in metres; for a ``moving`` group ``rel`` is the mean of
+    ``epe / |gt|`` and ``within_30deg`` the share of cars whose estimated direction is within
+    ``tolerance_deg`` (both null for parked cars, whose true motion is zero).
     """
-    summary = {}
-    for group in ('moving', 'parked'):
-        chosen = [r for r in records if (r['kind'] == 'parked') == (group == 'parked')]
-        epe = [float(np.linalg.norm(r['pred'] - r['gt'])) for r in chosen]
-        moving = group == 'moving'
-        rel = [e / np.linalg.norm(r['gt']) for e, r in zip(epe, chosen) if moving and np.linalg.norm(r['gt']) > 0]
-        within = [direction_error_deg(r['gt'], r['pred']) < tolerance_deg for r in chosen] if moving else []
-        summary[group] = {'epe': _mean(epe), 'rel': _mean(rel), 'within_30deg': _mean(within) if moving else None,
-                          'cars': len(chosen), 'matched': sum(r['matched'] for r in chosen)}
-    return summary
+    epe = [float(np.linalg.norm(r['pred'] - r['gt'])) for r in records]
+    rel = [e / np.linalg.norm(r['gt']) for e, r in zip(epe, records) if moving and np.linalg.norm(r['gt']) > 0]
+    within = [direction_error_deg(r['gt'], r['pred']) < tolerance_deg for r in records] if moving else []
+    return {'epe': _mean(epe), 'rel': _mean(rel), 'within_30deg': _mean(within) if moving else None,
+            'cars': len(records), 'matched': sum(r['matched'] for r in records)}
+
+
+def summarise_objects(records, tolerance_deg=DIRECTION_TOLERANCE_DEG):
+    """``{'moving': {epe, rel, within_30deg, cars, matched}, 'parked': {epe, rel (null), cars, matched}}``
+    (:func:`summarise_object_group` of the moving and of the parked cars)."""
+    return {group: summarise_object_group([r for r in records if (r['kind'] == 'parked') == (group == 'parked')],
+                                          group == 'moving', tolerance_deg)
+            for group in ('moving', 'parked')}

@@ -188,8 +188,8 @@ def scene_units(root, name, nets, mni, height_prior):
         contrast = log_contrast(gt, inference.depths[k], regions['background'])
         units['bg_contrast'] += [contrast] if contrast is not None else []
         split = road_and_upper(regions['background'], scene.intrinsics)
-        for name, (errors, _) in region_errors(gt, inference.depths[k], split).items():
-            units[f'{name}_abs_rel'].append(errors.abs_rel)
+        for name, region in region_errors(gt, inference.depths[k], split).items():
+            units[f'{name}_abs_rel'].append(region.errors.abs_rel)
         for name, ratio in zip(('road_far', 'road_near'), street_band_ratios(gt, inference.depths[k], split['road'])):
             units[name] += [ratio] if ratio is not None else []
         units['size_unit'] += car_size_units(gt, segmentation, truth['objects'], k, fy, height_prior)

@@ -21,7 +21,11 @@
 # WORKERS (2), PY (.venv/bin/python, else python3), EXTRA_FLAGS (more train.py flags for every configuration,
 # e.g. "--amp bf16"), DEPTH_SCALE (1: the official objective; another value is passed as --depth-scale to
 # train.py: see README, "Science"), ANTISYMMETRIC (0: the official EgoPoseNet; 1 passes --antisymmetric-ego-pose
-# to train.py). The evaluation reads both from the checkpoints' saved config.
+# to train.py). The evaluation reads both from the checkpoints' saved config. TEST_DATA (none): a second
+# synthetic KITTI-VIS folder (a held-out world, e.g. another --seed with more scenes); every run whose
+# checkpoints are still there is also evaluated on its validation scenes into OUT/runs/CONFIG/seedS/test/ and
+# aggregated into OUT/test_results.{json,md,png}.
+# Each evaluation also writes car_kinds.json beside metrics.json: depth and object motion by car kind.
 set -eu
 cd "$(dirname "$0")/.."
 NAME=${NAME:-synthetic}
@@ -42,6 +46,7 @@ EXTRA_FLAGS=${EXTRA_FLAGS:-}
 USER_FLAGS=$EXTRA_FLAGS
 DEPTH_SCALE=${DEPTH_SCALE:-1}
 ANTISYMMETRIC=${ANTISYMMETRIC:-0}
+TEST_DATA=${TEST_DATA:-}
 if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
@@ -94,7 +99,27 @@ if [ -z "${DATA:-}" ]; then
     fi
 fi
 [ -f "$DATA/val.txt" ] || { echo "error: DATA=$DATA: no val.txt (a synthetic KITTI-VIS folder is expected)" >&2; exit 2; }
+[ -z "$TEST_DATA" ] || [ -f "$TEST_DATA/val.txt" ] || {
+    echo "error: TEST_DATA=$TEST_DATA: no val.txt (a synthetic KITTI-VIS folder is expected)" >&2; exit 2; }
 for CONFIG in $CONFIGS; do config_flags "$CONFIG" > /dev/null; done
+
+# evaluate the checkpoints of run folder $1 (mni of configuration $2) on the validation scenes of $3 into $4
+evaluate() {
+    $PY -m experiments.eval_synthetic --data "$3" --pretrained-dispnet "$1/dispnet_checkpoint.pth.tar" \
+        --pretrained-ego-pose "$1/ego_pose_checkpoint.pth.tar" --pretrained-obj-pose "$1/obj_pose_checkpoint.pth.tar" \
+        --mni "$(config_mni "$2")" --device "$DEVICE" --output-dir "$4"
+}
+
+# the held-out evaluation of configuration $1, seed folder $2 (TEST_DATA set, not done yet, checkpoints kept)
+evaluate_test() {
+    [ -n "$TEST_DATA" ] && [ ! -f "$2/test/metrics.json" ] || return 0
+    RUN=$(cat "$2/run_dir.txt" 2>/dev/null || true)
+    if [ -f "$RUN/dispnet_checkpoint.pth.tar" ]; then
+        evaluate "$RUN" "$1" "$TEST_DATA" "$2/test"
+    else
+        echo "== $1 $(basename "$2"): no checkpoints left for TEST_DATA, skipped"
+    fi
+}
 
 START=$(date +%s)
 for CONFIG in $CONFIGS; do
@@ -105,6 +130,7 @@ for CONFIG in $CONFIGS; do
         DIR=$OUT/runs/$CONFIG/seed$SEED
         if [ -f "$DIR/metrics.json" ]; then
             echo "== $CONFIG seed $SEED: finished, skipped"
+            evaluate_test "$CONFIG" "$DIR"
             continue
         fi
         mkdir -p "$DIR"
@@ -123,15 +149,22 @@ for CONFIG in $CONFIGS; do
             RUN=$(last_run "$DIR")
         fi
         echo "$RUN" > "$DIR/run_dir.txt"
-        $PY -m experiments.eval_synthetic --data "$DATA" --pretrained-dispnet "$RUN/dispnet_checkpoint.pth.tar" \
-            --pretrained-ego-pose "$RUN/ego_pose_checkpoint.pth.tar" \
-            --pretrained-obj-pose "$RUN/obj_pose_checkpoint.pth.tar" \
-            --mni "$(config_mni "$CONFIG")" --device "$DEVICE" --output-dir "$DIR/eval"
+        evaluate "$RUN" "$CONFIG" "$DATA" "$DIR/eval"
+        mv "$DIR/eval/car_kinds.json" "$DIR/car_kinds.json"
         mv "$DIR/eval/metrics.json" "$DIR/metrics.json"
+        evaluate_test "$CONFIG" "$DIR"
     done
 done
 SECONDS_SPENT=$(( $(date +%s) - START ))
+SETTINGS="$STEPS steps (epochs of $EPOCH_SIZE), batch $BATCH, ${HEIGHT}x${WIDTH}, mni $MNI, depth scale $DEPTH_SCALE, \
+antisymmetric ego pose $ANTISYMMETRIC, seeds $SEEDS, device $DEVICE, EXTRA_FLAGS ${USER_FLAGS:-none}; this invocation \
+trained/evaluated for ${SECONDS_SPENT} s (skipped runs excluded)."
 $PY -m experiments.ablation_results --out "$OUT" --data "$DATA" --configs "$CONFIGS" \
-    --settings "Settings: $STEPS steps (epochs of $EPOCH_SIZE), batch $BATCH, ${HEIGHT}x${WIDTH}, mni $MNI, depth scale $DEPTH_SCALE, antisymmetric ego pose $ANTISYMMETRIC, \
-seeds $SEEDS, data $DATA, device $DEVICE, EXTRA_FLAGS ${USER_FLAGS:-none}; this invocation trained/evaluated for ${SECONDS_SPENT} s (skipped runs excluded)."
+    --settings "Settings: $SETTINGS Evaluated on the validation scenes of $DATA (the training world)."
 echo "=> $OUT/results.md, $OUT/results.json, $OUT/results.png"
+if [ -n "$TEST_DATA" ]; then
+    $PY -m experiments.ablation_results --out "$OUT" --data "$TEST_DATA" --configs "$CONFIGS" \
+        --metrics test/metrics.json --prefix test_results \
+        --settings "Settings: $SETTINGS Evaluated on the validation scenes of $TEST_DATA (held out)."
+    echo "=> $OUT/test_results.md, $OUT/test_results.json, $OUT/test_results.png"
+fi

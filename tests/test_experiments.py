@@ -12,7 +12,7 @@ import torch
 from checkpoint_io import save_checkpoint
 from data import synthetic
 from experiments import ablation_results, eval_synthetic, motion_metrics
-from experiments.eval_synthetic import read_scene_truth, region_errors, region_masks
+from experiments.eval_synthetic import kind_masks, read_scene_truth, region_errors, region_masks
 from kitti_eval.odometry_metrics import chain_poses
 from models import DispResNet, EgoPoseNet, ObjPoseNet
 
@@ -39,6 +39,40 @@ def test_region_masks_split_cars_by_kind_and_channel():
     assert (region_masks(seg, objects, frame=1)['moving'] == regions['moving']).all()
 
 
+def test_kind_masks_follow_each_car_kind_through_its_channels():
+    seg, objects = two_car_segmentation()
+    first, second = kind_masks(seg, objects, frame=0), kind_masks(seg, objects, frame=1)
+    assert set(first) == {'same', 'parked', 'crossing'}
+    assert first['same'].sum() == 3 and first['same'][3, 5:].all() and not first['crossing'].any()
+    assert not second['same'].any() and (second['crossing'] == first['same']).all()
+    assert (first['parked'] == region_masks(seg, objects, frame=0)['parked']).all()
+
+
+def test_kinds_summary_gives_the_signed_depth_error_and_the_motion_error_of_each_kind():
+    gt = np.full((10, 20), 10.0)
+    same, opposite = np.zeros(gt.shape, bool), np.zeros(gt.shape, bool)
+    same[:5, 10:], opposite[5:, 10:] = True, True      # 50 pixels each
+    pred = gt.copy()
+    pred[same] *= 1.25                                 # drawn too far, as a rigid model paints a car driving along
+    pred[opposite] *= 0.8                              # drawn too near
+    cars = same | opposite
+    regions = {'all': np.ones(gt.shape, bool), 'background': ~cars, 'moving': cars, 'same': same,
+               'opposite': opposite}
+    records = [{'kind': 'same', 'gt': np.array([0.0, 0.0, 1.0]), 'pred': np.zeros(3), 'matched': False},
+               {'kind': 'opposite', 'gt': np.array([0.0, 0.0, -2.0]), 'pred': np.array([0.0, 0.0, -1.5]),
+                'matched': True}]
+    kinds = eval_synthetic.summarise_kinds([region_errors(gt, pred, regions)], records)
+    assert list(kinds['depth']) == ['opposite', 'same', 'background']
+    assert kinds['depth']['same']['log_ratio'] == pytest.approx(np.log(1.25))
+    assert kinds['depth']['opposite']['log_ratio'] == pytest.approx(np.log(0.8))
+    assert kinds['depth']['same']['abs_rel'] == pytest.approx(0.25) and kinds['depth']['same']['pixels'] == 50
+    assert kinds['depth']['background']['log_ratio'] == pytest.approx(0, abs=1e-12)
+    assert kinds['objects']['same'] == {'epe': 1.0, 'rel': 1.0, 'within_30deg': 0.0, 'cars': 1, 'matched': 0}
+    assert kinds['objects']['opposite']['epe'] == pytest.approx(0.5)
+    assert kinds['objects']['opposite']['within_30deg'] == 1.0
+    assert eval_synthetic.summarise_kinds([region_errors(gt, pred, regions)], None)['objects'] is None
+
+
 def test_region_masks_of_a_rendered_scene_match_its_instance_maps(world):
     root, scene = world
     truth = read_scene_truth(root, scene.name)
@@ -60,8 +94,8 @@ def test_perfect_prediction_scores_zero(world):
     gt = scene.depths[0]
     results = region_errors(gt, gt * 3.0, region_masks(scene.masks[0], truth['objects'], 0), min_pixels=1)
     assert set(results) == {'all', 'background', 'moving', 'parked'}
-    for errors, pixels in results.values():
-        assert pixels > 0
+    for errors, pixels, log_ratio in results.values():
+        assert pixels > 0 and log_ratio == pytest.approx(0, abs=1e-6)
         assert errors.abs_rel == pytest.approx(0, abs=1e-7) and errors.rmse == pytest.approx(0, abs=1e-5)
         assert errors.a1 == 1.0
 
@@ -75,14 +109,16 @@ def test_scaled_and_perturbed_prediction_equals_a_hand_computation():
     pred = 0.5 * gt
     pred[moving] *= 1.2                              # moving cars 20 % too far after the global scale 2
     results = region_errors(gt, pred, {'all': np.ones(gt.shape, bool), 'moving': moving, 'background': ~moving})
-    errors, pixels = results['moving']
-    assert pixels == 50
+    errors, pixels, log_ratio = results['moving']
+    assert pixels == 50 and log_ratio == pytest.approx(np.log(1.2))
     assert errors.abs_rel == pytest.approx(0.2)
     assert errors.sq_rel == pytest.approx(2.0 ** 2 / 10)
     assert errors.rmse == pytest.approx(2.0) and errors.rmse_log == pytest.approx(np.log(1.2))
     assert errors.a1 == 1.0
-    assert results['background'][0].abs_rel == pytest.approx(0) and results['background'][1] == 199 - 50
-    assert results['all'][0].abs_rel == pytest.approx(0.2 * 50 / 199)
+    assert results['background'].errors.abs_rel == pytest.approx(0) and results['background'].pixels == 199 - 50
+    assert results['background'].log_ratio == pytest.approx(0, abs=1e-12)
+    assert results['all'].errors.abs_rel == pytest.approx(0.2 * 50 / 199)
+    assert results['all'].log_ratio == pytest.approx(np.log(1.2) * 50 / 199)
 
 
 def test_regions_below_50_valid_pixels_are_left_out_and_averaged_as_null():
@@ -169,7 +205,13 @@ def test_command_line_writes_metrics_json_of_the_documented_shape(world, tmp_pat
         assert set(row) == {'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'a1', 'a2', 'a3', 'images', 'pixels'}
     assert metrics['depth']['all']['images'] == 3 and metrics['depth']['all']['abs_rel'] > 0
     assert metrics['ego']['pairs'] == 2 and metrics['objects']['moving']['cars'] == 2
-    assert 'background' in capsys.readouterr().out
+    kinds = json.loads((tmp_path / 'out' / 'car_kinds.json').read_text())
+    world_kinds = {o['kind'] for o in read_scene_truth(root, world[1].name)['objects']}
+    # the moving car is below the 50 pixels of a depth region at 64x96; its motion is still measured
+    assert set(kinds['depth']) == {'parked', 'background'} and set(kinds['objects']) == world_kinds
+    assert all(row['images'] == 3 and 'log_ratio' in row for row in kinds['depth'].values())
+    assert sum(kinds['objects'][k]['cars'] for k in kinds['objects'] if k != 'parked') == 2
+    assert 'log_ratio' in capsys.readouterr().out
 
 
 def test_command_line_refuses_an_ego_checkpoint_without_the_object_one(world, tmp_path, capsys):
@@ -228,6 +270,7 @@ def test_ablation_runner_skips_finished_configurations_and_aggregates(world, tmp
     assert results['configs']['rigid']['mean']['depth']['all']['images'] == 3
     assert (out / 'results.png').stat().st_size > 1000 and '| rigid |' in (out / 'results.md').read_text()
     assert 'EXTRA_FLAGS none;' in (out / 'results.md').read_text()
+    assert 'By car kind' in (out / 'results.md').read_text()        # the rigid run's car_kinds.json
     calls.write_text('')
     second = run()
     assert second.returncode == 0, second.stderr[-2000:]
@@ -259,13 +302,25 @@ def test_ablation_runner_evaluates_a_finished_training_without_training_again(wo
     wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
     wrapper.chmod(0o755)
     env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': str(wrapper), 'CONFIGS': 'full', 'SEEDS': '0',
-           'STEPS': '1', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
+           'STEPS': '1', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1', 'TEST_DATA': str(root)}
     result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'full seed 0: trained' in result.stdout
     assert not [line for line in calls.read_text().splitlines() if line.startswith('train.py')]
-    assert json.loads((out / 'runs' / 'full' / 'seed0' / 'metrics.json').read_text())['depth']['all']['images'] == 3
+    seed_dir = out / 'runs' / 'full' / 'seed0'
+    assert json.loads((seed_dir / 'metrics.json').read_text())['depth']['all']['images'] == 3
+    assert 'parked' in json.loads((seed_dir / 'car_kinds.json').read_text())['depth']
+    # the held-out evaluation (here on the same world): the same numbers, aggregated into test_results.*
+    assert json.loads((seed_dir / 'test' / 'metrics.json').read_text()) == json.loads((seed_dir / 'metrics.json').read_text())
+    test_results = json.loads((out / 'test_results.json').read_text())['configs']['full']
+    assert test_results['kinds']['seeds'] == 1 and 'parked' in test_results['kinds']['mean']['depth']
+    report = (out / 'test_results.md').read_text()
+    assert 'held out' in report and 'By car kind' in report and (out / 'test_results.png').is_file()
+    calls.write_text('')
+    again = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and not [line for line in calls.read_text().splitlines() if 'eval_synthetic' in line]
 
 
 def test_ablation_runner_takes_an_object_size_weight_as_a_configuration(world, tmp_path):
