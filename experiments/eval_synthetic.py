@@ -50,8 +50,8 @@ from datasets.validation_folders import read_depth
 from devices import select_device
 from experiments import motion_metrics
 from fileio import atomic_open
-from kitti_eval.depth_metrics import TABLE_METRICS, DepthErrors, NoValidPixelsError, compute_errors, compute_errors_and_scale, \
-    evaluation_mask
+from kitti_eval.depth_metrics import TABLE_METRICS, DepthErrors, NoValidPixelsError, compute_errors, \
+    compute_errors_and_scale, evaluation_mask
 from models import ConfigError, depth_from_disparity, load_trained_networks
 
 REGIONS = ('all', 'background', 'moving', 'parked')

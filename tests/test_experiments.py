@@ -312,7 +312,8 @@ def test_ablation_runner_evaluates_a_finished_training_without_training_again(wo
     assert json.loads((seed_dir / 'metrics.json').read_text())['depth']['all']['images'] == 3
     assert 'parked' in json.loads((seed_dir / 'car_kinds.json').read_text())['depth']
     # the held-out evaluation (here on the same world): the same numbers, aggregated into test_results.*
-    assert json.loads((seed_dir / 'test' / 'metrics.json').read_text()) == json.loads((seed_dir / 'metrics.json').read_text())
+    held_out = json.loads((seed_dir / 'test' / 'metrics.json').read_text())
+    assert held_out == json.loads((seed_dir / 'metrics.json').read_text())
     test_results = json.loads((out / 'test_results.json').read_text())['configs']['full']
     assert test_results['kinds']['seeds'] == 1 and 'parked' in test_results['kinds']['mean']['depth']
     report = (out / 'test_results.md').read_text()
