@@ -95,9 +95,10 @@ def collect(out, configs=CONFIG_ORDER, metrics_name='metrics.json'):
         if not folder.is_dir():
             continue
         config = read_config(folder, metrics_name)
-        seeds, kinds = list(config['seeds'].values()), list(config.pop('kinds').values())
+        seeds, kinds = list(config['seeds'].values()), list(config['kinds'].values())
         config['mean'] = combine(seeds, np.mean)
         config['std'] = combine(seeds, np.std)
+        # the seeds' car_kinds.json, summarised like the metrics
         config['kinds'] = {'mean': combine(kinds, np.mean), 'std': combine(kinds, np.std),
                            'seeds': len(kinds)} if kinds else None
         results[name] = config

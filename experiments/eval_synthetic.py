@@ -84,29 +84,14 @@ def read_scene_truth(root, name):
         raise EvalError(f"{path}: not a poses file of data.synthetic ({type(error).__name__}: {error})") from None
 
 
-def region_masks(segmentation, objects, frame):
-    """Region masks of one frame: ``{'all', 'background', 'moving', 'parked'}`` -> ``[H,W]`` bool.
+def kind_masks(segmentation, objects, frame):
+    """The car pixels of one frame by the cars' ``kind``: ``{kind: [H,W] bool}`` for the kinds in the scene.
 
     Args:
         segmentation: ``[1+N,H,W]`` stored instance masks of the frame (channel 0 empty).
         objects: the scene's cars (:func:`read_scene_truth`); ``mask_index[frame]`` is the car's channel.
         frame: frame index.
-    """
-    shape = segmentation.shape[1:]
-    moving, parked = np.zeros(shape, bool), np.zeros(shape, bool)
-    for obj in objects:
-        channel = obj['mask_index'][frame]
-        if channel >= 1:
-            region = parked if obj['kind'] == 'parked' else moving
-            region |= segmentation[channel] > 0
-    cars = (segmentation[1:] > 0).any(axis=0) if len(segmentation) > 1 else np.zeros(shape, bool)
-    return {'all': np.ones(shape, bool), 'background': ~cars, 'moving': moving, 'parked': parked}
-
-
-def kind_masks(segmentation, objects, frame):
-    """The car pixels of one frame by the cars' ``kind``: ``{kind: [H,W] bool}`` for the kinds in the scene.
-
-    Args: as :func:`region_masks`.  A kind whose cars are not in view has an empty mask.
+    A kind whose cars are not in view has an empty mask.
     """
     masks = {obj['kind']: np.zeros(segmentation.shape[1:], bool) for obj in objects}
     for obj in objects:
@@ -114,6 +99,24 @@ def kind_masks(segmentation, objects, frame):
         if channel >= 1:
             masks[obj['kind']] |= segmentation[channel] > 0
     return masks
+
+
+def region_masks(segmentation, objects, frame, with_kinds=False):
+    """Region masks of one frame: ``{'all', 'background', 'moving', 'parked'}`` -> ``[H,W]`` bool.
+
+    Args: as :func:`kind_masks`; ``with_kinds`` adds its masks (the kind ``parked`` is the region ``parked``).
+    *moving* is the union of the kinds other than ``parked``; *background* the pixels of no mask channel.
+    """
+    shape = segmentation.shape[1:]
+    kinds = kind_masks(segmentation, objects, frame)
+    moving = np.zeros(shape, bool)
+    for kind, mask in kinds.items():
+        if kind != 'parked':
+            moving |= mask
+    cars = (segmentation[1:] > 0).any(axis=0) if len(segmentation) > 1 else np.zeros(shape, bool)
+    regions = {'all': np.ones(shape, bool), 'background': ~cars, 'moving': moving,
+               'parked': kinds.get('parked', np.zeros(shape, bool))}
+    return {**kinds, **regions} if with_kinds else regions
 
 
 class RegionErrors(NamedTuple):
@@ -175,6 +178,7 @@ def summarise_kinds(per_image, object_records):
     """The ``car_kinds.json`` dict: depth errors (with ``log_ratio``) of the background and of each car
     ``kind`` seen, and the object-motion errors of each kind (``motion_metrics.summarise_object_group``;
     None without motion records)."""
+    # the kinds seen in some image (region_masks(..., with_kinds=True): 'parked' is a region and a kind)
     kinds = sorted({name for image in per_image for name in image} - {'all', 'background', 'moving'}) + ['background']
     objects = None
     if object_records is not None:
@@ -234,9 +238,7 @@ def evaluate_scene(root, name, nets, mni, device):
     for k, (frame, seg_path) in enumerate(zip(scene.frames, scene.segmentations)):
         gt = read_depth(frame.with_suffix('.npy'), frame_hw)
         segmentation = read_segmentation(seg_path, frame_hw)
-        regions = {**kind_masks(segmentation, truth['objects'], k),
-                   **region_masks(segmentation, truth['objects'], k)}
-        per_image.append(region_errors(gt, depths[k], regions))
+        per_image.append(region_errors(gt, depths[k], region_masks(segmentation, truth['objects'], k, with_kinds=True)))
         scales.append(median_scale(gt, depths[k]))
     if not with_motion:
         return per_image, None, None

@@ -113,9 +113,9 @@ evaluate() {
 # the held-out evaluation of configuration $1, seed folder $2 (TEST_DATA set, not done yet, checkpoints kept)
 evaluate_test() {
     [ -n "$TEST_DATA" ] && [ ! -f "$2/test/metrics.json" ] || return 0
-    RUN=$(cat "$2/run_dir.txt" 2>/dev/null || true)
-    if [ -f "$RUN/dispnet_checkpoint.pth.tar" ]; then
-        evaluate "$RUN" "$1" "$TEST_DATA" "$2/test"
+    TEST_RUN=$(cat "$2/run_dir.txt" 2>/dev/null || true)
+    if [ -f "$TEST_RUN/dispnet_checkpoint.pth.tar" ]; then
+        evaluate "$TEST_RUN" "$1" "$TEST_DATA" "$2/test"
     else
         echo "== $1 $(basename "$2"): no checkpoints left for TEST_DATA, skipped"
     fi
