@@ -77,7 +77,11 @@ def read_config(folder, metrics_name='metrics.json'):
 
 
 def training_steps(seed_dir):
-    """Iterations the seed's run trained (None when its training state cannot be read)."""
+    """Iterations the seed's run trained: the runner's ``steps.txt``, else the run's training state (None when
+    neither can be read, e.g. an older run whose checkpoints were deleted)."""
+    steps_file = seed_dir / 'steps.txt'
+    if steps_file.is_file() and steps_file.read_text().strip().isdigit():
+        return int(steps_file.read_text())
     run_file = seed_dir / 'run_dir.txt'
     if not run_file.is_file():
         return None
@@ -119,19 +123,41 @@ def _get(tree, *keys):
     return tree
 
 
+def _region_abs_rel(metrics, region):
+    return _get(metrics, 'depth', region, 'abs_rel')
+
+
+def _bar_line(label, full_moving, full_bg, rigid_moving, rigid_bg, detail=''):
+    """One verdict line from the full and rigid models' moving-car and background Abs Rel."""
+    moving_gain = 1 - full_moving / rigid_moving
+    background_change = full_bg / rigid_bg - 1
+    met = moving_gain >= MOVING_GAIN and background_change <= BACKGROUND_TOLERANCE
+    background = (f'{100 * background_change:.1f} % worse' if background_change > 0
+                  else f'{-100 * background_change:.1f} % better')
+    return (f"{label}: moving-car Abs Rel {100 * moving_gain:.1f} % lower{detail} (needs >= "
+            f"{100 * MOVING_GAIN:.0f} %), background {background} (allowed: <= {100 * BACKGROUND_TOLERANCE:.0f} % "
+            f"worse): {'met' if met else 'NOT met'}.")
+
+
 def bar_verdict(results):
-    """One line: does the full model meet the bar against the rigid one (or why it cannot be judged)."""
+    """The bar of issue 18, full against rigid: a line on the means over all seeds and, when both have seeds in
+    common, a line on those seeds only (paired: the same seed, hence the same initialisation and batches)."""
     full, rigid = results['configs'].get('full'), results['configs'].get('rigid')
-    values = [_get(c, 'mean', 'depth', region, 'abs_rel') for c in (full, rigid) for region in ('moving', 'background')]
+    regions = ('moving', 'background')
+    values = [_region_abs_rel(_get(c, 'mean'), region) for c in (full, rigid) for region in regions]
     if None in values:
         return 'Bar (full vs rigid): cannot be judged (a configuration or a region is missing).'
-    full_moving, full_bg, rigid_moving, rigid_bg = values
-    moving_gain = 1 - full_moving / rigid_moving
-    background_loss = full_bg / rigid_bg - 1
-    met = moving_gain >= MOVING_GAIN and background_loss <= BACKGROUND_TOLERANCE
-    return (f"Bar (full vs rigid): moving-car Abs Rel {100 * moving_gain:+.1f} % lower (needs >= "
-            f"{100 * MOVING_GAIN:.0f} %), background {100 * background_loss:+.1f} % worse (allowed <= "
-            f"{100 * BACKGROUND_TOLERANCE:.0f} %): {'met' if met else 'NOT met'}.")
+    lines = [_bar_line('Bar (full vs rigid, all seeds)', *values)]
+    paired = [seed for seed in full['seeds'] if seed in rigid['seeds'] and None not in
+              [_region_abs_rel(c['seeds'][seed], region) for c in (full, rigid) for region in regions]]
+    if paired:
+        paired_values = [float(np.mean([_region_abs_rel(c['seeds'][seed], region) for seed in paired]))
+                         for c in (full, rigid) for region in regions]
+        gains = [1 - _region_abs_rel(full['seeds'][seed], 'moving') / _region_abs_rel(rigid['seeds'][seed], 'moving')
+                 for seed in paired]
+        per_seed = ', '.join(f'{100 * gain:.0f} %' for gain in gains)
+        lines.append(_bar_line(f"Paired on seeds {', '.join(paired)}", *paired_values, f' (per seed: {per_seed})'))
+    return '\n\n'.join(lines)
 
 
 def format_markdown(results, settings=''):

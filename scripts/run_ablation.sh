@@ -25,7 +25,11 @@
 # synthetic KITTI-VIS folder (a held-out world, e.g. another --seed with more scenes); every run whose
 # checkpoints are still there is also evaluated on its validation scenes into OUT/runs/CONFIG/seedS/test/ and
 # aggregated into OUT/test_results.{json,md,png}.
-# Each evaluation also writes car_kinds.json beside metrics.json: depth and object motion by car kind.
+# PRUNE (0): 1 deletes a run's checkpoints (OUT/runs/CONFIG/seedS/checkpoints, several GB) once it is evaluated
+# on DATA and TEST_DATA; its results, validation_log.csv and steps.txt stay.
+# Each evaluation also writes car_kinds.json beside metrics.json: depth and object motion by car kind. Each
+# finished run also keeps its per-epoch validation curve (validation_log.csv, train.py's progress_log_summary.csv)
+# and its trained steps (steps.txt) in its seed folder.
 set -eu
 cd "$(dirname "$0")/.."
 NAME=${NAME:-synthetic}
@@ -47,6 +51,7 @@ USER_FLAGS=$EXTRA_FLAGS
 DEPTH_SCALE=${DEPTH_SCALE:-1}
 ANTISYMMETRIC=${ANTISYMMETRIC:-0}
 TEST_DATA=${TEST_DATA:-}
+PRUNE=${PRUNE:-0}
 if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
@@ -74,13 +79,17 @@ config_mni() {
     if [ "$1" = rigid ]; then echo 0; else echo "$MNI"; fi
 }
 
-# epochs a run folder has saved (its checkpoint_set.json; 0 without one)
-trained_epochs() {
+# field $2 (epoch, n_iter) of the checkpoint set run folder $1 has saved (its checkpoint_set.json; 0 without one)
+checkpoint_set_field() {
     $PY -c 'import json, sys
 try:
-    print(int(json.load(open(sys.argv[1]))["epoch"]))
+    print(int(json.load(open(sys.argv[1]))[sys.argv[2]]))
 except (OSError, ValueError, KeyError, TypeError):
-    print(0)' "$1/checkpoint_set.json"
+    print(0)' "$1/checkpoint_set.json" "$2"
+}
+
+trained_epochs() {
+    checkpoint_set_field "$1" epoch
 }
 
 # the newest run folder of a seed that holds a training state (empty when none)
@@ -121,6 +130,22 @@ evaluate_test() {
     fi
 }
 
+# the end of seed folder $2 of configuration $1, once evaluated on DATA: the held-out evaluation, then the record
+# of its run (validation curve, steps) and, with PRUNE=1, the deletion of its checkpoints
+finish_seed() {
+    evaluate_test "$1" "$2"
+    FINISHED_RUN=$(cat "$2/run_dir.txt" 2>/dev/null || true)
+    if [ -f "$FINISHED_RUN/checkpoint_set.json" ]; then
+        [ ! -f "$FINISHED_RUN/progress_log_summary.csv" ] \
+            || cp "$FINISHED_RUN/progress_log_summary.csv" "$2/validation_log.csv"
+        checkpoint_set_field "$FINISHED_RUN" n_iter > "$2/steps.txt"
+    fi
+    if [ "$PRUNE" = 1 ] && [ -d "$2/checkpoints" ]; then
+        rm -rf "$2/checkpoints"
+        echo "== $1 $(basename "$2"): checkpoints deleted (PRUNE=1)"
+    fi
+}
+
 START=$(date +%s)
 for CONFIG in $CONFIGS; do
     FLAGS=$(config_flags "$CONFIG")
@@ -130,7 +155,7 @@ for CONFIG in $CONFIGS; do
         DIR=$OUT/runs/$CONFIG/seed$SEED
         if [ -f "$DIR/metrics.json" ]; then
             echo "== $CONFIG seed $SEED: finished, skipped"
-            evaluate_test "$CONFIG" "$DIR"
+            finish_seed "$CONFIG" "$DIR"
             continue
         fi
         mkdir -p "$DIR"
@@ -152,7 +177,7 @@ for CONFIG in $CONFIGS; do
         evaluate "$RUN" "$CONFIG" "$DATA" "$DIR/eval"
         mv "$DIR/eval/car_kinds.json" "$DIR/car_kinds.json"
         mv "$DIR/eval/metrics.json" "$DIR/metrics.json"
-        evaluate_test "$CONFIG" "$DIR"
+        finish_seed "$CONFIG" "$DIR"
     done
 done
 SECONDS_SPENT=$(( $(date +%s) - START ))

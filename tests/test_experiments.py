@@ -297,6 +297,7 @@ def test_ablation_runner_evaluates_a_finished_training_without_training_again(wo
         save_checkpoint(run_dir / f'{name}_checkpoint.pth.tar', net.state_dict(), 1)
     (run_dir / 'training_state.pth.tar').write_bytes(b'planted')
     (run_dir / 'checkpoint_set.json').write_text(json.dumps({'epoch': 1, 'n_iter': 1}))
+    (run_dir / 'progress_log_summary.csv').write_text('epoch\ttrain_loss\tvalidation_loss\n1\t0.5\t0.4\n')
     calls = tmp_path / 'calls.txt'
     wrapper = tmp_path / 'python'
     wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
@@ -318,10 +319,43 @@ def test_ablation_runner_evaluates_a_finished_training_without_training_again(wo
     assert test_results['kinds']['seeds'] == 1 and 'parked' in test_results['kinds']['mean']['depth']
     report = (out / 'test_results.md').read_text()
     assert 'held out' in report and 'By car kind' in report and (out / 'test_results.png').is_file()
+    # the run's record stays in the seed folder: its validation curve and its steps
+    assert (seed_dir / 'validation_log.csv').read_text() == (run_dir / 'progress_log_summary.csv').read_text()
+    assert (seed_dir / 'steps.txt').read_text().strip() == '1' and test_results['steps'] == {'0': 1}
+    # a rerun evaluates nothing again; PRUNE=1 deletes the checkpoints and the steps are still known
     calls.write_text('')
-    again = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+    again = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env={**env, 'PRUNE': '1'}, cwd=REPO,
                            capture_output=True, text=True)
     assert again.returncode == 0 and not [line for line in calls.read_text().splitlines() if 'eval_synthetic' in line]
+    assert 'checkpoints deleted (PRUNE=1)' in again.stdout and not (seed_dir / 'checkpoints').exists()
+    assert json.loads((out / 'results.json').read_text())['configs']['full']['steps'] == {'0': 1}
+    assert (seed_dir / 'validation_log.csv').is_file() and (seed_dir / 'test' / 'metrics.json').is_file()
+
+
+def with_regions(moving, background):
+    metrics = planted_metrics(0.2)
+    metrics['depth']['moving']['abs_rel'], metrics['depth']['background']['abs_rel'] = moving, background
+    return metrics
+
+
+def test_bar_verdict_judges_all_seeds_and_the_paired_seeds():
+    """Full seeds 1, 2 against rigid seeds 0, 1, 2: the unpaired means miss the bar, the paired ones meet it."""
+    full = {'1': with_regions(0.30, 0.10), '2': with_regions(0.36, 0.12)}
+    rigid = {'0': with_regions(0.36, 0.12), '1': with_regions(0.40, 0.10), '2': with_regions(0.48, 0.125)}
+    results = {'configs': {name: {'seeds': seeds, 'mean': ablation_results.combine(list(seeds.values()), np.mean)}
+                           for name, seeds in (('full', full), ('rigid', rigid))}}
+    unpaired, paired = ablation_results.bar_verdict(results).split('\n\n')
+    # all seeds: moving 1 - 0.33 / 0.41333 = 20.2 % lower; background 0.11 / 0.115 - 1 = -4.3 %: better
+    assert unpaired.startswith('Bar (full vs rigid, all seeds): moving-car Abs Rel 20.2 % lower')
+    assert 'background 4.3 % better' in unpaired and unpaired.endswith('NOT met.')
+    # seeds 1, 2: moving 1 - 0.33 / 0.44 = 25.0 %, per seed 25 % and 25 %; background 0.11 / 0.1125 - 1 = -2.2 %
+    assert paired.startswith('Paired on seeds 1, 2: moving-car Abs Rel 25.0 % lower (per seed: 25 %, 25 %)')
+    assert 'background 2.2 % better' in paired and paired.endswith(': met.')
+    full['2'] = with_regions(0.36, 0.13)      # background 0.115 / 0.1125 - 1 = +2.2 %: worse, within 5 %
+    results['configs']['full']['mean'] = ablation_results.combine(list(full.values()), np.mean)
+    assert 'background 2.2 % worse' in ablation_results.bar_verdict(results).split('\n\n')[1]
+    del results['configs']['rigid']
+    assert 'cannot be judged' in ablation_results.bar_verdict(results)
 
 
 def test_ablation_runner_takes_an_object_size_weight_as_a_configuration(world, tmp_path):
