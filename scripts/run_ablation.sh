@@ -177,6 +177,7 @@ for CONFIG in $CONFIGS; do
         evaluate "$RUN" "$CONFIG" "$DATA" "$DIR/eval"
         mv "$DIR/eval/car_kinds.json" "$DIR/car_kinds.json"
         mv "$DIR/eval/metrics.json" "$DIR/metrics.json"
+        rmdir "$DIR/eval" 2>/dev/null || true
         finish_seed "$CONFIG" "$DIR"
     done
 done

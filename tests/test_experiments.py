@@ -312,6 +312,7 @@ def test_ablation_runner_evaluates_a_finished_training_without_training_again(wo
     seed_dir = out / 'runs' / 'full' / 'seed0'
     assert json.loads((seed_dir / 'metrics.json').read_text())['depth']['all']['images'] == 3
     assert 'parked' in json.loads((seed_dir / 'car_kinds.json').read_text())['depth']
+    assert not (seed_dir / 'eval').exists()
     # the held-out evaluation (here on the same world): the same numbers, aggregated into test_results.*
     held_out = json.loads((seed_dir / 'test' / 'metrics.json').read_text())
     assert held_out == json.loads((seed_dir / 'metrics.json').read_text())
