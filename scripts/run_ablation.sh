@@ -26,7 +26,8 @@
 # checkpoints are still there is also evaluated on its validation scenes into OUT/runs/CONFIG/seedS/test/ and
 # aggregated into OUT/test_results.{json,md,png}.
 # PRUNE (0): 1 deletes a run's checkpoints (OUT/runs/CONFIG/seedS/checkpoints, several GB) once it is evaluated
-# on DATA and TEST_DATA; its results, validation_log.csv and steps.txt stay.
+# on DATA and TEST_DATA; its results, validation_log.csv and steps.txt stay (the figures' frame row then shows
+# the depth of no configuration whose every seed was pruned).
 # Each evaluation also writes car_kinds.json beside metrics.json: depth and object motion by car kind. Each
 # finished run also keeps its per-epoch validation curve (validation_log.csv, train.py's progress_log_summary.csv)
 # and its trained steps (steps.txt) in its seed folder.
