@@ -31,7 +31,8 @@ if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
 import numpy as np
 import torch
 
-from checkpoint_io import CheckpointError, load_file
+from checkpoint_io import CheckpointError
+from checkpoint_set import read_manifest
 from data.synthetic import depth_to_colour
 from datasets.io import read_image
 from datasets.scenes import list_frames, read_scene_list
@@ -77,18 +78,19 @@ def read_config(folder, metrics_name='metrics.json'):
 
 
 def training_steps(seed_dir):
-    """Iterations the seed's run trained: the runner's ``steps.txt``, else the run's training state (None when
-    neither can be read, e.g. an older run whose checkpoints were deleted)."""
-    steps_file = seed_dir / 'steps.txt'
-    if steps_file.is_file() and steps_file.read_text().strip().isdigit():
-        return int(steps_file.read_text())
+    """Iterations the seed's run trained: the runner's ``steps.txt``, else the run's checkpoint-set manifest
+    (None when neither can be read, e.g. an older run whose checkpoints were deleted)."""
+    steps = (seed_dir / 'steps.txt').read_text().strip() if (seed_dir / 'steps.txt').is_file() else ''
+    if steps.isdigit():
+        return int(steps)
     run_file = seed_dir / 'run_dir.txt'
     if not run_file.is_file():
         return None
     try:
-        return int(load_file(Path(run_file.read_text().strip()) / 'training_state.pth.tar')['n_iter'])
-    except (CheckpointError, FileNotFoundError, KeyError):
+        manifest = read_manifest(run_file.read_text().strip())
+    except CheckpointError:
         return None
+    return None if manifest is None else int(manifest['n_iter'])
 
 
 def collect(out, configs=CONFIG_ORDER, metrics_name='metrics.json'):
@@ -123,12 +125,15 @@ def _get(tree, *keys):
     return tree
 
 
-def _region_abs_rel(metrics, region):
-    return _get(metrics, 'depth', region, 'abs_rel')
+def _bar_values(full_metrics, rigid_metrics):
+    """``[full moving, full background, rigid moving, rigid background]`` Abs Rel of two metrics dicts."""
+    return [_get(metrics, 'depth', region, 'abs_rel') for metrics in (full_metrics, rigid_metrics)
+            for region in ('moving', 'background')]
 
 
-def _bar_line(label, full_moving, full_bg, rigid_moving, rigid_bg, detail=''):
-    """One verdict line from the full and rigid models' moving-car and background Abs Rel."""
+def _bar_line(label, values, detail=''):
+    """One verdict line from :func:`_bar_values`."""
+    full_moving, full_bg, rigid_moving, rigid_bg = values
     moving_gain = 1 - full_moving / rigid_moving
     background_change = full_bg / rigid_bg - 1
     met = moving_gain >= MOVING_GAIN and background_change <= BACKGROUND_TOLERANCE
@@ -143,20 +148,18 @@ def bar_verdict(results):
     """The bar of issue 18, full against rigid: a line on the means over all seeds and, when both have seeds in
     common, a line on those seeds only (paired: the same seed, hence the same initialisation and batches)."""
     full, rigid = results['configs'].get('full'), results['configs'].get('rigid')
-    regions = ('moving', 'background')
-    values = [_region_abs_rel(_get(c, 'mean'), region) for c in (full, rigid) for region in regions]
+    values = _bar_values(_get(full, 'mean'), _get(rigid, 'mean'))
     if None in values:
         return 'Bar (full vs rigid): cannot be judged (a configuration or a region is missing).'
-    lines = [_bar_line('Bar (full vs rigid, all seeds)', *values)]
-    paired = [seed for seed in full['seeds'] if seed in rigid['seeds'] and None not in
-              [_region_abs_rel(c['seeds'][seed], region) for c in (full, rigid) for region in regions]]
+    lines = [_bar_line('Bar (full vs rigid, all seeds)', values)]
+    per_seed = {seed: _bar_values(full['seeds'][seed], rigid['seeds'][seed])
+                for seed in full['seeds'] if seed in rigid['seeds']}
+    paired = [seed for seed, seed_values in per_seed.items() if None not in seed_values]
     if paired:
-        paired_values = [float(np.mean([_region_abs_rel(c['seeds'][seed], region) for seed in paired]))
-                         for c in (full, rigid) for region in regions]
-        gains = [1 - _region_abs_rel(full['seeds'][seed], 'moving') / _region_abs_rel(rigid['seeds'][seed], 'moving')
-                 for seed in paired]
-        per_seed = ', '.join(f'{100 * gain:.0f} %' for gain in gains)
-        lines.append(_bar_line(f"Paired on seeds {', '.join(paired)}", *paired_values, f' (per seed: {per_seed})'))
+        paired_values = _bar_values(*(combine([config['seeds'][seed] for seed in paired], np.mean)
+                                      for config in (full, rigid)))
+        gains = ', '.join(f'{100 * (1 - per_seed[seed][0] / per_seed[seed][2]):.0f} %' for seed in paired)
+        lines.append(_bar_line(f"Paired on seeds {', '.join(paired)}", paired_values, f' (per seed: {gains})'))
     return '\n\n'.join(lines)
 
 

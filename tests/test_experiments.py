@@ -333,6 +333,21 @@ def test_ablation_runner_evaluates_a_finished_training_without_training_again(wo
     assert (seed_dir / 'validation_log.csv').is_file() and (seed_dir / 'test' / 'metrics.json').is_file()
 
 
+def test_training_steps_read_steps_txt_else_the_runs_manifest(tmp_path):
+    seed_dir, run_dir = tmp_path / 'seed0', tmp_path / 'run'
+    seed_dir.mkdir()
+    run_dir.mkdir()
+    assert ablation_results.training_steps(seed_dir) is None
+    (seed_dir / 'run_dir.txt').write_text(f'{run_dir}\n')
+    (run_dir / 'checkpoint_set.json').write_text(json.dumps({'save_id': 'a', 'epoch': 3, 'n_iter': 60, 'files': []}))
+    assert ablation_results.training_steps(seed_dir) == 60
+    (seed_dir / 'steps.txt').write_text('1500\n')
+    assert ablation_results.training_steps(seed_dir) == 1500
+    (run_dir / 'checkpoint_set.json').write_text('[]')
+    (seed_dir / 'steps.txt').unlink()
+    assert ablation_results.training_steps(seed_dir) is None
+
+
 def with_regions(moving, background):
     metrics = planted_metrics(0.2)
     metrics['depth']['moving']['abs_rel'], metrics['depth']['background']['abs_rel'] = moving, background
