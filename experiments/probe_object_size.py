@@ -95,16 +95,15 @@ def checkpoint_paths(run_dir, label):
     return {net: Path(run_dir) / f'{name}_checkpoint{suffix}.pth.tar' for net, name in NETWORK_FILES.items()}
 
 
-def load_networks(run_dir, label, run_args):
-    """``(demo.Networks for inference, raw {'disp','ego','obj'} networks, ModelConfig)`` of one checkpoint;
-    ``init``: a random initialisation as train.py builds it, seeded with the run's seed."""
+def load_networks(run_dir, label, run_args, device=torch.device('cpu')):
+    """``(demo.Networks for inference, raw {'disp','ego','obj'} networks, ModelConfig)`` of one checkpoint, on
+    ``device``; ``init``: a random initialisation as train.py builds it, seeded with the run's seed."""
     if label == 'init':
         torch.manual_seed(run_args['seed'])
         config = model_config(Namespace(**run_args))
-        nets = build_networks(config, imagenet_initialisation(0, None))
+        nets = {name: net.to(device) for name, net in build_networks(config, imagenet_initialisation(0, None)).items()}
     else:
-        nets, config = load_trained_networks(checkpoint_paths(run_dir, label), {}, torch.device('cpu'),
-                                             log=print_warning)
+        nets, config = load_trained_networks(checkpoint_paths(run_dir, label), {}, device, log=print_warning)
     disp = nets['disp'] if config.depth_scale == 1 else ScaledDisparity(nets['disp'], config.depth_scale)
     inference = demo.Networks(disp, nets['ego'], nets['obj'], config.rotation_mode, config.antisymmetric_ego_pose)
     return inference, nets, config

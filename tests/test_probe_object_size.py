@@ -114,18 +114,18 @@ def test_a_runs_folder_without_the_run_is_named(tmp_path, capsys):
     assert 'run_dir.txt' in capsys.readouterr().err
 
 
-def fake_run(world, runs):
-    """A run folder of random networks and train.py's args for ``world`` under ``runs/full/seed0``."""
+def fake_run(world, runs, config='full', mni=3):
+    """A run folder of random networks and train.py's args for ``world`` under ``runs/CONFIG/seed0``."""
     root, _ = world
-    run_dir = runs / 'full' / 'seed0' / 'run'
+    run_dir = runs / config / 'seed0' / 'run'
     run_dir.mkdir(parents=True)
-    args = vars(train.build_parser().parse_args([str(root), '--name', 'probe', '-b', '1', '-mni', '3', '-o', '0.02',
+    args = vars(train.build_parser().parse_args([str(root), '--name', 'probe', '-b', '1', '-mni', str(mni), '-o', '0.02',
                                                  '--with-ssim', '--with-mask', '--with-auto-mask',
                                                  '--depth-scale', '0.1', '--antisymmetric-ego-pose']))
     (run_dir / 'args.json').write_text(json.dumps({k: (str(v) if k == 'data' else v) for k, v in args.items()}))
     for name, net in (('dispnet', DispResNet(18)), ('ego_pose', EgoPoseNet(18)), ('obj_pose', ObjPoseNet(18))):
         save_checkpoint(run_dir / f'{name}_checkpoint.pth.tar', net.state_dict(), 0)
-    (runs / 'full' / 'seed0' / 'run_dir.txt').write_text(str(run_dir))
+    (runs / config / 'seed0' / 'run_dir.txt').write_text(str(run_dir))
     return run_dir
 
 

@@ -1,0 +1,90 @@
+"""experiments/learning_curve.py: the kept checkpoints of the ablation's runs, evaluated along training."""
+import json
+import shutil
+
+import pytest
+
+from experiments import learning_curve
+from test_probe_object_size import fake_run
+
+NETWORK_NAMES = ('dispnet', 'ego_pose', 'obj_pose')
+
+
+def keep_copies(run_dir, epochs, steps_per_epoch):
+    """Give a fake run kept copies at ``epochs`` (its final checkpoints are the last epoch's) and the manifest
+    of its last save."""
+    for epoch in epochs:
+        for name in NETWORK_NAMES:
+            shutil.copy(run_dir / f'{name}_checkpoint.pth.tar', run_dir / f'{name}_checkpoint_ep{epoch:03d}.pth.tar')
+    manifest = {'save_id': 'test', 'epoch': epochs[-1], 'n_iter': epochs[-1] * steps_per_epoch,
+                'files': sorted(p.name for p in run_dir.glob('*.pth.tar'))}
+    (run_dir / 'checkpoint_set.json').write_text(json.dumps(manifest))
+
+
+def depth_row(config, seed, step, moving, background):
+    return {'config': config, 'seed': seed, 'checkpoint': f'ep{step}', 'step': step,
+            'metrics': {'depth': {'moving': {'abs_rel': moving}, 'background': {'abs_rel': background}},
+                        'objects': None}}
+
+
+def test_checkpoint_steps_are_the_copies_on_the_grid_between_the_initialisation_and_the_last(world, tmp_path):
+    run_dir = fake_run(world, tmp_path / 'runs')
+    keep_copies(run_dir, [2, 4, 6], steps_per_epoch=20)
+    assert learning_curve.checkpoint_steps(run_dir, 40) == [('init', 0), ('ep002', 40), ('ep004', 80), ('last', 120)]
+    assert learning_curve.checkpoint_steps(run_dir, 80) == [('init', 0), ('ep004', 80), ('last', 120)]
+
+
+def test_a_run_without_a_manifest_is_one_clear_error(world, tmp_path):
+    run_dir = fake_run(world, tmp_path / 'runs')
+    with pytest.raises(learning_curve.EvalError, match='no checkpoint_set.json'):
+        learning_curve.checkpoint_steps(run_dir, 40)
+
+
+def test_gain_of_full_over_rigid_is_on_the_seeds_both_have_at_a_step():
+    rows = [depth_row('full', 0, 100, 0.30, 0.105), depth_row('rigid', 0, 100, 0.40, 0.100),
+            depth_row('full', 1, 100, 0.10, 0.101),                       # no rigid seed 1: not paired
+            depth_row('full', 0, 200, 0.30, 0.090), depth_row('rigid', 0, 200, 0.30, 0.100),
+            depth_row('full', 0, 300, 0.30, 0.100)]
+    moving, background, seeds = learning_curve.paired_gain(rows, 100)
+    assert (moving, background, seeds) == (pytest.approx(0.25), pytest.approx(0.05), [0])
+    assert learning_curve.paired_gain(rows, 300) is None
+    table = learning_curve.format_markdown(rows, ['python -m experiments.learning_curve ...'])
+    assert '| 100 | 0.200 | 0.103 | n/a | 0.400 | 0.100 | n/a | 25.0 % lower | 5.0 % worse |' in table
+    assert '| 200 | 0.300 | 0.090 | n/a | 0.300 | 0.100 | n/a | 0.0 % lower | 10.0 % better |' in table
+    assert '| 300 | 0.300 | 0.100 | n/a | n/a | n/a | n/a | n/a | n/a |' in table
+
+
+def test_command_line_evaluates_each_checkpoint_once_and_continues_an_interrupted_run(world, tmp_path, monkeypatch):
+    root, _ = world
+    runs, out = tmp_path / 'runs', tmp_path / 'curve'
+    full_run, rigid_run = fake_run(world, runs, 'full', 3), fake_run(world, runs, 'rigid', 0)
+    for name in NETWORK_NAMES:                                      # the rigid run: the full run's networks
+        shutil.copy(full_run / f'{name}_checkpoint.pth.tar', rigid_run / f'{name}_checkpoint.pth.tar')
+    keep_copies(full_run, [1, 2], steps_per_epoch=10)
+    keep_copies(rigid_run, [1, 2], steps_per_epoch=10)
+    argv = ['--runs', str(runs), '--data', str(root), '--seeds', '0', '--every', '10', '--device', 'cpu',
+            '--output-dir', str(out)]
+    assert learning_curve.main(argv + ['--configs', 'full']) == 0
+    assert learning_curve.main(argv) == 0                           # full is not evaluated again
+    saved = json.loads((out / 'learning_curve.json').read_text())
+    assert [(r['config'], r['checkpoint'], r['step']) for r in saved['rows']] == [
+        ('full', 'init', 0), ('full', 'ep001', 10), ('full', 'last', 20),
+        ('rigid', 'init', 0), ('rigid', 'ep001', 10), ('rigid', 'last', 20)]
+    assert len(saved['commands']) == 2
+    full_last, rigid_last = saved['rows'][2]['metrics'], saved['rows'][5]['metrics']
+    # the same random networks: equal depth; only the rigid model gives every car zero motion
+    assert full_last['depth'] == rigid_last['depth']
+    assert full_last['objects']['moving']['matched'] > 0
+    assert rigid_last['objects']['moving']['matched'] == 0
+    assert '| 20 |' in (out / 'learning_curve.md').read_text() and (out / 'learning_curve.png').stat().st_size > 0
+
+    def fail(*args):
+        raise AssertionError('evaluated again')
+    monkeypatch.setattr(learning_curve, 'evaluate_checkpoint', fail)
+    assert learning_curve.main(argv) == 0
+
+
+def test_command_line_names_a_missing_run(tmp_path, capsys):
+    assert learning_curve.main(['--runs', str(tmp_path), '--data', str(tmp_path), '--output-dir',
+                                str(tmp_path / 'out')]) == 2
+    assert 'run_dir.txt: not found' in capsys.readouterr().err
