@@ -25,6 +25,9 @@
 # synthetic KITTI-VIS folder (a held-out world, e.g. another --seed with more scenes); every run whose
 # checkpoints are still there is also evaluated on its validation scenes into OUT/runs/CONFIG/seedS/test/ and
 # aggregated into OUT/test_results.{json,md,png}.
+# JOBS (1): runs at once; above 1 each run goes to the background with its output in OUT/logs/CONFIG_seedS.log, in
+# groups of JOBS, the configurations of a seed together (e.g. JOBS=2 OMP_NUM_THREADS=1 on two cores, or all the runs
+# at once on a GPU); the runner waits for a group before it starts the next and exits 1 naming any run that failed.
 # PRUNE (0): 1 deletes a run's checkpoints (OUT/runs/CONFIG/seedS/checkpoints, several GB) once it is evaluated
 # on DATA and TEST_DATA; its results, validation_log.csv and steps.txt stay (the figures' frame row then shows
 # the depth of no configuration whose every seed was pruned).
@@ -53,9 +56,11 @@ DEPTH_SCALE=${DEPTH_SCALE:-1}
 ANTISYMMETRIC=${ANTISYMMETRIC:-0}
 TEST_DATA=${TEST_DATA:-}
 PRUNE=${PRUNE:-0}
+JOBS=${JOBS:-1}
 if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
+case $JOBS in ''|*[!0-9]*|0) echo "error: JOBS=$JOBS: a number of runs at once (>= 1) is expected" >&2; exit 2 ;; esac
 [ "$EPOCH_SIZE" -le "$STEPS" ] || EPOCH_SIZE=$STEPS
 [ "$DEPTH_SCALE" = 1 ] || EXTRA_FLAGS="$EXTRA_FLAGS --depth-scale $DEPTH_SCALE"
 [ "$ANTISYMMETRIC" = 0 ] || EXTRA_FLAGS="$EXTRA_FLAGS --antisymmetric-ego-pose"
@@ -147,41 +152,67 @@ finish_seed() {
     fi
 }
 
-START=$(date +%s)
+# train (or resume) and evaluate seed $2 of configuration $1
+run_seed() {
+    FLAGS=$(config_flags "$1")
+    DIR=$OUT/runs/$1/seed$2
+    if [ -f "$DIR/metrics.json" ]; then
+        echo "== $1 seed $2: finished, skipped"
+        finish_seed "$1" "$DIR"
+        return
+    fi
+    mkdir -p "$DIR"
+    RUN=$(last_run "$DIR")
+    if [ -n "$RUN" ] && [ "$(trained_epochs "$RUN")" -ge "$EPOCHS" ]; then
+        echo "== $1 seed $2: trained ($RUN), evaluating"
+    elif [ -n "$RUN" ]; then
+        echo "== $1 seed $2: resuming $RUN"
+        # shellcheck disable=SC2086
+        $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$2" $COMMON $FLAGS --resume "$RUN"
+    else
+        echo "== $1 seed $2: training ($STEPS steps, batch $BATCH, ${HEIGHT}x${WIDTH})"
+        # shellcheck disable=SC2086
+        $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$2" $COMMON $FLAGS
+        RUN=$(last_run "$DIR")
+    fi
+    echo "$RUN" > "$DIR/run_dir.txt"
+    evaluate "$RUN" "$1" "$DATA" "$DIR/eval"
+    mv "$DIR/eval/car_kinds.json" "$DIR/car_kinds.json"
+    mv "$DIR/eval/metrics.json" "$DIR/metrics.json"
+    rmdir "$DIR/eval" 2>/dev/null || true
+    finish_seed "$1" "$DIR"
+}
+
+# wait for the runs started in the background ("PID:CONFIG/seedS" in $STARTED); a failed one joins $FAILED
+wait_started() {
+    for ENTRY in $STARTED; do
+        wait "${ENTRY%%:*}" || FAILED="$FAILED ${ENTRY#*:}"
+    done
+    STARTED=""
+}
+
 for CONFIG in $CONFIGS; do
-    FLAGS=$(config_flags "$CONFIG")
     mkdir -p "$OUT/runs/$CONFIG"
-    echo "$FLAGS" > "$OUT/runs/$CONFIG/flags.txt"
-    for SEED in $SEEDS; do
-        DIR=$OUT/runs/$CONFIG/seed$SEED
-        if [ -f "$DIR/metrics.json" ]; then
-            echo "== $CONFIG seed $SEED: finished, skipped"
-            finish_seed "$CONFIG" "$DIR"
+    config_flags "$CONFIG" > "$OUT/runs/$CONFIG/flags.txt"
+done
+START=$(date +%s)
+STARTED=""
+FAILED=""
+for SEED in $SEEDS; do
+    for CONFIG in $CONFIGS; do
+        if [ "$JOBS" -le 1 ]; then
+            run_seed "$CONFIG" "$SEED"
             continue
         fi
-        mkdir -p "$DIR"
-        RUN=$(last_run "$DIR")
-        if [ -n "$RUN" ] && [ "$(trained_epochs "$RUN")" -ge "$EPOCHS" ]; then
-            echo "== $CONFIG seed $SEED: trained ($RUN), evaluating"
-        elif [ -n "$RUN" ]; then
-            echo "== $CONFIG seed $SEED: resuming $RUN"
-            # shellcheck disable=SC2086
-            $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$SEED" $COMMON $FLAGS \
-                --resume "$RUN"
-        else
-            echo "== $CONFIG seed $SEED: training ($STEPS steps, batch $BATCH, ${HEIGHT}x${WIDTH})"
-            # shellcheck disable=SC2086
-            $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$SEED" $COMMON $FLAGS
-            RUN=$(last_run "$DIR")
-        fi
-        echo "$RUN" > "$DIR/run_dir.txt"
-        evaluate "$RUN" "$CONFIG" "$DATA" "$DIR/eval"
-        mv "$DIR/eval/car_kinds.json" "$DIR/car_kinds.json"
-        mv "$DIR/eval/metrics.json" "$DIR/metrics.json"
-        rmdir "$DIR/eval" 2>/dev/null || true
-        finish_seed "$CONFIG" "$DIR"
+        mkdir -p "$OUT/logs"
+        LOG=$OUT/logs/${CONFIG}_seed$SEED.log
+        echo "== $CONFIG seed $SEED: started in the background (log: $LOG)"
+        run_seed "$CONFIG" "$SEED" > "$LOG" 2>&1 &
+        STARTED="$STARTED $!:$CONFIG/seed$SEED"
+        [ "$(echo "$STARTED" | wc -w)" -lt "$JOBS" ] || wait_started
     done
 done
+wait_started
 SECONDS_SPENT=$(( $(date +%s) - START ))
 SETTINGS="$STEPS steps (epochs of $EPOCH_SIZE), batch $BATCH, ${HEIGHT}x${WIDTH}, mni $MNI, depth scale $DEPTH_SCALE, \
 antisymmetric ego pose $ANTISYMMETRIC, seeds $SEEDS, device $DEVICE, EXTRA_FLAGS ${USER_FLAGS:-none}; this invocation \
@@ -194,4 +225,8 @@ if [ -n "$TEST_DATA" ]; then
         --metrics test/metrics.json --prefix test_results \
         --settings "Settings: $SETTINGS Evaluated on the validation scenes of $TEST_DATA (held out)."
     echo "=> $OUT/test_results.md, $OUT/test_results.json, $OUT/test_results.png"
+fi
+if [ -n "$FAILED" ]; then
+    echo "error: these runs failed:$FAILED (their logs: $OUT/logs/CONFIG_seedS.log); the others are aggregated" >&2
+    exit 1
 fi

@@ -278,6 +278,42 @@ def test_ablation_runner_skips_finished_configurations_and_aggregates(world, tmp
     assert 'rigid seed 0: finished, skipped' in second.stdout
 
 
+def test_ablation_runner_runs_jobs_at_once_and_names_a_failed_run(world, tmp_path):
+    """JOBS=2: full and rigid of a seed train at once (full's train.py waits for rigid's to start); rigid's
+    fails, the runner exits 1 naming it and still aggregates full."""
+    root, _ = world
+    out, marker = tmp_path / 'ablation', tmp_path / 'rigid_started'
+    wrapper = tmp_path / 'python'
+    wrapper.write_text(f"""#!/bin/sh
+case "$*" in
+    *train.py*/runs/rigid/*) touch {marker}; echo "planted failure" >&2; exit 3 ;;
+    *train.py*/runs/full/*) for i in $(seq 600); do [ -f {marker} ] && break; sleep 0.1; done
+                            [ -f {marker} ] || exit 4 ;;
+esac
+exec {sys.executable} "$@"
+""")
+    wrapper.chmod(0o755)
+    env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': str(wrapper), 'CONFIGS': 'full rigid',
+           'SEEDS': '0', 'STEPS': '1', 'BATCH': '1', 'WORKERS': '0', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1',
+           'JOBS': '2'}
+    result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert 'these runs failed: rigid/seed0' in result.stderr
+    assert 'planted failure' in (out / 'logs' / 'rigid_seed0.log').read_text()
+    assert 'full seed 0: training' in (out / 'logs' / 'full_seed0.log').read_text()
+    results = json.loads((out / 'results.json').read_text())['configs']
+    assert list(results['full']['seeds']) == ['0'] and results['rigid']['seeds'] == {}
+
+
+def test_ablation_runner_refuses_a_jobs_count_that_is_not_a_number(tmp_path):
+    (tmp_path / 'val.txt').write_text('scene\n')
+    env = {**os.environ, 'DATA': str(tmp_path), 'OUT': str(tmp_path / 'out'), 'JOBS': 'two', 'PY': sys.executable}
+    result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and 'JOBS=two' in result.stderr
+
+
 def test_ablation_runner_refuses_an_unknown_configuration(tmp_path):
     env = {**os.environ, 'DATA': str(tmp_path), 'OUT': str(tmp_path / 'out'), 'CONFIGS': 'full nonsense',
            'PY': sys.executable}
