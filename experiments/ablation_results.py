@@ -111,13 +111,15 @@ def collect(out, configs=CONFIG_ORDER, metrics_name='metrics.json'):
     return {'configs': results}
 
 
-def _cell(mean, std, digits=3):
+def format_cell(mean, std, digits=3):
+    """A table cell: ``mean ± std`` (``mean`` alone when ``std`` is None; ``n/a`` without a mean)."""
     if mean is None:
         return 'n/a'
     return f'{mean:.{digits}f}' if std is None else f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
-def _get(tree, *keys):
+def lookup(tree, *keys):
+    """``tree[k1][k2]...`` of nested dicts, None where a level is missing or None."""
     for key in keys:
         if tree is None:
             return None
@@ -125,14 +127,14 @@ def _get(tree, *keys):
     return tree
 
 
-def _bar_values(full_metrics, rigid_metrics):
+def bar_values(full_metrics, rigid_metrics):
     """``[full moving, full background, rigid moving, rigid background]`` Abs Rel of two metrics dicts."""
-    return [_get(metrics, 'depth', region, 'abs_rel') for metrics in (full_metrics, rigid_metrics)
+    return [lookup(metrics, 'depth', region, 'abs_rel') for metrics in (full_metrics, rigid_metrics)
             for region in ('moving', 'background')]
 
 
 def _bar_line(label, values, detail=''):
-    """One verdict line from :func:`_bar_values`."""
+    """One verdict line from :func:`bar_values`."""
     full_moving, full_bg, rigid_moving, rigid_bg = values
     moving_gain = 1 - full_moving / rigid_moving
     background_change = full_bg / rigid_bg - 1
@@ -148,15 +150,15 @@ def bar_verdict(results):
     """The bar of issue 18, full against rigid: a line on the means over all seeds and, when both have seeds in
     common, a line on those seeds only (paired: the same seed, hence the same initialisation and batches)."""
     full, rigid = results['configs'].get('full'), results['configs'].get('rigid')
-    values = _bar_values(_get(full, 'mean'), _get(rigid, 'mean'))
+    values = bar_values(lookup(full, 'mean'), lookup(rigid, 'mean'))
     if None in values:
         return 'Bar (full vs rigid): cannot be judged (a configuration or a region is missing).'
     lines = [_bar_line('Bar (full vs rigid, all seeds)', values)]
-    per_seed = {seed: _bar_values(full['seeds'][seed], rigid['seeds'][seed])
+    per_seed = {seed: bar_values(full['seeds'][seed], rigid['seeds'][seed])
                 for seed in full['seeds'] if seed in rigid['seeds']}
     paired = [seed for seed, seed_values in per_seed.items() if None not in seed_values]
     if paired:
-        paired_values = _bar_values(*(combine([config['seeds'][seed] for seed in paired], np.mean)
+        paired_values = bar_values(*(combine([config['seeds'][seed] for seed in paired], np.mean)
                                       for config in (full, rigid)))
         gains = ', '.join(f'{100 * (1 - per_seed[seed][0] / per_seed[seed][2]):.0f} %' for seed in paired)
         lines.append(_bar_line(f"Paired on seeds {', '.join(paired)}", paired_values, f' (per seed: {gains})'))
@@ -173,11 +175,11 @@ def format_markdown(results, settings=''):
     for name, config in results['configs'].items():
         mean, std = config['mean'], config['std']
         steps = sorted({s for s in config['steps'].values() if s is not None})
-        cells = [_cell(_get(mean, 'depth', r, 'abs_rel'), _get(std, 'depth', r, 'abs_rel')) for r in REGIONS]
-        cells += [_cell(_get(mean, 'ego', 'ate'), _get(std, 'ego', 'ate')),
-                  _cell(_get(mean, 'objects', 'moving', 'epe'), _get(std, 'objects', 'moving', 'epe')),
-                  _cell(_get(mean, 'objects', 'moving', 'within_30deg'), _get(std, 'objects', 'moving', 'within_30deg'),
-                        2)]
+        cells = [format_cell(lookup(mean, 'depth', r, 'abs_rel'), lookup(std, 'depth', r, 'abs_rel')) for r in REGIONS]
+        cells += [format_cell(lookup(mean, 'ego', 'ate'), lookup(std, 'ego', 'ate')),
+                  format_cell(lookup(mean, 'objects', 'moving', 'epe'), lookup(std, 'objects', 'moving', 'epe')),
+                  format_cell(lookup(mean, 'objects', 'moving', 'within_30deg'),
+                              lookup(std, 'objects', 'moving', 'within_30deg'), 2)]
         lines.append(f"| {name} | `{config['flags']}` | {len(config['seeds'])} | "
                      f"{'/'.join(map(str, steps)) or 'n/a'} | " + ' | '.join(cells) + ' |')
     lines += ['', bar_verdict(results), '']
@@ -200,9 +202,9 @@ def format_kinds_markdown(results):
         mean = config['kinds']['mean']
         cells = []
         for kind in names:
-            depth = _get(mean, 'depth', kind) or {}
-            epe = _get(mean, 'objects', kind, 'epe')
-            cells.append(f"{_cell(depth.get('abs_rel'), None)} / {_cell(depth.get('log_ratio'), None)}"
+            depth = lookup(mean, 'depth', kind) or {}
+            epe = lookup(mean, 'objects', kind, 'epe')
+            cells.append(f"{format_cell(depth.get('abs_rel'), None)} / {format_cell(depth.get('log_ratio'), None)}"
                          + ('' if epe is None else f" / {epe:.3f}"))
         lines.append(f"| {name} | {config['kinds']['seeds']} | " + ' | '.join(cells) + ' |')
     return lines + ['']
@@ -252,8 +254,8 @@ def save_figure(path, results, frame=None, depths=None):
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):
         config = results['configs'][name]
-        means = [_get(config['mean'], 'depth', r, 'abs_rel') for r in REGIONS]
-        stds = [_get(config['std'], 'depth', r, 'abs_rel') or 0.0 for r in REGIONS]
+        means = [lookup(config['mean'], 'depth', r, 'abs_rel') for r in REGIONS]
+        stds = [lookup(config['std'], 'depth', r, 'abs_rel') or 0.0 for r in REGIONS]
         axis.bar(np.arange(len(REGIONS)) + i * width, [np.nan if m is None else m for m in means], width,
                  yerr=stds, capsize=3, label=name)
     axis.set_xticks(np.arange(len(REGIONS)) + width * (len(names) - 1) / 2, REGIONS)

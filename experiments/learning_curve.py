@@ -35,7 +35,7 @@ from checkpoint_io import CheckpointError
 from checkpoint_set import read_manifest
 from datasets.io import DatasetError
 from devices import select_device
-from experiments.ablation_results import _bar_values, _cell, _get, combine
+from experiments.ablation_results import bar_values, combine, format_cell, lookup
 from experiments.eval_synthetic import EvalError, evaluate
 from experiments.probe_object_size import checkpoint_labels, load_networks, run_folder
 from fileio import atomic_open
@@ -82,7 +82,7 @@ def paired_gain(rows, step):
             {row['seed'] for row in rows if row['config'] == 'rigid' and row['step'] == step}
     if not seeds:
         return None
-    full_moving, full_bg, rigid_moving, rigid_bg = _bar_values(mean_over_seeds(rows, 'full', step, seeds),
+    full_moving, full_bg, rigid_moving, rigid_bg = bar_values(mean_over_seeds(rows, 'full', step, seeds),
                                                                mean_over_seeds(rows, 'rigid', step, seeds))
     if None in (full_moving, full_bg, rigid_moving, rigid_bg):
         return None
@@ -107,8 +107,8 @@ def format_markdown(rows, commands):
         cells = [str(step)]
         for config in configs:
             mean = mean_over_seeds(rows, config, step)
-            cells += [_cell(_get(mean, 'depth', region, 'abs_rel'), None) for region in CURVE_REGIONS]
-            cells.append(_cell(_get(mean, 'objects', 'moving', 'epe'), None))
+            cells += [format_cell(lookup(mean, 'depth', region, 'abs_rel'), None) for region in CURVE_REGIONS]
+            cells.append(format_cell(lookup(mean, 'objects', 'moving', 'epe'), None))
         if with_bar:
             gain = paired_gain(rows, step)
             cells += ['n/a', 'n/a'] if gain is None else [
@@ -130,7 +130,7 @@ def save_figure(path, rows):
     for axis, (title, keys) in zip(axes, panels):
         for config in configs:
             steps = sorted({row['step'] for row in rows if row['config'] == config})
-            values = [_get(mean_over_seeds(rows, config, step), *keys) for step in steps]
+            values = [lookup(mean_over_seeds(rows, config, step), *keys) for step in steps]
             axis.plot(steps, [np.nan if v is None else v for v in values], marker='o', markersize=3, label=config)
         axis.set_title(title, fontsize=10)
         axis.set_xlabel('training step')
@@ -203,8 +203,8 @@ def main(argv=None):
                                  'metrics': metrics})
                     write_outputs(args.output_dir, rows, commands)
                     print(f"{config} seed {seed} {label} (step {step}): moving "
-                          f"{_cell(_get(metrics, 'depth', 'moving', 'abs_rel'), None)}, background "
-                          f"{_cell(_get(metrics, 'depth', 'background', 'abs_rel'), None)} "
+                          f"{format_cell(lookup(metrics, 'depth', 'moving', 'abs_rel'), None)}, background "
+                          f"{format_cell(lookup(metrics, 'depth', 'background', 'abs_rel'), None)} "
                           f"({time.time() - start:.0f} s)", flush=True)
         write_outputs(args.output_dir, rows, commands)
     except (EvalError, DatasetError, CheckpointError, ConfigError, FileNotFoundError) as error:
