@@ -11,11 +11,11 @@ budget?  For every run of ``scripts/run_ablation.sh`` (``OUT/runs/CONFIG/seedS``
 final checkpoint.  A copy's step is its epoch times the run's steps per epoch (its checkpoint-set manifest).
 
 Writes ``DIR/learning_curve.json`` (``{"commands", "rows": [{"config", "seed", "checkpoint", "step",
-"metrics"}]}``, ``metrics`` shaped like eval_synthetic's metrics.json) after every checkpoint, so an
-interrupted run continues where it stopped; ``DIR/learning_curve.md``: per step, each configuration's Abs Rel
-of the moving cars and the background and its moving-car EPE (mean over seeds), and the full model's gain over
-the rigid one on the seeds both have at that step (the bar of issue 18); ``DIR/learning_curve.png``: the same
-as curves.
+"metrics", "kinds"}]}``, ``metrics`` and ``kinds`` shaped like eval_synthetic's metrics.json and
+car_kinds.json) after every checkpoint, so an interrupted run continues where it stopped;
+``DIR/learning_curve.md``: per step, each configuration's Abs Rel of the moving cars and the background and its
+moving-car EPE (mean over seeds), and the full model's gain over the rigid one on the seeds both have at that
+step (the bar of issue 18); ``DIR/learning_curve.png``: the same as curves.
 """
 import argparse
 import importlib.util
@@ -60,13 +60,12 @@ def checkpoint_steps(run_dir, every):
 
 
 def evaluate_checkpoint(run_dir, label, run_args, data, device):
-    """The metrics.json dict of one checkpoint of a run on the validation scenes of ``data`` (networks in
-    evaluation mode, the initialisation's too)."""
+    """``(metrics, kinds)``: the metrics.json and car_kinds.json dicts of one checkpoint of a run on the
+    validation scenes of ``data`` (networks in evaluation mode, the initialisation's too)."""
     inference, nets, _ = load_networks(run_dir, label, run_args, device)
     for net in nets.values():
         net.eval()
-    metrics, _ = evaluate(data, inference, int(run_args['mni']), device)
-    return metrics
+    return evaluate(data, inference, int(run_args['mni']), device)
 
 
 def mean_over_seeds(rows, config, step, seeds=None):
@@ -198,9 +197,9 @@ def main(argv=None):
                     if (config, seed, label) in done:
                         continue
                     start = time.time()
-                    metrics = evaluate_checkpoint(run_dir, label, run_args, args.data, device)
+                    metrics, kinds = evaluate_checkpoint(run_dir, label, run_args, args.data, device)
                     rows.append({'config': config, 'seed': seed, 'checkpoint': label, 'step': step,
-                                 'metrics': metrics})
+                                 'metrics': metrics, 'kinds': kinds})
                     write_outputs(args.output_dir, rows, commands)
                     print(f"{config} seed {seed} {label} (step {step}): moving "
                           f"{format_cell(lookup(metrics, 'depth', 'moving', 'abs_rel'), None)}, background "

@@ -76,6 +76,7 @@ def test_command_line_evaluates_each_checkpoint_once_and_continues_an_interrupte
     assert full_last['depth'] == rigid_last['depth']
     assert full_last['objects']['moving']['matched'] > 0
     assert rigid_last['objects']['moving']['matched'] == 0
+    assert set(saved['rows'][2]['kinds']['depth']) >= {'parked', 'background'}
     assert '| 20 |' in (out / 'learning_curve.md').read_text() and (out / 'learning_curve.png').stat().st_size > 0
 
     def fail(*args):
