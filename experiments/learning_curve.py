@@ -8,7 +8,9 @@ budget?  For every run of ``scripts/run_ablation.sh`` (``OUT/runs/CONFIG/seedS``
 ``run_dir.txt``) it evaluates, with ``experiments.eval_synthetic.evaluate`` on the validation scenes of
 ``--data`` (e.g. the held-out world of ``TEST_DATA``), the random initialisation (step 0), every kept copy
 ``*_checkpoint_epNNN.pth.tar`` (train.py's ``--save-freq``) whose step is a multiple of ``--every``, and the
-final checkpoint.  A copy's step is its epoch times the run's steps per epoch (its checkpoint-set manifest).
+final checkpoint.  A checkpoint's step is the ``n_iter`` it was saved at; copies are kept every ``--save-freq``
+epochs (3 by default: every 60 steps at the runner's ``EPOCH_SIZE`` of 20), so ``--every`` should be a multiple
+of that spacing.
 
 Writes ``DIR/learning_curve.json`` (``{"commands", "rows": [{"config", "seed", "checkpoint", "step",
 "metrics", "kinds"}]}``, ``metrics`` and ``kinds`` shaped like eval_synthetic's metrics.json and
@@ -30,6 +32,7 @@ if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
              f"python -m experiments.learning_curve")
 
 import numpy as np
+import torch
 
 from checkpoint_io import CheckpointError
 from checkpoint_set import read_manifest
@@ -37,11 +40,20 @@ from datasets.io import DatasetError
 from devices import select_device
 from experiments.ablation_results import bar_values, combine, format_cell, lookup
 from experiments.eval_synthetic import EvalError, evaluate
-from experiments.probe_object_size import checkpoint_labels, load_networks, run_folder
-from fileio import atomic_open
+from experiments.probe_object_size import checkpoint_labels, checkpoint_paths, load_networks, run_folder
+from fileio import OutputError, atomic_open
 from models import ConfigError
 
 CURVE_REGIONS = ('moving', 'background')
+
+
+def saved_step(run_dir, label):
+    """The ``n_iter`` a kept copy of a run folder was saved at (read from its DispResNet file, memory-mapped)."""
+    path = checkpoint_paths(run_dir, label)['disp']
+    try:
+        return int(torch.load(path, map_location='cpu', weights_only=True, mmap=True)['n_iter'])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
+        raise EvalError(f"{path}: not a train.py checkpoint with its iteration ({type(error).__name__})") from None
 
 
 def checkpoint_steps(run_dir, every):
@@ -50,13 +62,13 @@ def checkpoint_steps(run_dir, every):
     manifest = read_manifest(run_dir)
     if manifest is None:
         raise EvalError(f"{run_dir}: no checkpoint_set.json (not a finished train.py run folder)")
-    steps_per_epoch = int(manifest['n_iter']) // max(int(manifest['epoch']), 1)
-    labels = [('init', 0)]
-    for label in checkpoint_labels(run_dir)[1:-1]:
-        step = int(label[len('ep'):]) * steps_per_epoch
-        if step % every == 0 and step < int(manifest['n_iter']):
-            labels.append((label, step))
-    return labels + [('last', int(manifest['n_iter']))]
+    last = int(manifest['n_iter'])
+    copies = [(label, saved_step(run_dir, label)) for label in checkpoint_labels(run_dir)[1:-1]]
+    chosen = [(label, step) for label, step in copies if step % every == 0 and step < last]
+    if copies and not chosen:
+        print(f"note: {run_dir}: no kept copy is at a multiple of --every {every} (copies at steps "
+              f"{', '.join(str(step) for _, step in copies[:3])}, ...)", file=sys.stderr)
+    return [('init', 0)] + chosen + [('last', last)]
 
 
 def evaluate_checkpoint(run_dir, label, run_args, data, device):
@@ -140,24 +152,27 @@ def save_figure(path, rows):
     plt.close(fig)
 
 
-def read_rows(out):
-    """``(rows, commands)`` of an earlier run into ``out`` (empty without one)."""
+def read_rows(out, data):
+    """``(rows, commands)`` of an earlier run into ``out`` (empty without one); it must have evaluated ``data``."""
     path = out / 'learning_curve.json'
     if not path.is_file():
         return [], []
     try:
         saved = json.loads(path.read_text())
-        return saved['rows'], saved['commands']
+        rows, commands, saved_data = saved['rows'], saved['commands'], saved['data']
     except (ValueError, KeyError, TypeError) as error:
         raise EvalError(f"{path}: not a learning_curve.json of this tool ({type(error).__name__}: {error}); "
                         f"move it away or give another --output-dir") from None
+    if Path(saved_data).resolve() != Path(data).resolve():
+        raise EvalError(f"{path}: evaluated on {saved_data}, not on --data {data}; give another --output-dir")
+    return rows, commands
 
 
-def write_outputs(out, rows, commands):
+def write_outputs(out, data, rows, commands):
     """learning_curve.json, .md and .png under ``out``, atomically."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / 'learning_curve.json') as handle:
-        handle.write(json.dumps({'commands': commands, 'rows': rows}, indent=1).encode())
+        handle.write(json.dumps({'data': str(data), 'commands': commands, 'rows': rows}, indent=1).encode())
     with atomic_open(out / 'learning_curve.md') as handle:
         handle.write(format_markdown(rows, commands).encode())
     save_figure(out / 'learning_curve.png', rows)
@@ -186,27 +201,30 @@ def main(argv=None):
     command = 'python -m experiments.learning_curve ' + ' '.join(sys.argv[1:] if argv is None else argv)
     try:
         device = select_device(args.device)
-        rows, commands = read_rows(args.output_dir)
+        rows, commands = read_rows(args.output_dir, args.data)
         commands = commands + [command]
-        done = {(row['config'], row['seed'], row['checkpoint']) for row in rows}
+        done = {(row['config'], row['seed'], row['checkpoint'], row['step']) for row in rows}
         for config in args.configs:
             for seed in args.seeds:
                 run_dir = run_folder(args.runs, config, seed)
                 run_args = json.loads((run_dir / 'args.json').read_text())
                 for label, step in checkpoint_steps(run_dir, args.every):
-                    if (config, seed, label) in done:
+                    if (config, seed, label, step) in done:
                         continue
+                    # a run trained further since: its earlier final checkpoint is gone
+                    rows = [row for row in rows
+                            if (row['config'], row['seed'], row['checkpoint']) != (config, seed, label)]
                     start = time.time()
                     metrics, kinds = evaluate_checkpoint(run_dir, label, run_args, args.data, device)
                     rows.append({'config': config, 'seed': seed, 'checkpoint': label, 'step': step,
                                  'metrics': metrics, 'kinds': kinds})
-                    write_outputs(args.output_dir, rows, commands)
+                    write_outputs(args.output_dir, args.data, rows, commands)
                     print(f"{config} seed {seed} {label} (step {step}): moving "
                           f"{format_cell(lookup(metrics, 'depth', 'moving', 'abs_rel'), None)}, background "
                           f"{format_cell(lookup(metrics, 'depth', 'background', 'abs_rel'), None)} "
                           f"({time.time() - start:.0f} s)", flush=True)
-        write_outputs(args.output_dir, rows, commands)
-    except (EvalError, DatasetError, CheckpointError, ConfigError, FileNotFoundError) as error:
+        write_outputs(args.output_dir, args.data, rows, commands)
+    except (EvalError, DatasetError, CheckpointError, ConfigError, OutputError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_markdown(rows, commands))

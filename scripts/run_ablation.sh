@@ -25,9 +25,11 @@
 # synthetic KITTI-VIS folder (a held-out world, e.g. another --seed with more scenes); every run whose
 # checkpoints are still there is also evaluated on its validation scenes into OUT/runs/CONFIG/seedS/test/ and
 # aggregated into OUT/test_results.{json,md,png}.
-# JOBS (1): runs at once; above 1 each run goes to the background with its output in OUT/logs/CONFIG_seedS.log, in
-# groups of JOBS, the configurations of a seed together (e.g. JOBS=2 OMP_NUM_THREADS=1 on two cores, or all the runs
-# at once on a GPU); the runner waits for a group before it starts the next and exits 1 naming any run that failed.
+# JOBS (1): runs at once. Runs go seed by seed, the configurations of a seed one after the other; above 1 each run
+# that is not finished goes to the background with its output appended to OUT/logs/CONFIG_seedS.log, in groups of
+# JOBS (e.g. JOBS=2 OMP_NUM_THREADS=1 on two cores, or all the runs at once on a GPU); the runner waits for a group
+# before it starts the next, aggregates what finished and exits 1 naming any run that failed. Ctrl-C or SIGTERM
+# stops the background runs too (their training saves a checkpoint and resumes when the runner is called again).
 # PRUNE (0): 1 deletes a run's checkpoints (OUT/runs/CONFIG/seedS/checkpoints, several GB) once it is evaluated
 # on DATA and TEST_DATA; its results, validation_log.csv and steps.txt stay (the figures' frame row then shows
 # the depth of no configuration whose every seed was pruned).
@@ -60,7 +62,11 @@ JOBS=${JOBS:-1}
 if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-case $JOBS in ''|*[!0-9]*|0) echo "error: JOBS=$JOBS: a number of runs at once (>= 1) is expected" >&2; exit 2 ;; esac
+case $JOBS in
+    ''|*[!0-9]*) JOBS_OK=0 ;;
+    *) JOBS_OK=$(( JOBS >= 1 )) ;;
+esac
+[ "$JOBS_OK" = 1 ] || { echo "error: JOBS=$JOBS: a number of runs at once (>= 1) is expected" >&2; exit 2; }
 [ "$EPOCH_SIZE" -le "$STEPS" ] || EPOCH_SIZE=$STEPS
 [ "$DEPTH_SCALE" = 1 ] || EXTRA_FLAGS="$EXTRA_FLAGS --depth-scale $DEPTH_SCALE"
 [ "$ANTISYMMETRIC" = 0 ] || EXTRA_FLAGS="$EXTRA_FLAGS --antisymmetric-ego-pose"
@@ -152,15 +158,10 @@ finish_seed() {
     fi
 }
 
-# train (or resume) and evaluate seed $2 of configuration $1
+# train (or resume) and evaluate seed $2 of configuration $1 (not finished yet)
 run_seed() {
     FLAGS=$(config_flags "$1")
     DIR=$OUT/runs/$1/seed$2
-    if [ -f "$DIR/metrics.json" ]; then
-        echo "== $1 seed $2: finished, skipped"
-        finish_seed "$1" "$DIR"
-        return
-    fi
     mkdir -p "$DIR"
     RUN=$(last_run "$DIR")
     if [ -n "$RUN" ] && [ "$(trained_epochs "$RUN")" -ge "$EPOCHS" ]; then
@@ -191,6 +192,17 @@ wait_started() {
     STARTED=""
 }
 
+# on Ctrl-C or SIGTERM: stop the background runs too (train.py saves its checkpoint on SIGTERM), then exit $1
+stop_started() {
+    trap - INT TERM
+    for ENTRY in $STARTED; do
+        pkill -TERM -P "${ENTRY%%:*}" 2>/dev/null || true
+        kill -TERM "${ENTRY%%:*}" 2>/dev/null || true
+    done
+    echo "== stopped; the runs continue from their checkpoints when the runner is called again" >&2
+    exit "$1"
+}
+
 for CONFIG in $CONFIGS; do
     mkdir -p "$OUT/runs/$CONFIG"
     config_flags "$CONFIG" > "$OUT/runs/$CONFIG/flags.txt"
@@ -198,8 +210,17 @@ done
 START=$(date +%s)
 STARTED=""
 FAILED=""
+if [ "$JOBS" -gt 1 ]; then
+    trap 'stop_started 130' INT
+    trap 'stop_started 143' TERM
+fi
 for SEED in $SEEDS; do
     for CONFIG in $CONFIGS; do
+        if [ -f "$OUT/runs/$CONFIG/seed$SEED/metrics.json" ]; then
+            echo "== $CONFIG seed $SEED: finished, skipped"
+            finish_seed "$CONFIG" "$OUT/runs/$CONFIG/seed$SEED"
+            continue
+        fi
         if [ "$JOBS" -le 1 ]; then
             run_seed "$CONFIG" "$SEED"
             continue
@@ -207,12 +228,14 @@ for SEED in $SEEDS; do
         mkdir -p "$OUT/logs"
         LOG=$OUT/logs/${CONFIG}_seed$SEED.log
         echo "== $CONFIG seed $SEED: started in the background (log: $LOG)"
-        run_seed "$CONFIG" "$SEED" > "$LOG" 2>&1 &
+        run_seed "$CONFIG" "$SEED" >> "$LOG" 2>&1 &
         STARTED="$STARTED $!:$CONFIG/seed$SEED"
         [ "$(echo "$STARTED" | wc -w)" -lt "$JOBS" ] || wait_started
     done
 done
 wait_started
+trap - INT TERM
+[ -z "$FAILED" ] || echo "error: these runs failed:$FAILED (their logs: $OUT/logs/CONFIG_seedS.log)" >&2
 SECONDS_SPENT=$(( $(date +%s) - START ))
 SETTINGS="$STEPS steps (epochs of $EPOCH_SIZE), batch $BATCH, ${HEIGHT}x${WIDTH}, mni $MNI, depth scale $DEPTH_SCALE, \
 antisymmetric ego pose $ANTISYMMETRIC, seeds $SEEDS, device $DEVICE, EXTRA_FLAGS ${USER_FLAGS:-none}; this invocation \
@@ -226,7 +249,4 @@ if [ -n "$TEST_DATA" ]; then
         --settings "Settings: $SETTINGS Evaluated on the validation scenes of $TEST_DATA (held out)."
     echo "=> $OUT/test_results.md, $OUT/test_results.json, $OUT/test_results.png"
 fi
-if [ -n "$FAILED" ]; then
-    echo "error: these runs failed:$FAILED (their logs: $OUT/logs/CONFIG_seedS.log); the others are aggregated" >&2
-    exit 1
-fi
+[ -z "$FAILED" ] || exit 1

@@ -1,8 +1,10 @@
 """experiments/: depth by region, ego- and object-motion errors, the command line on a tiny synthetic world."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -279,31 +281,67 @@ def test_ablation_runner_skips_finished_configurations_and_aggregates(world, tmp
 
 
 def test_ablation_runner_runs_jobs_at_once_and_names_a_failed_run(world, tmp_path):
-    """JOBS=2: full and rigid of a seed train at once (full's train.py waits for rigid's to start); rigid's
-    fails, the runner exits 1 naming it and still aggregates full."""
+    """JOBS=2 with full seed 0 finished: rigid 0 and full 1 are the first group (rigid 0's train.py waits for full
+    1's to start), then rigid 1, whose training fails: the runner exits 1 naming it and aggregates the rest."""
     root, _ = world
-    out, marker = tmp_path / 'ablation', tmp_path / 'rigid_started'
+    out, marker = tmp_path / 'ablation', tmp_path / 'full1_started'
+    (out / 'runs' / 'full' / 'seed0').mkdir(parents=True)
+    (out / 'runs' / 'full' / 'seed0' / 'metrics.json').write_text(json.dumps(planted_metrics(0.5)))
     wrapper = tmp_path / 'python'
     wrapper.write_text(f"""#!/bin/sh
 case "$*" in
-    *train.py*/runs/rigid/*) touch {marker}; echo "planted failure" >&2; exit 3 ;;
-    *train.py*/runs/full/*) for i in $(seq 600); do [ -f {marker} ] && break; sleep 0.1; done
-                            [ -f {marker} ] || exit 4 ;;
+    *train.py*/runs/full/seed1/*) touch {marker} ;;
+    *train.py*/runs/rigid/seed0/*) for i in $(seq 600); do [ -f {marker} ] && break; sleep 0.1; done
+                                   [ -f {marker} ] || exit 4 ;;
+    *train.py*/runs/rigid/seed1/*) echo "planted failure" >&2; exit 3 ;;
 esac
 exec {sys.executable} "$@"
 """)
     wrapper.chmod(0o755)
     env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': str(wrapper), 'CONFIGS': 'full rigid',
-           'SEEDS': '0', 'STEPS': '1', 'BATCH': '1', 'WORKERS': '0', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1',
+           'SEEDS': '0 1', 'STEPS': '1', 'BATCH': '1', 'WORKERS': '0', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1',
            'JOBS': '2'}
     result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 1, result.stderr[-2000:]
-    assert 'these runs failed: rigid/seed0' in result.stderr
-    assert 'planted failure' in (out / 'logs' / 'rigid_seed0.log').read_text()
-    assert 'full seed 0: training' in (out / 'logs' / 'full_seed0.log').read_text()
+    assert 'these runs failed: rigid/seed1 (' in result.stderr
+    assert 'full seed 0: finished, skipped' in result.stdout and not (out / 'logs' / 'full_seed0.log').exists()
+    assert 'planted failure' in (out / 'logs' / 'rigid_seed1.log').read_text()
+    assert 'full seed 1: training' in (out / 'logs' / 'full_seed1.log').read_text()
     results = json.loads((out / 'results.json').read_text())['configs']
-    assert list(results['full']['seeds']) == ['0'] and results['rigid']['seeds'] == {}
+    assert list(results['full']['seeds']) == ['0', '1'] and list(results['rigid']['seeds']) == ['0']
+
+
+def test_ablation_runner_stops_its_background_runs_on_sigterm(world, tmp_path):
+    root, _ = world
+    out, started = tmp_path / 'ablation', tmp_path / 'started'
+    wrapper = tmp_path / 'python'
+    wrapper.write_text(f"""#!/bin/sh
+case "$*" in
+    *train.py*) echo $$ >> {started}; exec sleep 300 ;;
+esac
+exec {sys.executable} "$@"
+""")
+    wrapper.chmod(0o755)
+    env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': str(wrapper), 'CONFIGS': 'full rigid',
+           'SEEDS': '0', 'JOBS': '2'}
+    runner = subprocess.Popen(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        if started.is_file() and len(started.read_text().split()) == 2:
+            break
+        time.sleep(0.1)
+    trainings = [int(pid) for pid in started.read_text().split()]
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 143 and 'stopped' in stderr
+    for _ in range(100):
+        alive = [pid for pid in trainings if os.path.exists(f'/proc/{pid}')
+                 and 'zombie' not in open(f'/proc/{pid}/status').read()]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive
 
 
 def test_ablation_runner_refuses_a_jobs_count_that_is_not_a_number(tmp_path):

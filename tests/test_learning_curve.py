@@ -3,20 +3,24 @@ import json
 import shutil
 
 import pytest
+import torch
 
+from checkpoint_io import save_checkpoint
 from experiments import learning_curve
 from test_probe_object_size import fake_run
 
 NETWORK_NAMES = ('dispnet', 'ego_pose', 'obj_pose')
 
 
-def keep_copies(run_dir, epochs, steps_per_epoch):
-    """Give a fake run kept copies at ``epochs`` (its final checkpoints are the last epoch's) and the manifest
-    of its last save."""
-    for epoch in epochs:
+def keep_copies(run_dir, epochs, steps_per_epoch, steps=None):
+    """Give a fake run kept copies at ``epochs``, saved at ``steps`` (default: ``epoch * steps_per_epoch``; its
+    final checkpoints are the last copy's) and the manifest of its last save."""
+    steps = steps or [epoch * steps_per_epoch for epoch in epochs]
+    for epoch, step in zip(epochs, steps):
         for name in NETWORK_NAMES:
-            shutil.copy(run_dir / f'{name}_checkpoint.pth.tar', run_dir / f'{name}_checkpoint_ep{epoch:03d}.pth.tar')
-    manifest = {'save_id': 'test', 'epoch': epochs[-1], 'n_iter': epochs[-1] * steps_per_epoch,
+            weights = torch.load(run_dir / f'{name}_checkpoint.pth.tar', weights_only=True)['state_dict']
+            save_checkpoint(run_dir / f'{name}_checkpoint_ep{epoch:03d}.pth.tar', weights, epoch, n_iter=step)
+    manifest = {'save_id': 'test', 'epoch': epochs[-1], 'n_iter': steps[-1],
                 'files': sorted(p.name for p in run_dir.glob('*.pth.tar'))}
     (run_dir / 'checkpoint_set.json').write_text(json.dumps(manifest))
 
@@ -29,9 +33,16 @@ def depth_row(config, seed, step, moving, background):
 
 def test_checkpoint_steps_are_the_copies_on_the_grid_between_the_initialisation_and_the_last(world, tmp_path):
     run_dir = fake_run(world, tmp_path / 'runs')
-    keep_copies(run_dir, [2, 4, 6], steps_per_epoch=20)
-    assert learning_curve.checkpoint_steps(run_dir, 40) == [('init', 0), ('ep002', 40), ('ep004', 80), ('last', 120)]
-    assert learning_curve.checkpoint_steps(run_dir, 80) == [('init', 0), ('ep004', 80), ('last', 120)]
+    keep_copies(run_dir, [2, 4, 6, 8], steps_per_epoch=20, steps=[40, 80, 125, 165])   # steps as saved
+    assert learning_curve.checkpoint_steps(run_dir, 40) == [('init', 0), ('ep002', 40), ('ep004', 80), ('last', 165)]
+    assert learning_curve.checkpoint_steps(run_dir, 80) == [('init', 0), ('ep004', 80), ('last', 165)]
+
+
+def test_no_copy_on_the_grid_is_said(world, tmp_path, capsys):
+    run_dir = fake_run(world, tmp_path / 'runs')
+    keep_copies(run_dir, [3, 6], steps_per_epoch=20)
+    assert learning_curve.checkpoint_steps(run_dir, 50) == [('init', 0), ('last', 120)]
+    assert 'no kept copy is at a multiple of --every 50 (copies at steps 60, 120' in capsys.readouterr().err
 
 
 def test_a_run_without_a_manifest_is_one_clear_error(world, tmp_path):
@@ -83,6 +94,33 @@ def test_command_line_evaluates_each_checkpoint_once_and_continues_an_interrupte
         raise AssertionError('evaluated again')
     monkeypatch.setattr(learning_curve, 'evaluate_checkpoint', fail)
     assert learning_curve.main(argv) == 0
+    # another world into the same folder is refused; a run trained further gets its new final checkpoint only
+    other = tmp_path / 'other_world'
+    shutil.copytree(root, other)
+    assert learning_curve.main([*argv[:2], '--data', str(other), *argv[4:]]) == 2
+    keep_copies(full_run, [1, 2, 3], steps_per_epoch=10)
+    monkeypatch.setattr(learning_curve, 'evaluate_checkpoint', lambda *args: (full_last, saved['rows'][2]['kinds']))
+    assert learning_curve.main(argv) == 0
+    rows = json.loads((out / 'learning_curve.json').read_text())['rows']
+    assert [(r['checkpoint'], r['step']) for r in rows if r['config'] == 'full'] == [
+        ('init', 0), ('ep001', 10), ('ep002', 20), ('last', 30)]
+
+
+def test_command_line_errors_are_one_line(world, tmp_path, capsys):
+    root, _ = world
+    run_dir = fake_run(world, tmp_path / 'runs')
+    keep_copies(run_dir, [1], steps_per_epoch=10)
+    argv = ['--runs', str(tmp_path / 'runs'), '--data', str(root), '--configs', 'full', '--output-dir',
+            str(tmp_path / 'out')]
+    (run_dir / 'args.json').write_text('{"truncated')
+    assert learning_curve.main(argv) == 2
+    assert capsys.readouterr().err.startswith('error: ')
+    if not torch.cuda.is_available():
+        assert learning_curve.main(argv + ['--device', 'cuda']) == 2
+        assert 'CUDA is not available' in capsys.readouterr().err
+    (run_dir / 'dispnet_checkpoint_ep001.pth.tar').write_bytes(b'not a checkpoint')
+    with pytest.raises(learning_curve.EvalError, match='dispnet_checkpoint_ep001.pth.tar: not a train.py checkpoint'):
+        learning_curve.checkpoint_steps(run_dir, 10)
 
 
 def test_command_line_names_a_missing_run(tmp_path, capsys):
