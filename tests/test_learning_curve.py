@@ -56,13 +56,21 @@ def test_gain_of_full_over_rigid_is_on_the_seeds_both_have_at_a_step():
             depth_row('full', 1, 100, 0.10, 0.101),                       # no rigid seed 1: not paired
             depth_row('full', 0, 200, 0.30, 0.090), depth_row('rigid', 0, 200, 0.30, 0.100),
             depth_row('full', 0, 300, 0.30, 0.100)]
-    moving, background, seeds = learning_curve.paired_gain(rows, 100)
+    moving, background, seeds = learning_curve.paired_gain(rows, {100})
     assert (moving, background, seeds) == (pytest.approx(0.25), pytest.approx(0.05), [0])
-    assert learning_curve.paired_gain(rows, 300) is None
+    assert learning_curve.paired_gain(rows, {300}) is None
+    # over steps 100 and 200: the pairs (0, 100) and (0, 200), full 0.30 against rigid 0.35
+    assert learning_curve.paired_gain(rows, {100, 200})[0] == pytest.approx(1 - 0.30 / 0.35)
     table = learning_curve.format_markdown(rows, ['python -m experiments.learning_curve ...'])
     assert '| 100 | 0.200 | 0.103 | n/a | 0.400 | 0.100 | n/a | 25.0 % lower | 5.0 % worse |' in table
     assert '| 200 | 0.300 | 0.090 | n/a | 0.300 | 0.100 | n/a | 0.0 % lower | 10.0 % better |' in table
     assert '| 300 | 0.300 | 0.100 | n/a | n/a | n/a | n/a | n/a | n/a |' in table
+    # the second half (steps >= 150): full's rows at 200 and 300, rigid's at 200; paired on (0, 200) only
+    assert '| mean of steps >= 150 | 0.300 | 0.095 | n/a | 0.300 | 0.100 | n/a | 0.0 % lower | 10.0 % better |' \
+        in table
+    rows.append(depth_row('rigid', 0, 300, 0.25, 0.100))
+    assert '| 300 | 0.300 | 0.100 | n/a | 0.250 | 0.100 | n/a | 20.0 % higher | 0.0 % better |' in \
+        learning_curve.format_markdown(rows, [])
 
 
 def test_command_line_evaluates_each_checkpoint_once_and_continues_an_interrupted_run(world, tmp_path, monkeypatch):
