@@ -39,7 +39,7 @@ from checkpoint_io import CheckpointError
 from checkpoint_set import read_manifest
 from datasets.io import DatasetError
 from devices import select_device
-from experiments.ablation_results import bar_values, combine, format_cell, lookup
+from experiments.ablation_results import CONFIG_ORDER, bar_values, combine, format_cell, lookup
 from experiments.eval_synthetic import EvalError, evaluate
 from experiments.probe_object_size import checkpoint_labels, checkpoint_paths, load_networks, run_folder
 from fileio import OutputError, atomic_open
@@ -81,6 +81,13 @@ def evaluate_checkpoint(run_dir, label, run_args, data, device):
     return evaluate(data, inference, int(run_args['mni']), device)
 
 
+def row_configs(rows):
+    """The configurations of ``rows`` in the ablation's table order (others after them, as they come)."""
+    names = list(dict.fromkeys(row['config'] for row in rows))
+    return sorted(names, key=lambda name: (CONFIG_ORDER.index(name) if name in CONFIG_ORDER else len(CONFIG_ORDER),
+                                           names.index(name)))
+
+
 def config_rows(rows, config, steps):
     """The rows of ``config`` whose step is in ``steps``."""
     return [row for row in rows if row['config'] == config and row['step'] in steps]
@@ -113,7 +120,7 @@ def change_text(change, lower, higher):
 
 def format_markdown(rows, commands):
     """learning_curve.md: one line per step, and the mean over the checkpoints of the second half of training."""
-    configs = list(dict.fromkeys(row['config'] for row in rows))
+    configs = row_configs(rows)
     steps = sorted({row['step'] for row in rows})
     late = {step for step in steps if step >= steps[-1] / 2}
     header = ['step'] + [f'{config} {column}' for config in configs
@@ -146,7 +153,7 @@ def save_figure(path, rows):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    configs = list(dict.fromkeys(row['config'] for row in rows))
+    configs = row_configs(rows)
     panels = [('moving-car Abs Rel', ('depth', 'moving', 'abs_rel')),
               ('background Abs Rel', ('depth', 'background', 'abs_rel')),
               ('moving-car EPE (m)', ('objects', 'moving', 'epe'))]

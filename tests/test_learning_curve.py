@@ -68,6 +68,8 @@ def test_gain_of_full_over_rigid_is_on_the_seeds_both_have_at_a_step():
     # the second half (steps >= 150): full's rows at 200 and 300, rigid's at 200; paired on (0, 200) only
     assert '| mean of steps >= 150 | 0.300 | 0.095 | n/a | 0.300 | 0.100 | n/a | 0.0 % lower | 10.0 % better |' \
         in table
+    assert learning_curve.row_configs(rows[::-1] + [depth_row('obj_size_0.01', 0, 100, 0.3, 0.1)]) == \
+        ['full', 'rigid', 'obj_size_0.01']
     rows.append(depth_row('rigid', 0, 300, 0.25, 0.100))
     assert '| 300 | 0.300 | 0.100 | n/a | 0.250 | 0.100 | n/a | 20.0 % higher | 0.0 % better |' in \
         learning_curve.format_markdown(rows, [])
