@@ -126,7 +126,7 @@ for CONFIG in $CONFIGS; do config_flags "$CONFIG" > /dev/null; done
 
 # evaluate the checkpoints of run folder $1 (mni of configuration $2) on the validation scenes of $3 into $4
 evaluate() {
-    $PY -m experiments.eval_synthetic --data "$3" --pretrained-dispnet "$1/dispnet_checkpoint.pth.tar" \
+    run_child $PY -m experiments.eval_synthetic --data "$3" --pretrained-dispnet "$1/dispnet_checkpoint.pth.tar" \
         --pretrained-ego-pose "$1/ego_pose_checkpoint.pth.tar" --pretrained-obj-pose "$1/obj_pose_checkpoint.pth.tar" \
         --mni "$(config_mni "$2")" --device "$DEVICE" --output-dir "$4"
 }
@@ -158,6 +158,19 @@ finish_seed() {
     fi
 }
 
+# run a command; with JOBS above 1 (a background run) as a child whose PID is $CHILD, so that the run's SIGTERM
+# trap can pass the signal on to it
+CHILD=""
+run_child() {
+    if [ "$JOBS" -le 1 ]; then
+        "$@"
+        return
+    fi
+    "$@" &
+    CHILD=$!
+    wait "$CHILD"
+}
+
 # train (or resume) and evaluate seed $2 of configuration $1 (not finished yet)
 run_seed() {
     FLAGS=$(config_flags "$1")
@@ -169,11 +182,12 @@ run_seed() {
     elif [ -n "$RUN" ]; then
         echo "== $1 seed $2: resuming $RUN"
         # shellcheck disable=SC2086
-        $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$2" $COMMON $FLAGS --resume "$RUN"
+        run_child $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$2" $COMMON $FLAGS \
+            --resume "$RUN"
     else
         echo "== $1 seed $2: training ($STEPS steps, batch $BATCH, ${HEIGHT}x${WIDTH})"
         # shellcheck disable=SC2086
-        $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$2" $COMMON $FLAGS
+        run_child $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$2" $COMMON $FLAGS
         RUN=$(last_run "$DIR")
     fi
     echo "$RUN" > "$DIR/run_dir.txt"
@@ -192,11 +206,11 @@ wait_started() {
     STARTED=""
 }
 
-# on Ctrl-C or SIGTERM: stop the background runs too (train.py saves its checkpoint on SIGTERM), then exit $1
+# on Ctrl-C or SIGTERM: stop the background runs too (each passes SIGTERM on to its train.py, which saves its
+# checkpoint, or evaluation), then exit $1
 stop_started() {
     trap - INT TERM
-    for ENTRY in $STARTED; do
-        pkill -TERM -P "${ENTRY%%:*}" 2>/dev/null || true
+    for ENTRY in $STARTED $CHILD; do
         kill -TERM "${ENTRY%%:*}" 2>/dev/null || true
     done
     echo "== stopped; the runs continue from their checkpoints when the runner is called again" >&2
@@ -228,7 +242,7 @@ for SEED in $SEEDS; do
         mkdir -p "$OUT/logs"
         LOG=$OUT/logs/${CONFIG}_seed$SEED.log
         echo "== $CONFIG seed $SEED: started in the background (log: $LOG)"
-        run_seed "$CONFIG" "$SEED" >> "$LOG" 2>&1 &
+        (trap 'kill -TERM "$CHILD" 2>/dev/null; exit 143' TERM; run_seed "$CONFIG" "$SEED") >> "$LOG" 2>&1 &
         STARTED="$STARTED $!:$CONFIG/seed$SEED"
         [ "$(echo "$STARTED" | wc -w)" -lt "$JOBS" ] || wait_started
     done
