@@ -133,17 +133,34 @@ def bar_values(full_metrics, rigid_metrics):
             for region in ('moving', 'background')]
 
 
+def relative_changes(values):
+    """``(moving-car gain, background change)`` of :func:`bar_values`: ``1 - full / rigid`` of the moving cars'
+    Abs Rel and ``full / rigid - 1`` of the background's."""
+    full_moving, full_bg, rigid_moving, rigid_bg = values
+    return 1 - full_moving / rigid_moving, full_bg / rigid_bg - 1
+
+
+def change_text(change, positive, negative):
+    """``'x.x % POSITIVE'`` for a change >= 0, ``'x.x % NEGATIVE'`` below (e.g. lower / higher)."""
+    return f'{100 * abs(change):.1f} % {positive if change >= 0 else negative}'
+
+
+def paired_values(full, rigid):
+    """``(values, keys)``: the :func:`bar_values` of the mean metrics over the keys (seeds, ...) both dicts of
+    metrics have with every bar region, and those keys; ``(None, [])`` without such a key."""
+    keys = [key for key in full if key in rigid and None not in bar_values(full[key], rigid[key])]
+    if not keys:
+        return None, []
+    return bar_values(*(combine([metrics[key] for key in keys], np.mean) for metrics in (full, rigid))), keys
+
+
 def _bar_line(label, values, detail=''):
     """One verdict line from :func:`bar_values`."""
-    full_moving, full_bg, rigid_moving, rigid_bg = values
-    moving_gain = 1 - full_moving / rigid_moving
-    background_change = full_bg / rigid_bg - 1
+    moving_gain, background_change = relative_changes(values)
     met = moving_gain >= MOVING_GAIN and background_change <= BACKGROUND_TOLERANCE
-    background = (f'{100 * background_change:.1f} % worse' if background_change > 0
-                  else f'{-100 * background_change:.1f} % better')
-    return (f"{label}: moving-car Abs Rel {100 * moving_gain:.1f} % lower{detail} (needs >= "
-            f"{100 * MOVING_GAIN:.0f} %), background {background} (allowed: <= {100 * BACKGROUND_TOLERANCE:.0f} % "
-            f"worse): {'met' if met else 'NOT met'}.")
+    return (f"{label}: moving-car Abs Rel {change_text(moving_gain, 'lower', 'higher')}{detail} (needs >= "
+            f"{100 * MOVING_GAIN:.0f} %), background {change_text(-background_change, 'better', 'worse')} "
+            f"(allowed: <= {100 * BACKGROUND_TOLERANCE:.0f} % worse): {'met' if met else 'NOT met'}.")
 
 
 def bar_verdict(results):
@@ -154,14 +171,11 @@ def bar_verdict(results):
     if None in values:
         return 'Bar (full vs rigid): cannot be judged (a configuration or a region is missing).'
     lines = [_bar_line('Bar (full vs rigid, all seeds)', values)]
-    per_seed = {seed: bar_values(full['seeds'][seed], rigid['seeds'][seed])
-                for seed in full['seeds'] if seed in rigid['seeds']}
-    paired = [seed for seed, seed_values in per_seed.items() if None not in seed_values]
+    paired_means, paired = paired_values(full['seeds'], rigid['seeds'])
     if paired:
-        paired_values = bar_values(*(combine([config['seeds'][seed] for seed in paired], np.mean)
-                                      for config in (full, rigid)))
-        gains = ', '.join(f'{100 * (1 - per_seed[seed][0] / per_seed[seed][2]):.0f} %' for seed in paired)
-        lines.append(_bar_line(f"Paired on seeds {', '.join(paired)}", paired_values, f' (per seed: {gains})'))
+        gains = ', '.join(f"{100 * relative_changes(bar_values(full['seeds'][seed], rigid['seeds'][seed]))[0]:.0f} %"
+                          for seed in paired)
+        lines.append(_bar_line(f"Paired on seeds {', '.join(paired)}", paired_means, f' (per seed: {gains})'))
     return '\n\n'.join(lines)
 
 

@@ -39,7 +39,8 @@ from checkpoint_io import CheckpointError
 from checkpoint_set import read_manifest
 from datasets.io import DatasetError
 from devices import select_device
-from experiments.ablation_results import CONFIG_ORDER, bar_values, combine, format_cell, lookup
+from experiments.ablation_results import (CONFIG_ORDER, change_text, combine, format_cell, lookup, paired_values,
+                                          relative_changes)
 from experiments.eval_synthetic import EvalError, evaluate
 from experiments.probe_object_size import checkpoint_labels, checkpoint_paths, load_networks, run_folder
 from fileio import OutputError, atomic_open
@@ -100,22 +101,13 @@ def mean_metrics(rows):
 
 def paired_gain(rows, steps):
     """``(moving-car gain, background change, seeds)`` of full over rigid on the (seed, step) pairs both have
-    among ``steps`` (``1 - full / rigid`` and ``full / rigid - 1`` of their mean Abs Rel); None without a pair."""
-    full, rigid = ({(row['seed'], row['step']): row for row in config_rows(rows, config, steps)}
+    among ``steps`` (:func:`ablation_results.relative_changes` of their mean Abs Rel); None without a pair."""
+    full, rigid = ({(row['seed'], row['step']): row['metrics'] for row in config_rows(rows, config, steps)}
                    for config in ('full', 'rigid'))
-    pairs = sorted(full.keys() & rigid.keys())
+    values, pairs = paired_values(full, rigid)
     if not pairs:
         return None
-    full_moving, full_bg, rigid_moving, rigid_bg = bar_values(mean_metrics([full[pair] for pair in pairs]),
-                                                               mean_metrics([rigid[pair] for pair in pairs]))
-    if None in (full_moving, full_bg, rigid_moving, rigid_bg):
-        return None
-    return 1 - full_moving / rigid_moving, full_bg / rigid_bg - 1, sorted({seed for seed, _ in pairs})
-
-
-def change_text(change, lower, higher):
-    """``'x.x % lower'`` / ``'x.x % higher'`` of a relative change (``lower`` when it is >= 0)."""
-    return f'{100 * abs(change):.1f} % {lower if change >= 0 else higher}'
+    return (*relative_changes(values), sorted({seed for seed, _ in pairs}))
 
 
 def format_markdown(rows, commands):
@@ -198,6 +190,27 @@ def write_outputs(out, data, rows, commands):
     save_figure(out / 'learning_curve.png', rows)
 
 
+def evaluate_run(args, config, seed, rows, commands, device):
+    """The rows with the checkpoints of run ``config``/``seed`` that ``rows`` lacks evaluated (outputs written
+    after each); the row of a final checkpoint that a longer training replaced is dropped."""
+    run_dir = run_folder(args.runs, config, seed)
+    run_args = json.loads((run_dir / 'args.json').read_text())
+    for label, step in checkpoint_steps(run_dir, args.every):
+        earlier = [row for row in rows if (row['config'], row['seed'], row['checkpoint']) == (config, seed, label)]
+        if earlier and earlier[0]['step'] == step:
+            continue
+        start = time.time()
+        metrics, kinds = evaluate_checkpoint(run_dir, label, run_args, args.data, device)
+        rows = [row for row in rows if row not in earlier] + [
+            {'config': config, 'seed': seed, 'checkpoint': label, 'step': step, 'metrics': metrics, 'kinds': kinds}]
+        write_outputs(args.output_dir, args.data, rows, commands)
+        print(f"{config} seed {seed} {label} (step {step}): moving "
+              f"{format_cell(lookup(metrics, 'depth', 'moving', 'abs_rel'), None)}, background "
+              f"{format_cell(lookup(metrics, 'depth', 'background', 'abs_rel'), None)} ({time.time() - start:.0f} s)",
+              flush=True)
+    return rows
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--runs', required=True, type=Path, help='the runs/ folder of scripts/run_ablation.sh')
@@ -223,26 +236,9 @@ def main(argv=None):
         device = select_device(args.device)
         rows, commands = read_rows(args.output_dir, args.data)
         commands = commands + [command]
-        done = {(row['config'], row['seed'], row['checkpoint'], row['step']) for row in rows}
         for config in args.configs:
             for seed in args.seeds:
-                run_dir = run_folder(args.runs, config, seed)
-                run_args = json.loads((run_dir / 'args.json').read_text())
-                for label, step in checkpoint_steps(run_dir, args.every):
-                    if (config, seed, label, step) in done:
-                        continue
-                    # a run trained further since: its earlier final checkpoint is gone
-                    rows = [row for row in rows
-                            if (row['config'], row['seed'], row['checkpoint']) != (config, seed, label)]
-                    start = time.time()
-                    metrics, kinds = evaluate_checkpoint(run_dir, label, run_args, args.data, device)
-                    rows.append({'config': config, 'seed': seed, 'checkpoint': label, 'step': step,
-                                 'metrics': metrics, 'kinds': kinds})
-                    write_outputs(args.output_dir, args.data, rows, commands)
-                    print(f"{config} seed {seed} {label} (step {step}): moving "
-                          f"{format_cell(lookup(metrics, 'depth', 'moving', 'abs_rel'), None)}, background "
-                          f"{format_cell(lookup(metrics, 'depth', 'background', 'abs_rel'), None)} "
-                          f"({time.time() - start:.0f} s)", flush=True)
+                rows = evaluate_run(args, config, seed, rows, commands, device)
         write_outputs(args.output_dir, args.data, rows, commands)
     except (EvalError, DatasetError, CheckpointError, ConfigError, OutputError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

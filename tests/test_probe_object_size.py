@@ -119,7 +119,8 @@ def fake_run(world, runs, config='full', mni=3):
     root, _ = world
     run_dir = runs / config / 'seed0' / 'run'
     run_dir.mkdir(parents=True)
-    args = vars(train.build_parser().parse_args([str(root), '--name', 'probe', '-b', '1', '-mni', str(mni), '-o', '0.02',
+    args = vars(train.build_parser().parse_args([str(root), '--name', 'probe', '-b', '1', '-mni', str(mni),
+                                                 '-o', '0.02',
                                                  '--with-ssim', '--with-mask', '--with-auto-mask',
                                                  '--depth-scale', '0.1', '--antisymmetric-ego-pose']))
     (run_dir / 'args.json').write_text(json.dumps({k: (str(v) if k == 'data' else v) for k, v in args.items()}))
