@@ -65,14 +65,34 @@ def test_gain_of_full_over_rigid_is_on_the_seeds_both_have_at_a_step():
     assert '| 100 | 0.200 | 0.103 | n/a | 0.400 | 0.100 | n/a | 25.0 % lower | 5.0 % worse |' in table
     assert '| 200 | 0.300 | 0.090 | n/a | 0.300 | 0.100 | n/a | 0.0 % lower | 10.0 % better |' in table
     assert '| 300 | 0.300 | 0.100 | n/a | n/a | n/a | n/a | n/a | n/a |' in table
-    # the second half (steps >= 150): full's rows at 200 and 300, rigid's at 200; paired on (0, 200) only
-    assert '| mean of steps >= 150 | 0.300 | 0.095 | n/a | 0.300 | 0.100 | n/a | 0.0 % lower | 10.0 % better |' \
-        in table
+    # the second half (steps >= 150): full's rows at 200 and 300, rigid's at 200; paired on (0, 200) only; seed 1
+    # has no row there
+    assert '| mean of steps >= 150, seed 0 | 0.300 | 0.095 | n/a | 0.300 | 0.100 | n/a | 0.0 % lower | 10.0 % ' \
+        'better |' in table
+    assert '| mean of steps >= 150, seed 1 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |' in table
+    assert '| mean of steps >= 150, all seeds | 0.300 | 0.095 | n/a | 0.300 | 0.100 | n/a | 0.0 % lower | 10.0 % ' \
+        'better |' in table
     assert learning_curve.row_configs(rows[::-1] + [depth_row('obj_size_0.01', 0, 100, 0.3, 0.1)]) == \
         ['full', 'rigid', 'obj_size_0.01']
     rows.append(depth_row('rigid', 0, 300, 0.25, 0.100))
     assert '| 300 | 0.300 | 0.100 | n/a | 0.250 | 0.100 | n/a | 20.0 % higher | 0.0 % better |' in \
         learning_curve.format_markdown(rows, [])
+
+
+def test_second_half_means_are_per_seed_then_over_all_seeds():
+    rows = [depth_row('full', seed, step, moving, 0.100) for step in (0, 200, 300)
+            for seed, moving in ((0, 0.30), (1, 0.20))]
+    rows += [depth_row('rigid', seed, step, 0.40 if seed == 0 else 0.20, 0.100) for step in (0, 200, 300)
+             for seed in (0, 1)]
+    table = learning_curve.format_markdown(rows, [])
+    assert '| mean of steps >= 150, seed 0 | 0.300 | 0.100 | n/a | 0.400 | 0.100 | n/a | 25.0 % lower | 0.0 % ' \
+        'better |' in table
+    assert '| mean of steps >= 150, seed 1 | 0.200 | 0.100 | n/a | 0.200 | 0.100 | n/a | 0.0 % lower | 0.0 % ' \
+        'better |' in table
+    # over both seeds: full 0.25 against rigid 0.30
+    assert '| mean of steps >= 150, all seeds | 0.250 | 0.100 | n/a | 0.300 | 0.100 | n/a | 16.7 % lower |' in table
+    one_seed = learning_curve.format_markdown([row for row in rows if row['seed'] == 0], [])
+    assert '| mean of steps >= 150 | 0.300 |' in one_seed and ', seed 0 |' not in one_seed
 
 
 def test_command_line_evaluates_each_checkpoint_once_and_continues_an_interrupted_run(world, tmp_path, monkeypatch):
