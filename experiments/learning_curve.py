@@ -18,7 +18,8 @@ car_kinds.json) after every checkpoint, so an interrupted run continues where it
 ``DIR/learning_curve.md``: per step, each configuration's Abs Rel of the moving cars and the background and its
 moving-car EPE (mean over seeds), and the full model's gain over the rigid one on the seeds both have at that
 step (the bar of issue 18), and last lines averaging the checkpoints of the second half of training, per seed
-and over all seeds (one checkpoint's numbers swing from one to the next); ``DIR/learning_curve.png``: the same as curves.
+and over all seeds (one checkpoint's numbers swing from one to the next); ``DIR/learning_curve.png``: the same
+as curves.
 """
 import argparse
 import importlib.util
