@@ -1,7 +1,7 @@
 """Depth by region and object motion along training: the ablation's kept checkpoints, evaluated one by one.
 
     python -m experiments.learning_curve --runs OUT/runs --data VIS_ROOT [--configs full rigid] [--seeds 0 1]
-        [--every 300] [--device auto] --output-dir DIR
+        [--every 300] [--windows FIRST-LAST ...] [--device auto] --output-dir DIR
 
 A diagnostic of issue 18: does the full model's lead over the rigid one on moving cars grow with the training
 budget?  For every run of ``scripts/run_ablation.sh`` (``OUT/runs/CONFIG/seedS``, the run folder named in its
@@ -17,9 +17,10 @@ Writes ``DIR/learning_curve.json`` (``{"commands", "rows": [{"config", "seed", "
 car_kinds.json) after every checkpoint, so an interrupted run continues where it stopped;
 ``DIR/learning_curve.md``: per step, each configuration's Abs Rel of the moving cars and the background and its
 moving-car EPE (mean over seeds), and the full model's gain over the rigid one on the seeds both have at that
-step (the bar of issue 18), and last lines averaging the checkpoints of the second half of training, per seed
-and over all seeds (one checkpoint's numbers swing from one to the next); ``DIR/learning_curve.png``: the same
-as curves.
+step (the bar of issue 18), and last lines averaging the checkpoints of the second half of training and of each
+``--windows`` step range, per seed and over all seeds (one checkpoint's numbers swing from one to the next);
+``DIR/learning_curve.png``: the same as curves.  With nothing left to evaluate, a call only writes these again
+(e.g. with other ``--windows``).
 """
 import argparse
 import importlib.util
@@ -111,22 +112,32 @@ def paired_gain(rows, steps):
     return (*relative_changes(values), sorted({seed for seed, _ in pairs}))
 
 
-def late_lines(rows, steps):
-    """``[(label, steps, rows)]`` of the summary lines over the second half of training (the ``steps`` from half
-    the last one): one per seed when there are several, then all seeds together."""
-    half = steps[-1] / 2
-    late = {step for step in steps if step >= half}
+def summary_lines(rows, label, steps):
+    """``[(label, steps, rows)]`` of the lines averaging the checkpoints at ``steps``: one per seed when there are
+    several, then all seeds together."""
     seeds = sorted({row['seed'] for row in rows})
-    per_seed = [(f'mean of steps >= {half:g}, seed {seed}', late, [row for row in rows if row['seed'] == seed])
+    per_seed = [(f'{label}, seed {seed}', steps, [row for row in rows if row['seed'] == seed])
                 for seed in seeds] if len(seeds) > 1 else []
-    return per_seed + [(f'mean of steps >= {half:g}' + (', all seeds' if per_seed else ''), late, rows)]
+    return per_seed + [(label + (', all seeds' if per_seed else ''), steps, rows)]
 
 
-def format_markdown(rows, commands):
-    """learning_curve.md: one line per step, and the means over the checkpoints of the second half of training
-    (:func:`late_lines`)."""
+def step_window(text):
+    """``(first, last)`` of a ``--windows`` range ``FIRST-LAST`` (argparse type)."""
+    first, dash, last = text.partition('-')
+    if not (dash and first.isdigit() and last.isdigit() and int(first) <= int(last)):
+        raise argparse.ArgumentTypeError(f"not a step range FIRST-LAST with FIRST <= LAST: {text!r}")
+    return int(first), int(last)
+
+
+def format_markdown(rows, commands, windows=()):
+    """learning_curve.md: one line per step, then the means over the checkpoints of the second half of training
+    and of each ``(first, last)`` step range of ``windows`` (:func:`summary_lines`)."""
     configs = row_configs(rows)
     steps = sorted({row['step'] for row in rows})
+    half = steps[-1] / 2
+    summaries = [(f'mean of steps >= {half:g}', {step for step in steps if step >= half})]
+    summaries += [(f'mean of steps {first}-{last}', {step for step in steps if first <= step <= last})
+                  for first, last in windows]
     header = ['step'] + [f'{config} {column}' for config in configs
                          for column in ('moving', 'background', 'moving EPE (m)')]
     with_bar = {'full', 'rigid'} <= set(configs)
@@ -136,10 +147,12 @@ def format_markdown(rows, commands):
     lines += [f'    {command}' for command in commands]
     lines += ['', 'Abs Rel (mean over the seeds evaluated at that step); the gain of full over rigid is on the seeds '
               'both have at that step (issue 18 asks for >= 25 % lower moving-car Abs Rel, background <= 5 % '
-              f'worse). The last lines average the checkpoints of the second half of training (steps >= '
-              f'{steps[-1] / 2:g}): per seed when there are several, then over all seeds.', '',
+              f'worse). The last lines average the checkpoints of the second half of training (steps >= {half:g}) '
+              'and of each --windows range: per seed when there are several, then over all seeds.', '',
               '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    for label, selected, subset in ([(str(step), {step}, rows) for step in steps] + late_lines(rows, steps)):
+    lines_of = [(str(step), {step}, rows) for step in steps]
+    lines_of += [line for label, chosen in summaries for line in summary_lines(rows, label, chosen)]
+    for label, selected, subset in lines_of:
         cells = [label]
         for config in configs:
             mean = mean_metrics(config_rows(subset, config, selected))
@@ -193,20 +206,28 @@ def read_rows(out, data):
     return rows, commands
 
 
-def write_outputs(out, data, rows, commands):
-    """learning_curve.json, .md and .png under ``out``, atomically."""
+def write_outputs(out, data, rows, commands, windows=()):
+    """learning_curve.json, .md (with the summary lines of ``windows``) and .png under ``out``, atomically."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / 'learning_curve.json') as handle:
         handle.write(json.dumps({'data': str(data), 'commands': commands, 'rows': rows}, indent=1).encode())
     with atomic_open(out / 'learning_curve.md') as handle:
-        handle.write(format_markdown(rows, commands).encode())
+        handle.write(format_markdown(rows, commands, windows).encode())
     save_figure(out / 'learning_curve.png', rows)
 
 
 def evaluate_run(args, config, seed, rows, commands, device):
     """The rows with the checkpoints of run ``config``/``seed`` that ``rows`` lacks evaluated (outputs written
-    after each); the row of a final checkpoint that a longer training replaced is dropped."""
-    run_dir = run_folder(args.runs, config, seed)
+    after each); the row of a final checkpoint that a longer training replaced is dropped.  A run whose
+    checkpoints are gone (``PRUNE=1``) keeps the rows evaluated before."""
+    try:
+        run_dir = run_folder(args.runs, config, seed)
+    except EvalError as error:
+        kept = sum((row['config'], row['seed']) == (config, seed) for row in rows)
+        if not kept:
+            raise
+        print(f"note: {error}; its {kept} checkpoints evaluated before are kept", file=sys.stderr)
+        return rows
     run_args = json.loads((run_dir / 'args.json').read_text())
     for label, step in checkpoint_steps(run_dir, args.every):
         earlier = [row for row in rows if (row['config'], row['seed'], row['checkpoint']) == (config, seed, label)]
@@ -216,7 +237,7 @@ def evaluate_run(args, config, seed, rows, commands, device):
         metrics, kinds = evaluate_checkpoint(run_dir, label, run_args, args.data, device)
         rows = [row for row in rows if row not in earlier] + [
             {'config': config, 'seed': seed, 'checkpoint': label, 'step': step, 'metrics': metrics, 'kinds': kinds}]
-        write_outputs(args.output_dir, args.data, rows, commands)
+        write_outputs(args.output_dir, args.data, rows, commands, args.windows)
         print(f"{config} seed {seed} {label} (step {step}): moving "
               f"{format_cell(lookup(metrics, 'depth', 'moving', 'abs_rel'), None)}, background "
               f"{format_cell(lookup(metrics, 'depth', 'background', 'abs_rel'), None)} ({time.time() - start:.0f} s)",
@@ -233,6 +254,8 @@ def build_parser():
     parser.add_argument('--seeds', nargs='+', type=int, default=[0])
     parser.add_argument('--every', type=int, default=300,
                         help='evaluate the kept copies whose step is a multiple of this (default 300)')
+    parser.add_argument('--windows', nargs='+', type=step_window, default=[], metavar='FIRST-LAST',
+                        help='also average the checkpoints of these step ranges (e.g. 1500-2340 2400-3000)')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
     parser.add_argument('--output-dir', required=True, type=Path,
                         help='results go here; checkpoints already in its learning_curve.json are not evaluated again')
@@ -252,11 +275,11 @@ def main(argv=None):
         for config in args.configs:
             for seed in args.seeds:
                 rows = evaluate_run(args, config, seed, rows, commands, device)
-        write_outputs(args.output_dir, args.data, rows, commands)
+        write_outputs(args.output_dir, args.data, rows, commands, args.windows)
     except (EvalError, DatasetError, CheckpointError, ConfigError, OutputError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(format_markdown(rows, commands))
+    print(format_markdown(rows, commands, args.windows))
     return 0
 
 

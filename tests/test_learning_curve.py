@@ -95,6 +95,21 @@ def test_second_half_means_are_per_seed_then_over_all_seeds():
     assert '| mean of steps >= 150 | 0.300 |' in one_seed and ', seed 0 |' not in one_seed
 
 
+def test_windows_average_the_checkpoints_of_a_step_range():
+    rows = [depth_row('full', 0, step, moving, 0.100) for step, moving in ((0, 0.5), (100, 0.4), (200, 0.3))]
+    rows += [depth_row('rigid', 0, step, 0.5, 0.100) for step in (0, 100, 200)]
+    table = learning_curve.format_markdown(rows, [], windows=[(50, 200), (0, 100)])
+    # 50-200: full (0.4 + 0.3) / 2 against rigid 0.5; 0-100: full 0.45
+    assert '| mean of steps 50-200 | 0.350 | 0.100 | n/a | 0.500 | 0.100 | n/a | 30.0 % lower | 0.0 % better |' \
+        in table
+    assert '| mean of steps 0-100 | 0.450 | 0.100 | n/a | 0.500 | 0.100 | n/a | 10.0 % lower |' in table
+    assert learning_curve.step_window('1500-2340') == (1500, 2340)
+    parser = learning_curve.build_parser()
+    for bad in ('2400-1500', '1500', 'a-b'):
+        with pytest.raises(SystemExit):
+            parser.parse_args(['--runs', 'r', '--data', 'd', '--output-dir', 'o', '--windows', bad])
+
+
 def test_command_line_evaluates_each_checkpoint_once_and_continues_an_interrupted_run(world, tmp_path, monkeypatch):
     root, _ = world
     runs, out = tmp_path / 'runs', tmp_path / 'curve'
@@ -123,7 +138,13 @@ def test_command_line_evaluates_each_checkpoint_once_and_continues_an_interrupte
     def fail(*args):
         raise AssertionError('evaluated again')
     monkeypatch.setattr(learning_curve, 'evaluate_checkpoint', fail)
-    assert learning_curve.main(argv) == 0
+    assert learning_curve.main(argv + ['--windows', '5-20']) == 0      # nothing to evaluate: written again
+    assert '| mean of steps 5-20 |' in (out / 'learning_curve.md').read_text()
+    shutil.rmtree(rigid_run)                                         # pruned: its rows stay, the md is rewritten
+    assert learning_curve.main(argv + ['--windows', '0-10']) == 0
+    kept = json.loads((out / 'learning_curve.json').read_text())['rows']
+    assert sum(row['config'] == 'rigid' for row in kept) == 3
+    assert '| mean of steps 0-10 |' in (out / 'learning_curve.md').read_text()
     # another world into the same folder is refused; a run trained further gets its new final checkpoint only
     other = tmp_path / 'other_world'
     shutil.copytree(root, other)
