@@ -220,13 +220,11 @@ def evaluate_run(args, config, seed, rows, commands, device):
     """The rows with the checkpoints of run ``config``/``seed`` that ``rows`` lacks evaluated (outputs written
     after each); the row of a final checkpoint that a longer training replaced is dropped.  A run whose
     checkpoints are gone (``PRUNE=1``) keeps the rows evaluated before."""
-    try:
-        run_dir = run_folder(args.runs, config, seed)
-    except EvalError as error:
-        kept = sum((row['config'], row['seed']) == (config, seed) for row in rows)
-        if not kept:
-            raise
-        print(f"note: {error}; its {kept} checkpoints evaluated before are kept", file=sys.stderr)
+    kept = sum((row['config'], row['seed']) == (config, seed) for row in rows)
+    run_dir = run_folder(args.runs, config, seed, pruned_ok=kept > 0)
+    if run_dir is None:
+        print(f"note: {config} seed {seed}: its run folder is gone (pruned); the {kept} checkpoints evaluated "
+              f"before are kept", file=sys.stderr)
         return rows
     run_args = json.loads((run_dir / 'args.json').read_text())
     for label, step in checkpoint_steps(run_dir, args.every):

@@ -301,12 +301,15 @@ def probe_checkpoint(run_dir, label, root, run_args, num_batches):
     return values
 
 
-def run_folder(runs, config, seed):
-    """The train.py run folder of ``RUNS/CONFIG/seedS`` (named in its ``run_dir.txt``)."""
+def run_folder(runs, config, seed, pruned_ok=False):
+    """The train.py run folder of ``RUNS/CONFIG/seedS`` (named in its ``run_dir.txt``); with ``pruned_ok``, None
+    when that folder is gone (the runner's ``PRUNE=1`` deleted the checkpoints)."""
     pointer = Path(runs) / config / f'seed{seed}' / 'run_dir.txt'
     if not pointer.is_file():
         raise EvalError(f"{pointer}: not found (is --runs the runs/ folder of scripts/run_ablation.sh?)")
     run_dir = Path(pointer.read_text().strip())
+    if pruned_ok and not run_dir.exists():
+        return None
     if not (run_dir / 'args.json').is_file():
         raise EvalError(f"{run_dir / 'args.json'}: not found (the run folder named in {pointer})")
     return run_dir
