@@ -41,6 +41,7 @@ if __package__ in (None, '') and importlib.util.find_spec('fileio') is None:
 
 import numpy as np
 import torch
+from scipy.ndimage import distance_transform_edt
 
 import demo
 from checkpoint_io import CheckpointError
@@ -56,6 +57,12 @@ from models import ConfigError, depth_from_disparity, load_trained_networks
 
 REGIONS = ('all', 'background', 'moving', 'parked')
 MIN_REGION_PIXELS = 50
+# the background split of car_kinds.json: by distance to the nearest car pixel (at most 2 px, 2-8 px, beyond),
+# by image half (road, upper) and by true depth (below 10 m, 10-30 m, beyond)
+CAR_DISTANCE_BANDS = (('near_cars', 0, 2), ('around_cars', 2, 8), ('away_from_cars', 8, np.inf))
+DEPTH_BANDS = (('depth_0-10m', 0, 10), ('depth_10-30m', 10, 30), ('depth_30m+', 30, np.inf))
+BACKGROUND_SPLIT = tuple(name for name, _, _ in CAR_DISTANCE_BANDS) + ('road', 'upper') + \
+    tuple(name for name, _, _ in DEPTH_BANDS)
 MAX_DEPTH = 80.0
 MIN_DEPTH = 1e-3
 
@@ -119,6 +126,36 @@ def region_masks(segmentation, objects, frame, with_kinds=False):
     return {**kinds, **regions} if with_kinds else regions
 
 
+def road_and_upper(background, K):
+    """The background ``[H,W]`` split at the principal point's row (the horizon of a level camera):
+    ``{'road': below it, 'upper': the rest}`` (in the synthetic world mostly the street, and the buildings)."""
+    below = np.arange(background.shape[0])[:, None] > K[1, 2]
+    return {'road': background & below, 'upper': background & ~below}
+
+
+def car_distance(segmentation):
+    """``[H,W]`` Euclidean distance in pixels from each pixel to the nearest car pixel of a ``[1+N,H,W]``
+    segmentation (0 on the cars, inf in a frame without any)."""
+    cars = (segmentation[1:] > 0).any(axis=0) if len(segmentation) > 1 else np.zeros(segmentation.shape[1:], bool)
+    if not cars.any():
+        return np.full(cars.shape, np.inf)
+    return distance_transform_edt(~cars)
+
+
+def background_split(segmentation, gt, K):
+    """The background (no car mask) of one frame split three ways, ``{name: [H,W] bool}`` for the names of
+    :data:`BACKGROUND_SPLIT`: by distance to the nearest car pixel (:data:`CAR_DISTANCE_BANDS`, ``(low, high]``
+    pixels), by image half (:func:`road_and_upper`) and by true depth ``gt`` (:data:`DEPTH_BANDS`, ``[low, high)``
+    metres).  Where the full model's background is worse than the rigid model's: at the cars' borders, or all over.
+    """
+    distance = car_distance(segmentation)
+    background = distance > 0
+    split = {name: background & (distance > low) & (distance <= high) for name, low, high in CAR_DISTANCE_BANDS}
+    split.update(road_and_upper(background, K))
+    split.update({name: background & (gt >= low) & (gt < high) for name, low, high in DEPTH_BANDS})
+    return split
+
+
 class RegionErrors(NamedTuple):
     """Depth errors of one region of one image.
 
@@ -176,16 +213,18 @@ def average_region_errors(per_image, names=REGIONS, with_log_ratio=False):
 
 def summarise_kinds(per_image, object_records):
     """The ``car_kinds.json`` dict: depth errors (with ``log_ratio``) of the background and of each car
-    ``kind`` seen, and the object-motion errors of each kind (``motion_metrics.summarise_object_group``;
-    None without motion records)."""
+    ``kind`` seen, the object-motion errors of each kind (``motion_metrics.summarise_object_group``;
+    None without motion records), and the depth errors of the background's split (:func:`background_split`)."""
     # the kinds seen in some image (region_masks(..., with_kinds=True): 'parked' is a region and a kind)
-    kinds = sorted({name for image in per_image for name in image} - {'all', 'background', 'moving'}) + ['background']
+    kinds = sorted({name for image in per_image for name in image} - {'all', 'background', 'moving'}
+                   - set(BACKGROUND_SPLIT)) + ['background']
     objects = None
     if object_records is not None:
         objects = {kind: motion_metrics.summarise_object_group([r for r in object_records if r['kind'] == kind],
                                                                 moving=kind != 'parked')
                    for kind in sorted({r['kind'] for r in object_records})}
-    return {'depth': average_region_errors(per_image, kinds, with_log_ratio=True), 'objects': objects}
+    return {'depth': average_region_errors(per_image, kinds, with_log_ratio=True), 'objects': objects,
+            'background_split': average_region_errors(per_image, BACKGROUND_SPLIT, with_log_ratio=True)}
 
 
 def median_scale(gt, pred):
@@ -238,7 +277,9 @@ def evaluate_scene(root, name, nets, mni, device):
     for k, (frame, seg_path) in enumerate(zip(scene.frames, scene.segmentations)):
         gt = read_depth(frame.with_suffix('.npy'), frame_hw)
         segmentation = read_segmentation(seg_path, frame_hw)
-        per_image.append(region_errors(gt, depths[k], region_masks(segmentation, truth['objects'], k, with_kinds=True)))
+        regions = region_masks(segmentation, truth['objects'], k, with_kinds=True)
+        regions.update(background_split(segmentation, gt, scene.intrinsics))
+        per_image.append(region_errors(gt, depths[k], regions))
         scales.append(median_scale(gt, depths[k]))
     if not with_motion:
         return per_image, None, None
@@ -295,7 +336,8 @@ def format_report(metrics):
 
 
 def format_kinds(kinds):
-    """A plain-text table of a car_kinds.json dict: depth and object motion by car kind."""
+    """A plain-text table of a car_kinds.json dict: depth and object motion by car kind, then the background's
+    split."""
     lines = [f"{'kind':>10} {'abs_rel':>9} {'log_ratio':>9} {'images':>7} {'pixels':>9} {'EPE (m)':>9} "
              f"{'in 30deg':>9} {'cars':>5}"]
     for kind in dict.fromkeys([*kinds['depth'], *(kinds['objects'] or {})]):
@@ -304,6 +346,12 @@ def format_kinds(kinds):
         lines.append(f"{kind:>10} {_number(row['abs_rel']):>9} {_number(row['log_ratio']):>9} {row['images']:>7} "
                      f"{row['pixels']:>9} {_number(obj.get('epe')):>9} {_number(obj.get('within_30deg')):>9} "
                      f"{obj.get('cars', 0):>5}")
+    split = kinds.get('background_split') or {}
+    if split:
+        lines.append(f"{'background':>14} {'abs_rel':>9} {'log_ratio':>9} {'images':>7} {'pixels':>9}")
+    for name, row in split.items():
+        lines.append(f"{name:>14} {_number(row['abs_rel']):>9} {_number(row['log_ratio']):>9} {row['images']:>7} "
+                     f"{row['pixels']:>9}")
     return '\n'.join(lines)
 
 

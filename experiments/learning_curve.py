@@ -43,7 +43,7 @@ from datasets.io import DatasetError
 from devices import select_device
 from experiments.ablation_results import (CONFIG_ORDER, change_text, combine, format_cell, lookup, paired_values,
                                           relative_changes)
-from experiments.eval_synthetic import EvalError, evaluate
+from experiments.eval_synthetic import BACKGROUND_SPLIT, EvalError, evaluate
 from experiments.probe_object_size import checkpoint_labels, checkpoint_paths, load_networks, run_folder
 from fileio import OutputError, atomic_open
 from models import ConfigError
@@ -163,7 +163,47 @@ def format_markdown(rows, commands, windows=()):
             cells += ['n/a', 'n/a'] if gain is None else [change_text(gain[0], 'lower', 'higher'),
                                                           change_text(-gain[1], 'better', 'worse')]
         lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + background_split_lines(rows, summaries)) + '\n'
+
+
+def background_split_lines(rows, summaries):
+    """The lines of the background-split table (empty when no row's ``kinds`` has ``background_split``, the
+    split of :func:`experiments.eval_synthetic.background_split`): for each ``(label, steps)`` of ``summaries``,
+    each configuration's mean Abs Rel / signed error of every part of the background over its checkpoints at
+    ``steps`` that have the split, and the full model's change of Abs Rel on the (seed, step) pairs both have."""
+    with_split = [row for row in rows if lookup(row, 'kinds', 'background_split')]
+    if not with_split:
+        return []
+    configs = row_configs(with_split)
+    header = ['steps', 'config', 'seeds'] + list(BACKGROUND_SPLIT)
+    lines = ['', 'Background split (eval_synthetic.background_split: by distance to the nearest car pixel, image '
+             'half, true depth): Abs Rel / mean log(prediction / truth), > 0 drawn too far; mean over the '
+             'checkpoints that have it.', '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for label, steps in summaries:
+        splits = {config: {(row['seed'], row['step']): row['kinds']['background_split']
+                           for row in config_rows(with_split, config, steps)} for config in configs}
+        for config in configs:
+            mean = combine(list(splits[config].values()), np.mean)
+            seeds = ', '.join(str(seed) for seed in sorted({seed for seed, _ in splits[config]}))
+            cells = [format_cell(lookup(mean, name, 'abs_rel'), None) + ' / '
+                     + format_cell(lookup(mean, name, 'log_ratio'), None) for name in BACKGROUND_SPLIT]
+            lines.append('| ' + ' | '.join([label, config, seeds or 'none'] + cells) + ' |')
+        pairs = [key for key in splits.get('full', {}) if key in splits.get('rigid', {})]
+        if pairs:
+            full, rigid = (combine([splits[config][key] for key in pairs], np.mean) for config in ('full', 'rigid'))
+            seeds = ', '.join(str(seed) for seed in sorted({seed for seed, _ in pairs}))
+            cells = [split_change(lookup(full, name, 'abs_rel'), lookup(rigid, name, 'abs_rel'))
+                     for name in BACKGROUND_SPLIT]
+            lines.append('| ' + ' | '.join([label, 'full vs rigid', seeds] + cells) + ' |')
+    return lines
+
+
+def split_change(full, rigid):
+    """``'x.x % better|worse'``: the change of the full model's Abs Rel against the rigid model's (n/a without
+    both)."""
+    if full is None or not rigid:
+        return 'n/a'
+    return change_text(1 - full / rigid, 'better', 'worse')
 
 
 def save_figure(path, rows):

@@ -65,7 +65,8 @@ from datasets.scenes import read_scene_list
 from datasets.validation_folders import read_depth
 from experiments import motion_metrics
 from experiments.eval_synthetic import (MAX_DEPTH, MIN_DEPTH, MIN_REGION_PIXELS, EvalError, ScaledDisparity,
-                                        median_scale, print_warning, read_scene_truth, region_errors, region_masks)
+                                        median_scale, print_warning, read_scene_truth, region_errors, region_masks,
+                                        road_and_upper)
 from experiments.probe_object_input import load_batch, training_samples
 from fileio import atomic_open
 from loss_functions import expected_object_depths
@@ -115,13 +116,6 @@ def unit_ratio(gt, pred, mask, min_pixels=MIN_REGION_PIXELS):
     if valid.sum() < min_pixels:
         return None
     return float(np.median(gt[valid]) / np.median(pred[valid]))
-
-
-def road_and_upper(background, K):
-    """The background ``[H,W]`` split at the principal point's row (the horizon of a level camera):
-    ``{'road': below it, 'upper': the rest}`` (in the synthetic world mostly the street, and the buildings)."""
-    below = np.arange(background.shape[0])[:, None] > K[1, 2]
-    return {'road': background & below, 'upper': background & ~below}
 
 
 def street_band_ratios(gt, pred, street, min_pixels=MIN_REGION_PIXELS):

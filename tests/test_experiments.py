@@ -75,6 +75,54 @@ def test_kinds_summary_gives_the_signed_depth_error_and_the_motion_error_of_each
     assert eval_synthetic.summarise_kinds([region_errors(gt, pred, regions)], None)['objects'] is None
 
 
+def one_car_frame():
+    """``(segmentation [2,20,30], gt [20,30], K)``: an 8x8 car at rows 6-13, columns 10-17; true depth 5 m in
+    columns 0-9, 20 m in 10-19, 40 m beyond; the principal point's row 9.5."""
+    seg = np.zeros((2, 20, 30), np.uint8)
+    seg[1, 6:14, 10:18] = 1
+    gt = np.full((20, 30), 40.0)
+    gt[:, :10], gt[:, 10:20] = 5.0, 20.0
+    K = np.array([[20.0, 0.0, 15.0], [0.0, 20.0, 9.5], [0.0, 0.0, 1.0]])
+    return seg, gt, K
+
+
+def test_background_split_parts_the_background_by_car_distance_image_half_and_true_depth():
+    seg, gt, K = one_car_frame()
+    split = eval_synthetic.background_split(seg, gt, K)
+    assert list(split) == list(eval_synthetic.BACKGROUND_SPLIT)
+    background = seg[1] == 0
+    for names in (('near_cars', 'around_cars', 'away_from_cars'), ('road', 'upper'),
+                  ('depth_0-10m', 'depth_10-30m', 'depth_30m+')):
+        assert (sum(split[name].astype(int) for name in names) == background).all(), names
+    assert split['near_cars'][5, 10] and split['near_cars'][4, 10] and split['near_cars'][13, 19]  # 1, 2 and 2 px
+    assert split['around_cars'][4, 9] and split['around_cars'][3, 10]        # sqrt(5) and 3 px
+    assert split['around_cars'][10, 25] and split['away_from_cars'][10, 26]  # 8 and 9 px
+    assert split['near_cars'].sum() == 12 * 12 - 64 - 4 * 3                   # a corner's 3 pixels are beyond 2 px
+    assert split['road'][10:].sum() == background[10:].sum() and not split['road'][:10].any()
+    assert split['depth_10-30m'].sum() == background[:, 10:20].sum()
+    no_car = eval_synthetic.background_split(np.zeros((1, 20, 30), np.uint8), gt, K)
+    assert no_car['away_from_cars'].all() and not no_car['near_cars'].any()
+
+
+def test_background_split_errors_equal_a_hand_computation():
+    seg, gt, K = one_car_frame()
+    split = eval_synthetic.background_split(seg, gt, K)
+    pred = gt.copy()
+    pred[split['near_cars']] *= 1.5                 # the car's border drawn too far; the median stays 20 m
+    regions = {**region_masks(seg, [{'kind': 'same', 'mask_index': np.array([1])}], 0, with_kinds=True), **split}
+    kinds = eval_synthetic.summarise_kinds([region_errors(gt, pred, regions, min_pixels=1)], None)
+    assert list(kinds['depth']) == ['same', 'background']
+    near = kinds['background_split']['near_cars']
+    assert near['abs_rel'] == pytest.approx(0.5) and near['log_ratio'] == pytest.approx(np.log(1.5))
+    assert near['pixels'] == 12 * 12 - 64 - 4 * 3
+    assert kinds['background_split']['away_from_cars']['abs_rel'] == pytest.approx(0)
+    # the border's pixels are 5 m or 20 m deep: columns 8-9 and 10-19
+    depth_5 = (split['near_cars'] & (gt == 5)).sum() / split['depth_0-10m'].sum()
+    assert kinds['background_split']['depth_0-10m']['abs_rel'] == pytest.approx(0.5 * depth_5)
+    assert kinds['background_split']['depth_30m+']['abs_rel'] == pytest.approx(0)
+    assert 'near_cars' in eval_synthetic.format_kinds(kinds)
+
+
 def test_region_masks_of_a_rendered_scene_match_its_instance_maps(world):
     root, scene = world
     truth = read_scene_truth(root, scene.name)
@@ -213,7 +261,11 @@ def test_command_line_writes_metrics_json_of_the_documented_shape(world, tmp_pat
     assert set(kinds['depth']) == {'parked', 'background'} and set(kinds['objects']) == world_kinds
     assert all(row['images'] == 3 and 'log_ratio' in row for row in kinds['depth'].values())
     assert sum(kinds['objects'][k]['cars'] for k in kinds['objects'] if k != 'parked') == 2
-    assert 'log_ratio' in capsys.readouterr().out
+    assert list(kinds['background_split']) == list(eval_synthetic.BACKGROUND_SPLIT)
+    assert kinds['background_split']['away_from_cars']['images'] == 3
+    assert kinds['background_split']['road']['abs_rel'] > 0
+    printed = capsys.readouterr().out
+    assert 'log_ratio' in printed and 'away_from_cars' in printed
 
 
 def test_command_line_refuses_an_ego_checkpoint_without_the_object_one(world, tmp_path, capsys):

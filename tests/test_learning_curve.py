@@ -31,6 +31,33 @@ def depth_row(config, seed, step, moving, background):
                         'objects': None}}
 
 
+def with_split(row, near, away):
+    """``row`` with a background split whose cars' borders have Abs Rel ``near`` and the open background ``away``
+    (signed errors 0.1 and 0; the other parts left out)."""
+    row['kinds'] = {'background_split': {'near_cars': {'abs_rel': near, 'log_ratio': 0.1},
+                                         'away_from_cars': {'abs_rel': away, 'log_ratio': 0.0}}}
+    return row
+
+
+def test_background_split_table_averages_the_checkpoints_and_compares_full_with_rigid():
+    rows = [with_split(depth_row('full', 1, 100, 0.3, 0.1), 0.30, 0.10),
+            with_split(depth_row('full', 1, 200, 0.3, 0.1), 0.20, 0.10),
+            with_split(depth_row('rigid', 1, 200, 0.3, 0.1), 0.20, 0.08),
+            depth_row('rigid', 0, 200, 0.3, 0.1)]                          # no split: left out of the table
+    lines = learning_curve.background_split_lines(rows, [('mean of steps >= 100', {100, 200})])
+    header = lines[3].split(' | ')
+    assert header[:3] == ['| steps', 'config', 'seeds'] and header[3] == 'near_cars'
+    cells = {line.split(' | ')[1]: line.strip('| ').split(' | ') for line in lines[5:]}
+    assert cells['full'][2:4] == ['1', '0.250 / 0.100'] and cells['full'][header.index('upper')] == 'n/a / n/a'
+    assert cells['full'][header.index('away_from_cars')] == '0.100 / 0.000'
+    # paired on (seed 1, step 200) only: near 0.20 against 0.20, away 0.10 against 0.08
+    assert cells['full vs rigid'][3] == '0.0 % better'
+    assert cells['full vs rigid'][header.index('away_from_cars')] == '25.0 % worse'
+    assert cells['full vs rigid'][header.index('road')] == 'n/a'
+    assert learning_curve.background_split_lines([depth_row('full', 1, 100, 0.3, 0.1)], []) == []
+    assert '| mean of steps >= 100 | full vs rigid | 1 | 0.0 % better |' in learning_curve.format_markdown(rows, [])
+
+
 def test_checkpoint_steps_are_the_copies_on_the_grid_between_the_initialisation_and_the_last(world, tmp_path):
     run_dir = fake_run(world, tmp_path / 'runs')
     keep_copies(run_dir, [2, 4, 6, 8], steps_per_epoch=20, steps=[40, 80, 125, 165])   # steps as saved
