@@ -146,7 +146,7 @@ def background_split(segmentation, gt, K):
     """The background (no car mask) of one frame split three ways, ``{name: [H,W] bool}`` for the names of
     :data:`BACKGROUND_SPLIT`: by distance to the nearest car pixel (:data:`CAR_DISTANCE_BANDS`, ``(low, high]``
     pixels), by image half (:func:`road_and_upper`) and by true depth ``gt`` (:data:`DEPTH_BANDS`, ``[low, high)``
-    metres).  Where the full model's background is worse than the rigid model's: at the cars' borders, or all over.
+    metres): it tells whether a model's background error sits at the cars' borders or all over.
     """
     distance = car_distance(segmentation)
     background = distance > 0

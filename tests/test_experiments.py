@@ -86,6 +86,15 @@ def one_car_frame():
     return seg, gt, K
 
 
+def test_road_and_upper_split_the_background_at_the_principal_point_row():
+    background = np.ones((6, 4), bool)
+    background[4, 1] = False                      # a car pixel
+    K = np.array([[10.0, 0, 2], [0, 10.0, 2.5], [0, 0, 1]])
+    split = eval_synthetic.road_and_upper(background, K)
+    assert split['road'][3:].sum() == 3 * 4 - 1 and not split['road'][:3].any()
+    assert split['upper'][:3].all() and not split['upper'][3:].any()
+
+
 def test_background_split_parts_the_background_by_car_distance_image_half_and_true_depth():
     seg, gt, K = one_car_frame()
     split = eval_synthetic.background_split(seg, gt, K)

@@ -43,15 +43,6 @@ def test_log_contrast_of_a_flattened_and_of_a_scaled_prediction(world):
     assert probe.log_contrast(gt, flattened, background, min_pixels=10 ** 6) is None
 
 
-def test_road_and_upper_split_the_background_at_the_principal_point_row():
-    background = np.ones((6, 4), bool)
-    background[4, 1] = False                      # a car pixel
-    K = np.array([[10.0, 0, 2], [0, 10.0, 2.5], [0, 0, 1]])
-    split = probe.road_and_upper(background, K)
-    assert split['road'][3:].sum() == 3 * 4 - 1 and not split['road'][:3].any()
-    assert split['upper'][:3].all() and not split['upper'][3:].any()
-
-
 def test_street_bands_of_a_right_and_of_a_flattened_street():
     gt = np.repeat(np.linspace(40.0, 5.0, 30)[:, None], 20, axis=1)     # far at the top, near at the bottom
     street = np.zeros_like(gt, bool)
