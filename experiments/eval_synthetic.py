@@ -108,6 +108,11 @@ def kind_masks(segmentation, objects, frame):
     return masks
 
 
+def car_pixels(segmentation):
+    """``[H,W]`` bool: the pixels of any car mask of a ``[1+N,H,W]`` segmentation (none when N is 0)."""
+    return (segmentation[1:] > 0).any(axis=0)
+
+
 def region_masks(segmentation, objects, frame, with_kinds=False):
     """Region masks of one frame: ``{'all', 'background', 'moving', 'parked'}`` -> ``[H,W]`` bool.
 
@@ -120,7 +125,7 @@ def region_masks(segmentation, objects, frame, with_kinds=False):
     for kind, mask in kinds.items():
         if kind != 'parked':
             moving |= mask
-    cars = (segmentation[1:] > 0).any(axis=0) if len(segmentation) > 1 else np.zeros(shape, bool)
+    cars = car_pixels(segmentation)
     regions = {'all': np.ones(shape, bool), 'background': ~cars, 'moving': moving,
                'parked': kinds.get('parked', np.zeros(shape, bool))}
     return {**kinds, **regions} if with_kinds else regions
@@ -136,7 +141,7 @@ def road_and_upper(background, K):
 def car_distance(segmentation):
     """``[H,W]`` Euclidean distance in pixels from each pixel to the nearest car pixel of a ``[1+N,H,W]``
     segmentation (0 on the cars, inf in a frame without any)."""
-    cars = (segmentation[1:] > 0).any(axis=0) if len(segmentation) > 1 else np.zeros(segmentation.shape[1:], bool)
+    cars = car_pixels(segmentation)
     if not cars.any():
         return np.full(cars.shape, np.inf)
     return distance_transform_edt(~cars)

@@ -184,18 +184,23 @@ def background_split_lines(rows, summaries):
                            for row in config_rows(with_split, config, steps)} for config in configs}
         for config in configs:
             mean = combine(list(splits[config].values()), np.mean)
-            seeds = ', '.join(str(seed) for seed in sorted({seed for seed, _ in splits[config]}))
+            seeds = seed_list(splits[config])
             cells = [format_cell(lookup(mean, name, 'abs_rel'), None) + ' / '
                      + format_cell(lookup(mean, name, 'log_ratio'), None) for name in BACKGROUND_SPLIT]
             lines.append('| ' + ' | '.join([label, config, seeds or 'none'] + cells) + ' |')
         pairs = [key for key in splits.get('full', {}) if key in splits.get('rigid', {})]
         if pairs:
             full, rigid = (combine([splits[config][key] for key in pairs], np.mean) for config in ('full', 'rigid'))
-            seeds = ', '.join(str(seed) for seed in sorted({seed for seed, _ in pairs}))
+            seeds = seed_list(pairs)
             cells = [split_change(lookup(full, name, 'abs_rel'), lookup(rigid, name, 'abs_rel'))
                      for name in BACKGROUND_SPLIT]
             lines.append('| ' + ' | '.join([label, 'full vs rigid', seeds] + cells) + ' |')
     return lines
+
+
+def seed_list(keys):
+    """``'0, 1, 4'``: the seeds of ``(seed, step)`` keys, sorted and once each."""
+    return ', '.join(str(seed) for seed in sorted({seed for seed, _ in keys}))
 
 
 def split_change(full, rigid):
