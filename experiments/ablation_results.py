@@ -179,6 +179,12 @@ def bar_verdict(results):
     return '\n\n'.join(lines)
 
 
+def seed_names(seeds):
+    """The seeds of a ``{seed: ...}`` dict in numeric order, e.g. ``"0, 1, 2, 10"`` (``none`` without one)."""
+    return ', '.join(sorted(seeds, key=lambda seed: (not seed.isdigit(), int(seed) if seed.isdigit() else 0, seed))
+                     ) or 'none'
+
+
 def format_markdown(results, settings=''):
     """results.md: depth by region, ego and object motion (mean ± std over seeds), and the bar."""
     lines = ['# Ablation on the synthetic world', '']
@@ -194,7 +200,7 @@ def format_markdown(results, settings=''):
                   format_cell(lookup(mean, 'objects', 'moving', 'epe'), lookup(std, 'objects', 'moving', 'epe')),
                   format_cell(lookup(mean, 'objects', 'moving', 'within_30deg'),
                               lookup(std, 'objects', 'moving', 'within_30deg'), 2)]
-        lines.append(f"| {name} | `{config['flags']}` | {len(config['seeds'])} | "
+        lines.append(f"| {name} | `{config['flags']}` | {seed_names(config['seeds'])} | "
                      f"{'/'.join(map(str, steps)) or 'n/a'} | " + ' | '.join(cells) + ' |')
     lines += ['', bar_verdict(results), '']
     return '\n'.join(lines + format_kinds_markdown(results))

@@ -252,7 +252,7 @@ trap - INT TERM
 [ -z "$FAILED" ] || echo "error: these runs failed:$FAILED (their logs: $OUT/logs/CONFIG_seedS.log)" >&2
 SECONDS_SPENT=$(( $(date +%s) - START ))
 SETTINGS="$STEPS steps (epochs of $EPOCH_SIZE), batch $BATCH, ${HEIGHT}x${WIDTH}, mni $MNI, depth scale $DEPTH_SCALE, \
-antisymmetric ego pose $ANTISYMMETRIC, seeds $SEEDS, device $DEVICE, EXTRA_FLAGS ${USER_FLAGS:-none}; this invocation \
+antisymmetric ego pose $ANTISYMMETRIC, seeds of this invocation $SEEDS, device $DEVICE, EXTRA_FLAGS ${USER_FLAGS:-none}; this invocation \
 trained/evaluated for ${SECONDS_SPENT} s (skipped runs excluded)."
 $PY -m experiments.ablation_results --out "$OUT" --data "$DATA" --configs "$CONFIGS" \
     --settings "Settings: $SETTINGS Evaluated on the validation scenes of $DATA (the training world)."

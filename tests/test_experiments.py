@@ -371,6 +371,14 @@ exec {sys.executable} "$@"
     assert 'full seed 1: training' in (out / 'logs' / 'full_seed1.log').read_text()
     results = json.loads((out / 'results.json').read_text())['configs']
     assert list(results['full']['seeds']) == ['0', '1'] and list(results['rigid']['seeds']) == ['0']
+    assert '| full | `-mni 3` | 0, 1 | ' in (out / 'results.md').read_text()
+    assert 'seeds of this invocation 0 1,' in (out / 'results.md').read_text()
+
+
+def test_seed_names_lists_the_seeds_in_numeric_order():
+    assert ablation_results.seed_names({'10': {}, '2': {}, '0': {}}) == '0, 2, 10'
+    assert ablation_results.seed_names({'1': {}, 'old': {}}) == '1, old'
+    assert ablation_results.seed_names({}) == 'none'
 
 
 def test_ablation_runner_stops_its_background_runs_on_sigterm(world, tmp_path):
