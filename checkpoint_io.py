@@ -59,12 +59,13 @@ def save_checkpoint(path, state_dict, epoch, **extra):
     atomic_torch_save({'epoch': epoch, 'state_dict': state_dict, **extra}, path)
 
 
-def load_file(path, map_location='cpu'):
-    """``torch.load(path, weights_only=True)`` with one-line :class:`CheckpointError` messages."""
+def load_file(path, map_location='cpu', mmap=False):
+    """``torch.load(path, weights_only=True)`` with one-line :class:`CheckpointError` messages (``mmap``: the
+    tensors memory-mapped, read only when used)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # torch.load raises many types on foreign or damaged files
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_load_failure(path, exc)})") from None
 

@@ -19,11 +19,13 @@ def flow_to_colour(flow, max_magnitude=None):
     return (direction_wheel(-flow[..., 0], -flow[..., 1], scale) * 255).astype(np.uint8)
 
 
-def depth_to_colour(depth):
-    """Colour-code ``[H,W]`` depth by inverse depth (magma), sky black: uint8 ``[H,W,3]``."""
+def depth_to_colour(depth, max_inverse=None):
+    """Colour-code ``[H,W]`` depth by inverse depth (magma), sky black: uint8 ``[H,W,3]``.  The brightest colour is
+    ``max_inverse`` (default: the frame's own largest inverse depth; give one value to compare several maps)."""
     from matplotlib import colormaps
     inverse = np.where(depth > 0, 1.0 / np.maximum(depth, 1e-6), 0.0)
-    scaled = inverse / max(float(inverse.max()), 1e-6)
+    top = float(inverse.max()) if max_inverse is None else max_inverse
+    scaled = np.clip(inverse / max(top, 1e-6), 0.0, 1.0)
     rgb = (colormaps['magma'](scaled)[..., :3] * 255).astype(np.uint8)
     rgb[depth <= 0] = 0
     return rgb

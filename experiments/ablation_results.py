@@ -34,10 +34,10 @@ import torch
 from checkpoint_io import CheckpointError
 from checkpoint_set import read_manifest
 from data.synthetic import depth_to_colour
-from datasets.io import read_image
+from datasets.io import DatasetError, read_image
 from datasets.scenes import list_frames, read_scene_list
 from demo import to_network_input
-from experiments.eval_synthetic import median_scale
+from experiments.eval_synthetic import EvalError, median_scale
 from fileio import atomic_open
 from models import depth_from_disparity, load_trained_networks
 
@@ -65,16 +65,30 @@ def read_config(folder, metrics_name='metrics.json'):
     configuration folder (``metrics_name``: the metrics file's path in a seed folder)."""
     flags_file = folder / 'flags.txt'
     seeds, steps, kinds = {}, {}, {}
-    for seed_dir in sorted(folder.glob('seed*')):
+    for seed, seed_dir in seed_folders(folder):
         metrics = seed_dir / metrics_name
-        seed = seed_dir.name[len('seed'):]
         if metrics.is_file():
-            seeds[seed] = json.loads(metrics.read_text())
+            seeds[seed] = read_json(metrics)
             steps[seed] = training_steps(seed_dir)
             if (metrics.parent / 'car_kinds.json').is_file():
-                kinds[seed] = json.loads((metrics.parent / 'car_kinds.json').read_text())
+                kinds[seed] = read_json(metrics.parent / 'car_kinds.json')
     return {'flags': flags_file.read_text().strip() if flags_file.is_file() else '', 'seeds': seeds, 'steps': steps,
             'kinds': kinds}
+
+
+def seed_folders(folder):
+    """``[(seed, path)]`` of a configuration folder's ``seedS`` folders (S a number; others, e.g. a backup
+    ``seed0.old``, are not seeds), in numeric order."""
+    found = [(path.name[len('seed'):], path) for path in folder.glob('seed*') if path.is_dir()]
+    return sorted(((seed, path) for seed, path in found if seed.isdigit()), key=lambda item: int(item[0]))
+
+
+def read_json(path):
+    """The JSON of ``path``; EvalError naming the file when it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise EvalError(f"{path}: not readable JSON ({type(error).__name__}: {error})") from None
 
 
 def training_steps(seed_dir):
@@ -180,9 +194,9 @@ def bar_verdict(results):
 
 
 def seed_names(seeds):
-    """The seeds of a ``{seed: ...}`` dict in numeric order, e.g. ``"0, 1, 2, 10"`` (``none`` without one)."""
-    return ', '.join(sorted(seeds, key=lambda seed: (not seed.isdigit(), int(seed) if seed.isdigit() else 0, seed))
-                     ) or 'none'
+    """The seeds (numbers as strings) of a ``{seed: ...}`` dict or a set in numeric order, e.g. ``"0, 1, 2, 10"``
+    (``none`` without one)."""
+    return ', '.join(sorted(seeds, key=int)) or 'none'
 
 
 def format_markdown(results, settings=''):
@@ -234,6 +248,8 @@ def load_validation_frame(data):
     """``(image [H,W,3] uint8, gt depth [H,W], path)`` of the middle frame of the first validation scene."""
     _, names = read_scene_list(data, train=False)
     frames = list_frames(Path(data) / 'image' / names[0])
+    if not frames:
+        raise EvalError(f"{Path(data) / 'image' / names[0]}: no frames (the first validation scene of --data)")
     frame = frames[len(frames) // 2]
     return read_image(frame), np.load(frame.with_suffix('.npy')), frame
 
@@ -283,8 +299,9 @@ def save_figure(path, results, frame=None, depths=None):
     axis.legend(fontsize=8)
     if frame is not None:
         image, gt = frame
-        panels = [('image', image), ('GT depth', depth_to_colour(gt))]
-        panels += [(name, depth_to_colour(depth)) for name, depth in (depths or {}).items()]
+        nearest = float(gt[gt > 0].min()) if (gt > 0).any() else 1.0    # one colour scale: the GT's
+        panels = [('image', image), ('GT depth', depth_to_colour(gt, 1 / nearest))]
+        panels += [(name, depth_to_colour(depth, 1 / nearest)) for name, depth in (depths or {}).items()]
         for j, (title, picture) in enumerate(panels):
             ax = fig.add_subplot(rows, columns, columns + j + 1)
             ax.imshow(picture)
@@ -325,7 +342,11 @@ def main(argv=None):
     if not (args.out / 'runs').is_dir():
         print(f"error: {args.out / 'runs'}: not found (run scripts/run_ablation.sh first)", file=sys.stderr)
         return 2
-    results = write_results(args.out, args.data, args.configs.split(), args.settings, args.metrics, args.prefix)
+    try:
+        results = write_results(args.out, args.data, args.configs.split(), args.settings, args.metrics, args.prefix)
+    except (EvalError, DatasetError, CheckpointError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(format_markdown(results, args.settings))
     return 0
 

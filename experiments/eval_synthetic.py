@@ -13,7 +13,8 @@
                                                       "a1", "a2", "a3", "images", "pixels"}},
      "ego": {...} or null, "objects": {...} or null}
 
-and prints a table.  Protocols:
+and ``OUT/car_kinds.json`` (depth and object motion by car kind, the background split by distance to the
+cars, image half and true depth: :func:`summarise_kinds`), and prints both as tables.  Protocols:
 
 * **Depth**: per image, valid pixels are ``0 < gt < 80`` (no crop); the prediction is scaled by
   ``median(gt) / median(pred)`` over *all* valid pixels and clamped to ``[1e-3, 80]``; each region
@@ -406,7 +407,7 @@ def build_parser():
                              'default: saved in the checkpoints, else off)')
     parser.add_argument('--snippet-length', type=int, default=3, help='frames per ATE snippet (the sequence length)')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
-    parser.add_argument('--output-dir', required=True, type=Path, help='metrics.json goes here')
+    parser.add_argument('--output-dir', required=True, type=Path, help='metrics.json and car_kinds.json go here')
     return parser
 
 
@@ -419,14 +420,14 @@ def main(argv=None):
         device = select_device(args.device)
         nets = build_networks(args, device)
         metrics, kinds = evaluate(args.data, nets, args.mni, device, args.snippet_length)
-    except (EvalError, DatasetError, CheckpointError, ConfigError, ValueError) as error:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_open(args.output_dir / 'metrics.json') as handle:
+            handle.write(json.dumps(metrics, indent=1).encode())
+        with atomic_open(args.output_dir / 'car_kinds.json') as handle:
+            handle.write(json.dumps(kinds, indent=1).encode())
+    except (EvalError, DatasetError, CheckpointError, ConfigError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.output_dir / 'metrics.json') as handle:
-        handle.write(json.dumps(metrics, indent=1).encode())
-    with atomic_open(args.output_dir / 'car_kinds.json') as handle:
-        handle.write(json.dumps(kinds, indent=1).encode())
     print(format_report(metrics))
     print(format_kinds(kinds))
     print(f"=> {args.output_dir / 'metrics.json'}, {args.output_dir / 'car_kinds.json'}")

@@ -309,6 +309,20 @@ def run_folder(runs, config, seed, pruned_ok=False):
     return run_dir
 
 
+def read_run_args(run_dir, keys=('mni', 'seed')):
+    """The ``args.json`` dict of a train.py run folder; EvalError naming the file when it cannot be read or lacks
+    one of ``keys``."""
+    path = Path(run_dir) / 'args.json'
+    try:
+        run_args = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise EvalError(f"{path}: not a readable train.py args.json ({type(error).__name__}: {error})") from None
+    missing = [key for key in keys if key not in run_args] if isinstance(run_args, dict) else list(keys)
+    if missing:
+        raise EvalError(f"{path}: no {', '.join(missing)} (not the args.json of a train.py run)")
+    return run_args
+
+
 def fmt(value, digits=3):
     return 'n/a' if value is None else f'{value:.{digits}f}'
 
@@ -392,7 +406,7 @@ def main(argv=None):
         for config in args.configs:
             for seed in args.seeds:
                 run_dir = run_folder(args.runs, config, seed)
-                run_args = json.loads((run_dir / 'args.json').read_text())
+                run_args = read_run_args(run_dir)
                 root = args.data or Path(run_args['data'])
                 for label in args.checkpoints or checkpoint_labels(run_dir):
                     row = done.get((config, seed, label))

@@ -44,7 +44,7 @@ from datasets.io import read_segmentation
 from datasets.scenes import read_scene_list
 from datasets.validation_folders import read_depth
 from experiments.eval_synthetic import EvalError
-from experiments.probe_object_size import checkpoint_labels, load_networks, run_folder
+from experiments.probe_object_size import checkpoint_labels, load_networks, read_run_args, run_folder
 from fileio import atomic_open
 from loss_functions import expected_object_depths
 
@@ -149,7 +149,7 @@ def pull_rows(args):
     for config in args.configs:
         for seed in args.seeds:
             run_dir = run_folder(args.runs, config, seed)
-            run_args = json.loads((run_dir / 'args.json').read_text())
+            run_args = read_run_args(run_dir)
             for label in args.checkpoints or checkpoint_labels(run_dir):
                 inference, nets, _ = load_networks(run_dir, label, run_args)
                 for net in nets.values():

@@ -297,6 +297,16 @@ def test_command_line_names_a_folder_without_poses(world, tmp_path, capsys):
     assert 'poses' in capsys.readouterr().err
 
 
+def test_command_line_names_an_output_folder_it_cannot_write(world, tmp_path, capsys):
+    root, _ = world
+    paths = save_random_networks(tmp_path)
+    (tmp_path / 'a_file').write_text('not a folder')
+    assert eval_synthetic.main(['--data', str(root), '--pretrained-dispnet', str(paths['disp']),
+                                '--output-dir', str(tmp_path / 'a_file'), '--device', 'cpu']) == 2
+    error = capsys.readouterr().err
+    assert error.startswith('error: ') and 'a_file' in error and error.count('\n') == 1
+
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -375,10 +385,21 @@ exec {sys.executable} "$@"
     assert 'seeds of this invocation 0 1,' in (out / 'results.md').read_text()
 
 
-def test_seed_names_lists_the_seeds_in_numeric_order():
+def test_seeds_are_the_numbered_seed_folders_in_numeric_order(tmp_path, capsys):
     assert ablation_results.seed_names({'10': {}, '2': {}, '0': {}}) == '0, 2, 10'
-    assert ablation_results.seed_names({'1': {}, 'old': {}}) == '1, old'
-    assert ablation_results.seed_names({}) == 'none'
+    assert ablation_results.seed_names(set()) == 'none'
+    for name, abs_rel in (('seed10', 0.1), ('seed2', 0.2), ('seed2.old', 9.0), ('seedling', 9.0)):
+        (tmp_path / 'runs' / 'full' / name).mkdir(parents=True)
+        (tmp_path / 'runs' / 'full' / name / 'metrics.json').write_text(json.dumps(planted_metrics(abs_rel)))
+    config = ablation_results.collect(tmp_path, ['full'])['configs']['full']
+    assert list(config['seeds']) == ['2', '10'] and config['mean']['depth']['moving']['abs_rel'] == pytest.approx(0.15)
+    assert '| full | `` | 2, 10 | ' in ablation_results.format_markdown({'configs': {'full': config}})
+    # a damaged metrics file: one line naming it
+    (tmp_path / 'runs' / 'full' / 'seed2' / 'metrics.json').write_text('{"depth": ')
+    assert ablation_results.main(['--out', str(tmp_path), '--configs', 'full']) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / 'runs' / 'full' / 'seed2' / 'metrics.json'}: not readable JSON "
+                            "(JSONDecodeError: ") and error.count('\n') == 1
 
 
 def test_ablation_runner_stops_its_background_runs_on_sigterm(world, tmp_path):

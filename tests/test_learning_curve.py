@@ -1,11 +1,12 @@
 """experiments/learning_curve.py: the kept checkpoints of the ablation's runs, evaluated along training."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from checkpoint_io import save_checkpoint
+from checkpoint_io import CheckpointError, save_checkpoint
 from experiments import learning_curve
 from test_probe_object_size import fake_run
 
@@ -122,6 +123,20 @@ def test_second_half_means_are_per_seed_then_over_all_seeds():
     assert '| mean of steps >= 150 | 0.300 |' in one_seed and ', seed 0 |' not in one_seed
 
 
+def test_every_seed_weighs_the_same_in_the_mean_over_seeds():
+    """Seed 0 has two checkpoints in the second half, seed 1 one: the mean over seeds is the mean of the seeds'
+    means (full 0.2, rigid 0.3), not of the three checkpoints (0.233, 0.333)."""
+    rows = [depth_row('full', 0, step, 0.30, 0.100) for step in (200, 300)] + [depth_row('full', 1, 300, 0.10, 0.100)]
+    rows += [depth_row('rigid', 0, step, 0.40, 0.100) for step in (200, 300)] + [depth_row('rigid', 1, 300, 0.20, 0.1)]
+    assert learning_curve.paired_gain(rows, {200, 300})[0] == pytest.approx(1 - 0.2 / 0.3)
+    assert '| mean of steps >= 150, all seeds | 0.200 | 0.100 | n/a | 0.300 | 0.100 | n/a | 33.3 % lower |' in \
+        learning_curve.format_markdown(rows, [])
+    rows = [with_split(row, row['metrics']['depth']['moving']['abs_rel'], 0.1) for row in rows]
+    lines = learning_curve.background_split_lines(rows, [('late', {200, 300})])
+    assert lines[5].startswith('| late | full | 0, 1 | 0.200 / 0.100 |')
+    assert lines[7].startswith('| late | full vs rigid | 0, 1 | 33.3 % better |')
+
+
 def test_windows_average_the_checkpoints_of_a_step_range():
     rows = [depth_row('full', 0, step, moving, 0.100) for step, moving in ((0, 0.5), (100, 0.4), (200, 0.3))]
     rows += [depth_row('rigid', 0, step, 0.5, 0.100) for step in (0, 100, 200)]
@@ -190,14 +205,23 @@ def test_command_line_errors_are_one_line(world, tmp_path, capsys):
     keep_copies(run_dir, [1], steps_per_epoch=10)
     argv = ['--runs', str(tmp_path / 'runs'), '--data', str(root), '--configs', 'full', '--output-dir',
             str(tmp_path / 'out')]
+    args_json = (run_dir / 'args.json').read_text()
     (run_dir / 'args.json').write_text('{"truncated')
     assert learning_curve.main(argv) == 2
-    assert capsys.readouterr().err.startswith('error: ')
+    assert capsys.readouterr().err.startswith(f"error: {run_dir / 'args.json'}: not a readable train.py args.json")
+    (run_dir / 'args.json').write_text(json.dumps({key: value for key, value in json.loads(args_json).items()
+                                                   if key != 'mni'}))
+    assert learning_curve.main(argv) == 2
+    assert capsys.readouterr().err == f"error: {run_dir / 'args.json'}: no mni (not the args.json of a train.py run)\n"
     if not torch.cuda.is_available():
         assert learning_curve.main(argv + ['--device', 'cuda']) == 2
         assert 'CUDA is not available' in capsys.readouterr().err
-    (run_dir / 'dispnet_checkpoint_ep001.pth.tar').write_bytes(b'not a checkpoint')
+    copy = run_dir / 'dispnet_checkpoint_ep001.pth.tar'
+    torch.save({'state_dict': torch.load(copy, weights_only=True)['state_dict']}, copy)    # no n_iter
     with pytest.raises(learning_curve.EvalError, match='dispnet_checkpoint_ep001.pth.tar: not a train.py checkpoint'):
+        learning_curve.checkpoint_steps(run_dir, 10)
+    copy.write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError, match='dispnet_checkpoint_ep001.pth.tar: not a readable PyTorch checkpoint'):
         learning_curve.checkpoint_steps(run_dir, 10)
 
 
@@ -205,3 +229,18 @@ def test_command_line_names_a_missing_run(tmp_path, capsys):
     assert learning_curve.main(['--runs', str(tmp_path), '--data', str(tmp_path), '--output-dir',
                                 str(tmp_path / 'out')]) == 2
     assert 'run_dir.txt: not found' in capsys.readouterr().err
+
+
+def test_outputs_name_the_data_by_its_absolute_path(tmp_path, monkeypatch):
+    """A relative --data is stored resolved: the same folder given from elsewhere is accepted, another world of the
+    same relative name is refused."""
+    (tmp_path / 'a' / 'vis').mkdir(parents=True)
+    (tmp_path / 'b' / 'vis').mkdir(parents=True)
+    out = tmp_path / 'curve'
+    monkeypatch.chdir(tmp_path / 'a')
+    learning_curve.write_outputs(out, Path('vis'), [depth_row('full', 0, 100, 0.3, 0.1)], ['command'])
+    assert json.loads((out / 'learning_curve.json').read_text())['data'] == str(tmp_path / 'a' / 'vis')
+    monkeypatch.chdir(tmp_path / 'b')
+    assert learning_curve.read_rows(out, Path('../a/vis'))[1] == ['command']
+    with pytest.raises(learning_curve.EvalError, match='evaluated on .*a/vis, not on --data vis'):
+        learning_curve.read_rows(out, Path('vis'))

@@ -349,3 +349,14 @@ def test_moving_car_kinds_are_forced_from_parked_cars_first():
 def test_val_moving_cars_is_checked(tmp_path, capsys):
     assert synthetic.main(['--out', str(tmp_path), '--max-cars', '1', '--val-moving-cars', '2']) == 2
     assert '--val-moving-cars must be between 0 and --max-cars (1)' in capsys.readouterr().err
+
+
+def test_depth_colours_share_a_scale_when_given_one():
+    """Inverse-depth colours: by default the frame's nearest pixel is the brightest; with ``max_inverse`` two maps
+    are on one scale (a map drawn twice as far is darker, and nearer than the scale's top is clipped to it)."""
+    near, far = np.array([[2.0, 4.0]]), np.array([[4.0, 8.0]])
+    assert (synthetic.depth_to_colour(near) == synthetic.depth_to_colour(far)).all()       # each its own scale
+    shared_near, shared_far = (synthetic.depth_to_colour(d, max_inverse=0.5) for d in (near, far))
+    assert (shared_far[0, 0] == shared_near[0, 1]).all() and not (shared_far[0, 0] == shared_near[0, 0]).all()
+    assert (synthetic.depth_to_colour(np.array([[1.0]]), max_inverse=0.5) == shared_near[0, 0]).all()
+    assert (synthetic.depth_to_colour(np.array([[0.0, 2.0]]))[0, 0] == 0).all()          # no depth: black
