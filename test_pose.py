@@ -56,8 +56,9 @@ def load_ego_pose_net(args, device):
 
 
 @torch.inference_mode()
-def predict_frame_to_frame(net, loader, device, progress=True):
-    """Pose vectors ``k -> k+1`` of every consecutive pair of the loader's frames.
+def predict_frame_to_frame(net, loader, device, progress=True, antisymmetric=False):
+    """Pose vectors ``k -> k+1`` of every consecutive pair of the loader's frames; ``antisymmetric`` (a network
+    trained with ``--antisymmetric-ego-pose``) gives ``(f(k, k+1) - f(k+1, k)) / 2``, the pose that training used.
 
     Returns:
         ``([F-1,6]`` float64 pose vectors, seconds spent in the network).
@@ -69,7 +70,10 @@ def predict_frame_to_frame(net, loader, device, progress=True):
         frames = images if previous is None else torch.cat([previous, images])
         synchronize(device)
         start = time.perf_counter()
-        vectors.append(net(frames[:-1], frames[1:]).double().cpu().numpy())
+        poses = net(frames[:-1], frames[1:])
+        if antisymmetric:
+            poses = 0.5 * (poses - net(frames[1:], frames[:-1]))
+        vectors.append(poses.double().cpu().numpy())
         synchronize(device)
         seconds += time.perf_counter() - start
         previous = frames[-1:]
@@ -104,11 +108,11 @@ def write_json(path, data):
 def predict_trajectory(net, config, frames, args, device):
     """``([F,4,4]`` chained camera-to-world poses of ``frames``, network speed in pairs/s).
 
-    ``config``: the :class:`models.ModelConfig` of the network (input size, rotation mode).
+    ``config``: the :class:`models.ModelConfig` of the network (input size, rotation mode, antisymmetric ego pose).
     """
     loader = DataLoader(ImageList(frames, config.img_height, config.img_width), batch_size=args.batch_size,
                         num_workers=args.workers, pin_memory=device.type == 'cuda')
-    vectors, seconds = predict_frame_to_frame(net, loader, device, args.progress)
+    vectors, seconds = predict_frame_to_frame(net, loader, device, args.progress, config.antisymmetric_ego_pose)
     return chain_poses(pose_vectors_to_matrices(vectors, config.rotation_mode)), len(vectors) / seconds
 
 

@@ -159,3 +159,30 @@ def test_rotation_mode_and_input_size_are_read_from_the_checkpoint(drive, tmp_pa
     trajectory = {name: read_poses(tmp_path / name / '00' / '00.txt') for name in ('saved', 'explicit', 'euler')}
     np.testing.assert_allclose(trajectory['saved'], trajectory['explicit'], atol=1e-9)
     assert np.abs(trajectory['saved'] - trajectory['euler']).max() > 1e-2
+
+
+def test_an_antisymmetric_ego_pose_network_is_evaluated_as_it_was_trained(drive, tmp_path):
+    """A checkpoint saved with ``antisymmetric_ego_pose`` gives the trajectory of ``(f(k, k+1) - f(k+1, k)) / 2``,
+    the pose its training used, not of ``f(k, k+1)`` alone."""
+    root, _ = drive
+    torch.manual_seed(2)
+    net = EgoPoseNet(18, pretrained=False).eval()
+    with torch.no_grad():
+        net.decoder.convs_pose[2].bias.copy_(torch.tensor([0.1, 0.0, 0.5, 0.01, 0.02, 0.0]))
+    trajectories = {}
+    for antisymmetric in (False, True):
+        config = ModelConfig(img_height=HEIGHT, img_width=WIDTH, antisymmetric_ego_pose=antisymmetric)
+        path = tmp_path / f'ego_{antisymmetric}.pth.tar'
+        save_checkpoint(path, net.state_dict(), epoch=1, **{CONFIG_KEY: config.as_dict()})
+        out = tmp_path / f'out_{antisymmetric}'
+        test_pose.main(['--pretrained-ego-pose', str(path), '--dataset-dir', str(root), '--sequences', '00',
+                        '--device', 'cpu', '--no-progress', '--output-dir', str(out)])
+        trajectories[antisymmetric] = read_poses(out / '00' / '00.txt')
+    frames = test_pose.sequence_frames(root, '00')
+    images = next(iter(torch.utils.data.DataLoader(test_pose.ImageList(frames, HEIGHT, WIDTH),
+                                                   batch_size=len(frames))))
+    with torch.no_grad():
+        vectors = 0.5 * (net(images[:-1], images[1:]) - net(images[1:], images[:-1]))
+    expected = chain_poses(pose_vectors_to_matrices(vectors.double().numpy(), 'euler'))
+    np.testing.assert_allclose(trajectories[True], expected, atol=1e-5)
+    assert np.abs(trajectories[True] - trajectories[False]).max() > 1e-2
