@@ -59,11 +59,14 @@ def save_checkpoint(path, state_dict, epoch, **extra):
     atomic_torch_save({'epoch': epoch, 'state_dict': state_dict, **extra}, path)
 
 
-def load_file(path, map_location='cpu', mmap=False):
-    """``torch.load(path, weights_only=True)`` with one-line :class:`CheckpointError` messages (``mmap``: the
-    tensors memory-mapped, read only when used)."""
+def load_file(path, map_location='cpu', mmap=None):
+    """``torch.load(path, weights_only=True)`` with one-line :class:`CheckpointError` messages (``mmap=True``:
+    the tensors memory-mapped, read only when used; a file of the legacy, non-zip format, which cannot be
+    mapped, is read whole; ``None``: torch's own default)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if mmap and not zipfile.is_zipfile(path):
+        mmap = False
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # torch.load raises many types on foreign or damaged files

@@ -9,7 +9,8 @@ consecutive frames.  Direction, as in the training step: ``EgoPoseNet(img_k, img
 "target -> reference" with target ``k`` and reference ``k+1``, mapping camera-k points into camera
 k+1 (``X_k+1 = R X_k + t``); the trajectory is chained as ``cam_to_world[k+1] = cam_to_world[k] @
 inv(T_k->k+1)`` with frame 0 as the world.  The networks see whole frames (training shows EgoPoseNet
-background-only frames; KITTI odometry has no instance masks).
+background-only frames; KITTI odometry has no instance masks).  A network trained with
+``--antisymmetric-ego-pose`` (its saved ``ModelConfig``) is evaluated as trained: ``(f(k, k+1) - f(k+1, k)) / 2``.
 
 Writes ``OUT/NN/NN.txt`` (the predicted trajectory, KITTI format, at the network's scale) and, when
 ground truth exists (``DATASET/poses/NN.txt``, else ``kitti_eval/odometry_gt/NN.txt``, which holds

@@ -84,11 +84,14 @@ def seed_folders(folder):
 
 
 def read_json(path):
-    """The JSON of ``path``; EvalError naming the file when it cannot be read."""
+    """The JSON object of ``path``; EvalError naming the file when it cannot be read or is not an object."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise EvalError(f"{path}: not readable JSON ({type(error).__name__}: {error})") from None
+    if not isinstance(value, dict):
+        raise EvalError(f"{path}: not a JSON object (a {type(value).__name__})")
+    return value
 
 
 def training_steps(seed_dir):
@@ -344,8 +347,8 @@ def main(argv=None):
         return 2
     try:
         results = write_results(args.out, args.data, args.configs.split(), args.settings, args.metrics, args.prefix)
-    except (EvalError, DatasetError, CheckpointError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (EvalError, DatasetError, CheckpointError, OSError, ValueError) as error:  # ValueError: ConfigError,
+        print(f"error: {error}", file=sys.stderr)                                      # a damaged .npy
         return 2
     print(format_markdown(results, args.settings))
     return 0

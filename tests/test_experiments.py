@@ -400,6 +400,10 @@ def test_seeds_are_the_numbered_seed_folders_in_numeric_order(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith(f"error: {tmp_path / 'runs' / 'full' / 'seed2' / 'metrics.json'}: not readable JSON "
                             "(JSONDecodeError: ") and error.count('\n') == 1
+    (tmp_path / 'runs' / 'full' / 'seed2' / 'metrics.json').write_text('[]')
+    assert ablation_results.main(['--out', str(tmp_path), '--configs', 'full']) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'runs' / 'full' / 'seed2' / 'metrics.json'}: "
+                                       "not a JSON object (a list)\n")
 
 
 def test_ablation_runner_stops_its_background_runs_on_sigterm(world, tmp_path):

@@ -20,7 +20,7 @@ import projection
 import test_disp
 import train
 import train_loop
-from checkpoint_io import atomic_torch_save, load_checkpoint
+from checkpoint_io import atomic_torch_save, load_checkpoint, load_file
 from cli_types import float_in, int_at_least, odd_int_at_least
 from datasets.io import DatasetError, read_cam, read_flo, write_cam, write_flo
 from datasets.samplers import EpochSampler
@@ -463,3 +463,11 @@ def test_fp16_loss_scale_survives_save_and_resume(tmp_path):
     resume_run(str(tmp_path), networks(), torch.optim.Adam([p for net in networks().values() for p in net.parameters()]),
                TrainingState(), torch.device('cpu'), scaler=resumed)
     assert resumed.get_scale() == 256.0 and resumed.get_growth_interval() == 3
+
+
+def test_load_file_maps_zip_checkpoints_and_reads_legacy_ones_whole(tmp_path):
+    weights = {'w': torch.arange(6.0).reshape(2, 3)}
+    atomic_torch_save(weights, tmp_path / 'zip.pth')
+    torch.save(weights, tmp_path / 'legacy.pth', _use_new_zipfile_serialization=False)
+    for name in ('zip.pth', 'legacy.pth'):
+        assert torch.equal(load_file(tmp_path / name, mmap=True)['w'], weights['w'])
