@@ -406,7 +406,7 @@ def main(argv=None):
         for config in args.configs:
             for seed in args.seeds:
                 run_dir = run_folder(args.runs, config, seed)
-                run_args = read_run_args(run_dir)
+                run_args = read_run_args(run_dir, ('mni', 'seed', 'batch_size') + (() if args.data else ('data',)))
                 root = args.data or Path(run_args['data'])
                 for label in args.checkpoints or checkpoint_labels(run_dir):
                     row = done.get((config, seed, label))

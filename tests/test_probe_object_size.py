@@ -136,6 +136,17 @@ def test_command_line_writes_a_row_per_checkpoint(world, tmp_path):
     assert '| full | 0 | last |' in (out / 'results.md').read_text()
 
 
+def test_an_args_json_without_the_data_folder_is_named_unless_data_is_given(world, tmp_path, capsys):
+    run_dir = fake_run(world, tmp_path / 'runs')
+    args = json.loads((run_dir / 'args.json').read_text())
+    (run_dir / 'args.json').write_text(json.dumps({k: v for k, v in args.items() if k != 'data'}))
+    argv = ['--runs', str(tmp_path / 'runs'), '--configs', 'full', '--seeds', '0', '--batches', '1',
+            '--checkpoints', 'init', '--output-dir', str(tmp_path / 'out')]
+    assert probe.main(argv) == 2
+    assert capsys.readouterr().err == f"error: {run_dir / 'args.json'}: no data (not the args.json of a train.py run)\n"
+    assert probe.main(argv + ['--data', args['data']]) == 0
+
+
 def test_a_second_run_keeps_the_rows_and_measures_only_the_missing_ones(world, tmp_path, capsys):
     fake_run(world, tmp_path / 'runs')
     out = tmp_path / 'out'
