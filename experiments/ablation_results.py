@@ -36,10 +36,11 @@ from checkpoint_set import read_manifest
 from data.synthetic import depth_to_colour
 from datasets.io import DatasetError, read_image
 from datasets.scenes import list_frames, read_scene_list
+from datasets.validation_folders import read_depth
 from demo import to_network_input
 from experiments.eval_synthetic import EvalError, median_scale
 from fileio import atomic_open
-from models import depth_from_disparity, load_trained_networks
+from models import ConfigError, depth_from_disparity, load_trained_networks
 
 CONFIG_ORDER = ('full', 'rigid', 'no_mof', 'no_obj_size')
 REGIONS = ('all', 'background', 'moving', 'parked')
@@ -254,7 +255,8 @@ def load_validation_frame(data):
     if not frames:
         raise EvalError(f"{Path(data) / 'image' / names[0]}: no frames (the first validation scene of --data)")
     frame = frames[len(frames) // 2]
-    return read_image(frame), np.load(frame.with_suffix('.npy')), frame
+    image = read_image(frame)
+    return image, read_depth(frame.with_suffix('.npy'), image.shape[:2]), frame
 
 
 def predict_depth(checkpoint, image):
@@ -347,8 +349,8 @@ def main(argv=None):
         return 2
     try:
         results = write_results(args.out, args.data, args.configs.split(), args.settings, args.metrics, args.prefix)
-    except (EvalError, DatasetError, CheckpointError, OSError, ValueError) as error:  # ValueError: ConfigError,
-        print(f"error: {error}", file=sys.stderr)                                      # a damaged .npy
+    except (EvalError, DatasetError, CheckpointError, ConfigError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_markdown(results, args.settings))
     return 0

@@ -1,6 +1,7 @@
 """experiments/: depth by region, ego- and object-motion errors, the command line on a tiny synthetic world."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -404,6 +405,19 @@ def test_seeds_are_the_numbered_seed_folders_in_numeric_order(tmp_path, capsys):
     assert ablation_results.main(['--out', str(tmp_path), '--configs', 'full']) == 2
     assert capsys.readouterr().err == (f"error: {tmp_path / 'runs' / 'full' / 'seed2' / 'metrics.json'}: "
                                        "not a JSON object (a list)\n")
+
+
+def test_a_damaged_depth_of_the_figure_frame_is_one_line_naming_it(world, tmp_path, capsys):
+    root, _ = world
+    data = tmp_path / 'data'
+    shutil.copytree(root, data)
+    (tmp_path / 'runs' / 'full' / 'seed0').mkdir(parents=True)
+    (tmp_path / 'runs' / 'full' / 'seed0' / 'metrics.json').write_text(json.dumps(planted_metrics(0.5)))
+    _, _, frame = ablation_results.load_validation_frame(data)
+    frame.with_suffix('.npy').write_bytes(b'\x93NUMPY')
+    assert ablation_results.main(['--out', str(tmp_path), '--configs', 'full', '--data', str(data)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {frame.with_suffix('.npy')}: not a readable .npy array") and error.count('\n') == 1
 
 
 def test_ablation_runner_stops_its_background_runs_on_sigterm(world, tmp_path):
