@@ -27,7 +27,8 @@ cars, image half and true depth: :func:`summarise_kinds`), and prints both as ta
 * **Object motion**: first projection + ObjPoseNet through ``projection.py`` (the code path of
   training, via ``demo.run_networks``) on every consecutive pair, against the GT translation of each
   car visible in both frames, in the view camera, scaled by the frame's depth median scale.  A car that
-  the association did not match (or beyond ``--mni``) gets the zero motion the motion field gives it.
+  the association did not match (or beyond ``--mni``) gets the zero motion the motion field gives it; one
+  matched to another car of the next frame keeps ObjPoseNet's motion and is counted as ``wrong_partner``.
 """
 import argparse
 import importlib.util
@@ -336,8 +337,9 @@ def format_report(metrics):
         lines.append(f"objects: moving EPE {_number(obj['moving']['epe'])} m, "
                      f"relative {_number(obj['moving']['rel'])}, "
                      f"within 30 deg {_number(obj['moving']['within_30deg'])} ({obj['moving']['cars']} car pairs, "
-                     f"{obj['moving']['matched']} matched) | parked EPE {_number(obj['parked']['epe'])} m "
-                     f"({obj['parked']['cars']} car pairs, {obj['parked']['matched']} matched)")
+                     f"{obj['moving']['matched']} matched, {obj['moving']['wrong_partner']} to another car) | "
+                     f"parked EPE {_number(obj['parked']['epe'])} m ({obj['parked']['cars']} car pairs, "
+                     f"{obj['parked']['matched']} matched, {obj['parked']['wrong_partner']} to another car)")
     return '\n'.join(lines)
 
 

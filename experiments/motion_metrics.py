@@ -68,22 +68,26 @@ def object_records(matches, obj_motion, truth, scales):
         truth: the scene's ground truth (``experiments.eval_synthetic.read_scene_truth``).
         scales: ``F`` median depth scales (None: the pair is skipped).
     Returns:
-        list of dicts ``kind``, ``gt`` ``[3]`` metres, ``pred`` ``[3]`` metres (zero when not matched),
-        ``matched`` bool.
+        list of dicts ``kind``, ``gt`` ``[3]`` metres, ``pred`` ``[3]`` metres (the translation the motion field
+        gives the car's pixels in frame t: zero when its channel was not matched), ``matched`` bool (ObjPoseNet
+        gave it a translation), ``wrong_partner`` bool (matched, but to a channel of frame t+1 that is not the
+        same car's).
     """
     records = []
     for t, (pairs, motion) in enumerate(zip(matches, obj_motion)):
         if scales[t] is None:
             continue
-        channels = list(np.asarray(pairs).reshape(-1, 2)[:, 0])
+        pairs = np.asarray(pairs).reshape(-1, 2)
+        channels = list(pairs[:, 0])
         for car, obj in enumerate(truth['objects']):
             if obj['mask_index'][t] < 1 or obj['mask_index'][t + 1] < 1:
                 continue
             matched = obj['mask_index'][t] in channels
-            pred = scales[t] * np.asarray(motion[channels.index(obj['mask_index'][t])], float) if matched \
-                else np.zeros(3)
+            row = channels.index(obj['mask_index'][t]) if matched else None
+            pred = scales[t] * np.asarray(motion[row], float) if matched else np.zeros(3)
             records.append({'kind': obj['kind'], 'gt': gt_object_translation(truth, car, t, t + 1), 'pred': pred,
-                            'matched': bool(matched)})
+                            'matched': bool(matched),
+                            'wrong_partner': bool(matched and pairs[row, 1] != obj['mask_index'][t + 1])})
     return records
 
 
@@ -96,21 +100,25 @@ def direction_error_deg(gt, pred):
 
 
 def summarise_object_group(records, moving, tolerance_deg=DIRECTION_TOLERANCE_DEG):
-    """``{epe, rel, within_30deg, cars, matched}`` of one group of :func:`object_records`.
+    """``{epe, rel, within_30deg, cars, matched, wrong_partner}`` of one group of :func:`object_records`.
 
-    ``epe`` is the mean end-point error in metres; for a ``moving`` group ``rel`` is the mean of
-    ``epe / |gt|`` and ``within_30deg`` the share of cars whose estimated direction is within
-    ``tolerance_deg`` (both null for parked cars, whose true motion is zero).
+    ``epe`` is the mean end-point error in metres over all the group's cars; for a ``moving`` group ``rel`` is the
+    mean of ``epe / |gt|`` and ``within_30deg`` the share of cars whose estimated direction is within
+    ``tolerance_deg``, both over the cars that did move between the two frames (both null for parked cars, whose
+    true motion is zero); ``matched`` and ``wrong_partner`` count the records' flags.
     """
     epe = [float(np.linalg.norm(r['pred'] - r['gt'])) for r in records]
-    rel = [e / np.linalg.norm(r['gt']) for e, r in zip(epe, records) if moving and np.linalg.norm(r['gt']) > 0]
-    within = [direction_error_deg(r['gt'], r['pred']) < tolerance_deg for r in records] if moving else []
+    moved = [(e, r) for e, r in zip(epe, records) if moving and np.linalg.norm(r['gt']) > 0]
+    rel = [e / np.linalg.norm(r['gt']) for e, r in moved]
+    within = [direction_error_deg(r['gt'], r['pred']) < tolerance_deg for _, r in moved]
     return {'epe': _mean(epe), 'rel': _mean(rel), 'within_30deg': _mean(within) if moving else None,
-            'cars': len(records), 'matched': sum(r['matched'] for r in records)}
+            'cars': len(records), 'matched': sum(r['matched'] for r in records),
+            'wrong_partner': sum(r['wrong_partner'] for r in records)}
 
 
 def summarise_objects(records, tolerance_deg=DIRECTION_TOLERANCE_DEG):
-    """``{'moving': {epe, rel, within_30deg, cars, matched}, 'parked': {epe, rel (null), cars, matched}}``
+    """``{'moving': {epe, rel, within_30deg, cars, matched, wrong_partner}, 'parked': {epe, rel (null), cars,
+    matched, wrong_partner}}``
     (:func:`summarise_object_group` of the moving and of the parked cars)."""
     return {group: summarise_object_group([r for r in records if (r['kind'] == 'parked') == (group == 'parked')],
                                           group == 'moving', tolerance_deg)

@@ -61,16 +61,18 @@ def test_kinds_summary_gives_the_signed_depth_error_and_the_motion_error_of_each
     cars = same | opposite
     regions = {'all': np.ones(gt.shape, bool), 'background': ~cars, 'moving': cars, 'same': same,
                'opposite': opposite}
-    records = [{'kind': 'same', 'gt': np.array([0.0, 0.0, 1.0]), 'pred': np.zeros(3), 'matched': False},
+    records = [{'kind': 'same', 'gt': np.array([0.0, 0.0, 1.0]), 'pred': np.zeros(3), 'matched': False,
+                'wrong_partner': False},
                {'kind': 'opposite', 'gt': np.array([0.0, 0.0, -2.0]), 'pred': np.array([0.0, 0.0, -1.5]),
-                'matched': True}]
+                'matched': True, 'wrong_partner': False}]
     kinds = eval_synthetic.summarise_kinds([region_errors(gt, pred, regions)], records)
     assert list(kinds['depth']) == ['opposite', 'same', 'background']
     assert kinds['depth']['same']['log_ratio'] == pytest.approx(np.log(1.25))
     assert kinds['depth']['opposite']['log_ratio'] == pytest.approx(np.log(0.8))
     assert kinds['depth']['same']['abs_rel'] == pytest.approx(0.25) and kinds['depth']['same']['pixels'] == 50
     assert kinds['depth']['background']['log_ratio'] == pytest.approx(0, abs=1e-12)
-    assert kinds['objects']['same'] == {'epe': 1.0, 'rel': 1.0, 'within_30deg': 0.0, 'cars': 1, 'matched': 0}
+    assert kinds['objects']['same'] == {'epe': 1.0, 'rel': 1.0, 'within_30deg': 0.0, 'cars': 1, 'matched': 0,
+                                        'wrong_partner': 0}
     assert kinds['objects']['opposite']['epe'] == pytest.approx(0.5)
     assert kinds['objects']['opposite']['within_30deg'] == 1.0
     assert eval_synthetic.summarise_kinds([region_errors(gt, pred, regions)], None)['objects'] is None
@@ -241,6 +243,32 @@ def test_object_motion_error_is_zero_for_the_true_motion(world):
         [np.zeros((0, 2), int)] * 2, [np.zeros((0, 3))] * 2, truth, scales))
     assert unmatched['moving']['rel'] == pytest.approx(1.0) and unmatched['moving']['within_30deg'] == 0.0
     assert unmatched['moving']['matched'] == 0
+
+    assert summary['moving']['wrong_partner'] == 0 and summary['parked']['wrong_partner'] == 0
+
+
+def test_a_car_matched_to_another_car_is_counted_as_a_wrong_partner(world):
+    root, scene = world
+    truth = read_scene_truth(root, scene.name)
+    visible = [j for j, o in enumerate(scene.objects) if min(o.mask_index[0], o.mask_index[1]) >= 1]
+    assert len(visible) >= 2
+    partners = [scene.objects[j].mask_index[1] for j in visible]
+    swapped = np.array([[scene.objects[j].mask_index[0], partner]
+                        for j, partner in zip(visible, partners[1:] + partners[:1])])
+    records = motion_metrics.object_records([swapped], [np.zeros((len(visible), 3))], truth, [1.0, 1.0])
+    assert len(records) == len(visible) and all(r['matched'] and r['wrong_partner'] for r in records)
+    summary = motion_metrics.summarise_objects(records)
+    assert summary['moving']['wrong_partner'] + summary['parked']['wrong_partner'] == len(visible)
+
+
+def test_a_moving_car_that_did_not_move_counts_in_neither_rel_nor_direction():
+    still = {'kind': 'same', 'gt': np.zeros(3), 'pred': np.array([0.0, 0.0, 1.0]), 'matched': True,
+             'wrong_partner': False}
+    moved = {'kind': 'same', 'gt': np.array([0.0, 0.0, 2.0]), 'pred': np.array([0.0, 0.0, 1.0]), 'matched': True,
+             'wrong_partner': False}
+    summary = motion_metrics.summarise_object_group([still, moved], moving=True)
+    assert summary['epe'] == pytest.approx(1.0) and summary['cars'] == 2
+    assert summary['rel'] == pytest.approx(0.5) and summary['within_30deg'] == 1.0
 
 
 def save_random_networks(folder):
