@@ -10,11 +10,13 @@ Reads ``OUT/runs/CONFIG/flags.txt`` (the training flags of the configuration) an
 run folder).  Writes (``PREFIX`` = ``--prefix``, default ``results``)
 
 * ``OUT/PREFIX.json``: ``{"configs": {NAME: {"flags", "seeds": {S: metrics}, "mean", "std", "steps",
-  "kinds"}}}``, ``mean``/``std`` having the shape of metrics.json (over the seeds; null where no seed has a
-  number), ``kinds`` ``{"mean", "std"}`` of the seeds' car_kinds.json (null without any);
-* ``OUT/PREFIX.md``: a table (mean +- std over seeds), the bar of issue 18 (moving-car Abs Rel of the
-  full model at least 25 % below the rigid model's, background no more than 5 % worse) and, with
-  car_kinds.json, the depth and object motion by car kind;
+  "train_seconds", "kinds"}}}``, ``mean``/``std`` having the shape of metrics.json (over the seeds; the std is the
+  population one, ddof 0; null where no seed has a number, the std also where only one has), ``steps`` and ``train_seconds`` per seed (the runner's ``steps.txt`` and
+  ``train_seconds.txt``), ``kinds`` ``{"mean", "std", "seeds"}`` of the seeds' car_kinds.json and the seeds
+  that have one (null without any);
+* ``OUT/PREFIX.md``: a table (mean +- std over seeds), the runs' training wall time, the bar of issue 18
+  (moving-car Abs Rel of the full model at least 25 % below the rigid model's, background no more than 5 %
+  worse) and, with car_kinds.json, the depth and object motion by car kind;
 * ``OUT/PREFIX.png``: per-region Abs Rel of each configuration with its spread, and one validation frame
   (image, GT depth, the depth of each configuration's first seed) when ``--data`` is given.
 """
@@ -39,6 +41,7 @@ from datasets.scenes import list_frames, read_scene_list
 from datasets.validation_folders import read_depth
 from demo import to_network_input
 from experiments.eval_synthetic import EvalError, median_scale
+from experiments.formatting import mean_and_spread, number
 from fileio import atomic_open
 from models import ConfigError, depth_from_disparity, load_trained_networks
 
@@ -48,8 +51,15 @@ MOVING_GAIN = 0.25
 BACKGROUND_TOLERANCE = 0.05
 
 
+def seed_spread(values):
+    """The standard deviation of ``[n]`` values over seeds (population, ddof 0); None for one seed, which has
+    no spread."""
+    return np.std(values) if len(values) > 1 else None
+
+
 def combine(values, reduce):
-    """Apply ``reduce`` leaf-wise over a list of equally shaped nested dicts (None and missing leaves skipped)."""
+    """Apply ``reduce`` leaf-wise over a list of equally shaped nested dicts (None and missing leaves skipped; a
+    leaf is None where ``reduce`` gives None)."""
     present = [v for v in values if v is not None]
     if not present:
         return None
@@ -58,23 +68,26 @@ def combine(values, reduce):
         return {k: combine([v.get(k) for v in present], reduce) for k in keys}
     if isinstance(present[0], bool) or not isinstance(present[0], (int, float)):
         return present[0]
-    return float(reduce(np.asarray(present, float)))
+    reduced = reduce(np.asarray(present, float))
+    return None if reduced is None else float(reduced)
 
 
 def read_config(folder, metrics_name='metrics.json'):
-    """``{"flags", "seeds": {seed: metrics}, "steps": {seed: n_iter}, "kinds": {seed: car_kinds}}`` of one
-    configuration folder (``metrics_name``: the metrics file's path in a seed folder)."""
+    """``{"flags", "seeds": {seed: metrics}, "steps": {seed: n_iter}, "train_seconds": {seed: seconds},
+    "kinds": {seed: car_kinds}}`` of one configuration folder (``metrics_name``: the metrics file's path in a seed
+    folder)."""
     flags_file = folder / 'flags.txt'
-    seeds, steps, kinds = {}, {}, {}
+    seeds, steps, seconds, kinds = {}, {}, {}, {}
     for seed, seed_dir in seed_folders(folder):
         metrics = seed_dir / metrics_name
         if metrics.is_file():
             seeds[seed] = read_json(metrics)
             steps[seed] = training_steps(seed_dir)
+            seconds[seed] = training_seconds(seed_dir)
             if (metrics.parent / 'car_kinds.json').is_file():
                 kinds[seed] = read_json(metrics.parent / 'car_kinds.json')
     return {'flags': flags_file.read_text().strip() if flags_file.is_file() else '', 'seeds': seeds, 'steps': steps,
-            'kinds': kinds}
+            'train_seconds': seconds, 'kinds': kinds}
 
 
 def seed_folders(folder):
@@ -93,6 +106,14 @@ def read_json(path):
     if not isinstance(value, dict):
         raise EvalError(f"{path}: not a JSON object (a {type(value).__name__})")
     return value
+
+
+def training_seconds(seed_dir):
+    """The training wall time of a seed's run in seconds: the runner's ``train_seconds.txt`` (None without one,
+    e.g. a run older than it)."""
+    path = seed_dir / 'train_seconds.txt'
+    seconds = path.read_text().strip() if path.is_file() else ''
+    return int(seconds) if seconds.isdigit() else None
 
 
 def training_steps(seed_dir):
@@ -121,19 +142,12 @@ def collect(out, configs=CONFIG_ORDER, metrics_name='metrics.json'):
         config = read_config(folder, metrics_name)
         seeds, kinds = list(config['seeds'].values()), list(config['kinds'].values())
         config['mean'] = combine(seeds, np.mean)
-        config['std'] = combine(seeds, np.std)
+        config['std'] = combine(seeds, seed_spread)
         # the seeds' car_kinds.json, summarised like the metrics
-        config['kinds'] = {'mean': combine(kinds, np.mean), 'std': combine(kinds, np.std),
-                           'seeds': len(kinds)} if kinds else None
+        config['kinds'] = {'mean': combine(kinds, np.mean), 'std': combine(kinds, seed_spread),
+                           'seeds': sorted(config['kinds'], key=int)} if kinds else None
         results[name] = config
     return {'configs': results}
-
-
-def format_cell(mean, std, digits=3):
-    """A table cell: ``mean ± std`` (``mean`` alone when ``std`` is None; ``n/a`` without a mean)."""
-    if mean is None:
-        return 'n/a'
-    return f'{mean:.{digits}f}' if std is None else f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
 def lookup(tree, *keys):
@@ -213,15 +227,27 @@ def format_markdown(results, settings=''):
     for name, config in results['configs'].items():
         mean, std = config['mean'], config['std']
         steps = sorted({s for s in config['steps'].values() if s is not None})
-        cells = [format_cell(lookup(mean, 'depth', r, 'abs_rel'), lookup(std, 'depth', r, 'abs_rel')) for r in REGIONS]
-        cells += [format_cell(lookup(mean, 'ego', 'ate'), lookup(std, 'ego', 'ate')),
-                  format_cell(lookup(mean, 'objects', 'moving', 'epe'), lookup(std, 'objects', 'moving', 'epe')),
-                  format_cell(lookup(mean, 'objects', 'moving', 'within_30deg'),
-                              lookup(std, 'objects', 'moving', 'within_30deg'), 2)]
+        cells = [mean_and_spread(lookup(mean, 'depth', r, 'abs_rel'), lookup(std, 'depth', r, 'abs_rel'))
+                 for r in REGIONS]
+        cells += [mean_and_spread(lookup(mean, 'ego', 'ate'), lookup(std, 'ego', 'ate')),
+                  mean_and_spread(lookup(mean, 'objects', 'moving', 'epe'), lookup(std, 'objects', 'moving', 'epe')),
+                  mean_and_spread(lookup(mean, 'objects', 'moving', 'within_30deg'),
+                                  lookup(std, 'objects', 'moving', 'within_30deg'), 2)]
         lines.append(f"| {name} | `{config['flags']}` | {seed_names(config['seeds'])} | "
                      f"{'/'.join(map(str, steps)) or 'n/a'} | " + ' | '.join(cells) + ' |')
-    lines += ['', bar_verdict(results), '']
+    lines += ['', *training_time_lines(results), bar_verdict(results), '']
     return '\n'.join(lines + format_kinds_markdown(results))
+
+
+def training_time_lines(results):
+    """The line of the runs' training wall time (minutes per seed; empty when no run has ``train_seconds.txt``)."""
+    times = {name: config.get('train_seconds') or {} for name, config in results['configs'].items()}
+    if not any(seconds is not None for by_seed in times.values() for seconds in by_seed.values()):
+        return []
+    parts = ['; '.join(f"seed {seed} {'n/a' if by_seed[seed] is None else round(by_seed[seed] / 60)}"
+                       for seed in sorted(by_seed, key=int)) for by_seed in times.values()]
+    return ['Training wall time (min; summed over resumes, alongside whatever shared the machine): '
+            + ', '.join(f"{name}: {part}" for name, part in zip(times, parts) if part) + '.', '']
 
 
 def format_kinds_markdown(results):
@@ -242,9 +268,9 @@ def format_kinds_markdown(results):
         for kind in names:
             depth = lookup(mean, 'depth', kind) or {}
             epe = lookup(mean, 'objects', kind, 'epe')
-            cells.append(f"{format_cell(depth.get('abs_rel'), None)} / {format_cell(depth.get('log_ratio'), None)}"
-                         + ('' if epe is None else f" / {epe:.3f}"))
-        lines.append(f"| {name} | {config['kinds']['seeds']} | " + ' | '.join(cells) + ' |')
+            cells.append(f"{number(depth.get('abs_rel'))} / {number(depth.get('log_ratio'))}"
+                         + ('' if epe is None else f" / {number(epe)}"))
+        lines.append(f"| {name} | {seed_names(config['kinds']['seeds'])} | " + ' | '.join(cells) + ' |')
     return lines + ['']
 
 

@@ -52,6 +52,7 @@ from datasets.scenes import read_scene_list
 from datasets.validation_folders import read_depth
 from devices import select_device
 from experiments import motion_metrics
+from experiments.formatting import number
 from fileio import atomic_open
 from kitti_eval.depth_metrics import TABLE_METRICS, DepthErrors, NoValidPixelsError, compute_errors, \
     compute_errors_and_scale, evaluation_mask
@@ -316,29 +317,25 @@ def evaluate(root, nets, mni, device, snippet_length=3):
     return metrics, summarise_kinds(per_image, objects if with_motion else None)
 
 
-def _number(value, digits=4):
-    return 'n/a' if value is None else f'{value:.{digits}f}'
-
-
 def format_report(metrics):
     """A plain-text table of a metrics.json dict."""
     lines = [f"{'region':>10} " + ' '.join(f'{m:>9}' for m in TABLE_METRICS) + f" {'images':>7} {'pixels':>9}"]
     for name in REGIONS:
         row = metrics['depth'][name]
-        lines.append(f'{name:>10} ' + ' '.join(f'{_number(row[m]):>9}' for m in TABLE_METRICS)
+        lines.append(f'{name:>10} ' + ' '.join(f'{number(row[m], 4):>9}' for m in TABLE_METRICS)
                      + f" {row['images']:>7} {row['pixels']:>9}")
     if metrics['ego'] is not None:
         ego = metrics['ego']
-        lines.append(f"ego: ATE {_number(ego['ate'])} m (snippets of {ego['snippet_length']}, n={ego['snippets']}), "
-                     f"relative translation error {_number(ego['rel_trans'])}, rotation error "
-                     f"{_number(ego['rot_deg'])} deg ({ego['pairs']} pairs)")
+        lines.append(f"ego: ATE {number(ego['ate'], 4)} m (snippets of {ego['snippet_length']}, n={ego['snippets']}), "
+                     f"relative translation error {number(ego['rel_trans'], 4)}, rotation error "
+                     f"{number(ego['rot_deg'], 4)} deg ({ego['pairs']} pairs)")
     if metrics['objects'] is not None:
         obj = metrics['objects']
-        lines.append(f"objects: moving EPE {_number(obj['moving']['epe'])} m, "
-                     f"relative {_number(obj['moving']['rel'])}, "
-                     f"within 30 deg {_number(obj['moving']['within_30deg'])} ({obj['moving']['cars']} car pairs, "
+        lines.append(f"objects: moving EPE {number(obj['moving']['epe'], 4)} m, "
+                     f"relative {number(obj['moving']['rel'], 4)}, "
+                     f"within 30 deg {number(obj['moving']['within_30deg'], 4)} ({obj['moving']['cars']} car pairs, "
                      f"{obj['moving']['matched']} matched, {obj['moving']['wrong_partner']} to another car) | "
-                     f"parked EPE {_number(obj['parked']['epe'])} m ({obj['parked']['cars']} car pairs, "
+                     f"parked EPE {number(obj['parked']['epe'], 4)} m ({obj['parked']['cars']} car pairs, "
                      f"{obj['parked']['matched']} matched, {obj['parked']['wrong_partner']} to another car)")
     return '\n'.join(lines)
 
@@ -351,14 +348,14 @@ def format_kinds(kinds):
     for kind in dict.fromkeys([*kinds['depth'], *(kinds['objects'] or {})]):
         row = kinds['depth'].get(kind, {'abs_rel': None, 'log_ratio': None, 'images': 0, 'pixels': 0})
         obj = (kinds['objects'] or {}).get(kind, {})
-        lines.append(f"{kind:>10} {_number(row['abs_rel']):>9} {_number(row['log_ratio']):>9} {row['images']:>7} "
-                     f"{row['pixels']:>9} {_number(obj.get('epe')):>9} {_number(obj.get('within_30deg')):>9} "
+        lines.append(f"{kind:>10} {number(row['abs_rel'], 4):>9} {number(row['log_ratio'], 4):>9} {row['images']:>7} "
+                     f"{row['pixels']:>9} {number(obj.get('epe'), 4):>9} {number(obj.get('within_30deg'), 4):>9} "
                      f"{obj.get('cars', 0):>5}")
     split = kinds.get('background_split') or {}
     if split:
         lines.append(f"{'background':>14} {'abs_rel':>9} {'log_ratio':>9} {'images':>7} {'pixels':>9}")
     for name, row in split.items():
-        lines.append(f"{name:>14} {_number(row['abs_rel']):>9} {_number(row['log_ratio']):>9} {row['images']:>7} "
+        lines.append(f"{name:>14} {number(row['abs_rel'], 4):>9} {number(row['log_ratio'], 4):>9} {row['images']:>7} "
                      f"{row['pixels']:>9}")
     return '\n'.join(lines)
 

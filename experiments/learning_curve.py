@@ -41,9 +41,10 @@ from checkpoint_io import CheckpointError, load_file
 from checkpoint_set import read_manifest
 from datasets.io import DatasetError
 from devices import select_device
-from experiments.ablation_results import (CONFIG_ORDER, bar_values, change_text, combine, format_cell, lookup,
+from experiments.ablation_results import (CONFIG_ORDER, bar_values, change_text, combine, lookup,
                                           paired_values, relative_changes, seed_names)
 from experiments.eval_synthetic import BACKGROUND_SPLIT, EvalError, evaluate
+from experiments.formatting import number
 from experiments.probe_object_size import (checkpoint_labels, checkpoint_paths, load_networks, read_run_args,
                                            run_folder)
 from fileio import OutputError, atomic_open
@@ -170,8 +171,8 @@ def format_markdown(rows, commands, windows=()):
         cells = [label]
         for config in configs:
             mean = mean_metrics(config_rows(subset, config, selected))
-            cells += [format_cell(lookup(mean, 'depth', region, 'abs_rel'), None) for region in CURVE_REGIONS]
-            cells.append(format_cell(lookup(mean, 'objects', 'moving', 'epe'), None))
+            cells += [number(lookup(mean, 'depth', region, 'abs_rel')) for region in CURVE_REGIONS]
+            cells.append(number(lookup(mean, 'objects', 'moving', 'epe')))
         if with_bar:
             gain = paired_gain(subset, selected)
             cells += ['n/a', 'n/a'] if gain is None else [change_text(gain[0], 'lower', 'higher'),
@@ -199,8 +200,8 @@ def background_split_lines(rows, summaries):
         for config in configs:
             mean = seed_mean(splits[config])
             seeds = seed_list(splits[config])
-            cells = [format_cell(lookup(mean, name, 'abs_rel'), None) + ' / '
-                     + format_cell(lookup(mean, name, 'log_ratio'), None) for name in BACKGROUND_SPLIT]
+            cells = [number(lookup(mean, name, 'abs_rel')) + ' / '
+                     + number(lookup(mean, name, 'log_ratio')) for name in BACKGROUND_SPLIT]
             lines.append('| ' + ' | '.join([label, config, seeds] + cells) + ' |')
         pairs = [key for key in splits.get('full', {}) if key in splits.get('rigid', {})]
         if pairs:
@@ -297,8 +298,8 @@ def evaluate_run(args, config, seed, rows, commands, device):
             {'config': config, 'seed': seed, 'checkpoint': label, 'step': step, 'metrics': metrics, 'kinds': kinds}]
         write_outputs(args.output_dir, args.data, rows, commands, args.windows)
         print(f"{config} seed {seed} {label} (step {step}): moving "
-              f"{format_cell(lookup(metrics, 'depth', 'moving', 'abs_rel'), None)}, background "
-              f"{format_cell(lookup(metrics, 'depth', 'background', 'abs_rel'), None)} ({time.time() - start:.0f} s)",
+              f"{number(lookup(metrics, 'depth', 'moving', 'abs_rel'))}, background "
+              f"{number(lookup(metrics, 'depth', 'background', 'abs_rel'))} ({time.time() - start:.0f} s)",
               flush=True)
     return rows
 

@@ -59,6 +59,7 @@ from datasets.custom_transforms import valid_transform
 from datasets.sequence_folders import SequenceFolder
 from experiments import motion_metrics
 from experiments.eval_synthetic import evaluate_scene, median_scale, print_warning
+from experiments.formatting import number
 from experiments.objective_at_truth import SKY_DEPTH
 from fileio import atomic_open
 from loss_functions import photometric_and_geometry_maps
@@ -505,10 +506,6 @@ def training_samples(root, args):
                           sequence_length=3, transform=valid_transform(), cache_dir=Path(root) / '.cache')
 
 
-def fmt(value, digits=3):
-    return 'n/a' if value is None else f'{value:.{digits}f}'
-
-
 def part_a_table(summaries):
     """Markdown table of Part A: one row per (input, car group)."""
     lines = ['| input | cars | car pairs | coverage | empty warped mask '
@@ -522,15 +519,16 @@ def part_a_table(summaries):
         if summary is None:
             continue
         for group, row in summary.items():
-            lines.append(f"| {source} | {group} | {row['cars']} | {fmt(row['coverage'])} | {row['empty_warped']} | "
-                         f"{fmt(row['shift_px'], 2)} / {fmt(row['shift_px_median'], 2)} | "
-                         f"{fmt(row['raw_shift_px'], 2)} | "
-                         f"{fmt(row['object_flow_px'], 2)} / {fmt(row['object_flow_px_median'], 2)} / "
-                         f"{fmt(row['object_flow_over_1px'], 2)} | "
-                         f"{fmt(row['size_px'], 0)} | {fmt(row['gt_motion_m'])} | {fmt(row['residual_rigid'], 4)} | "
-                         f"{fmt(row['residual_exact'], 4)} | {fmt(row['exact_lower_share'], 2)} | "
-                         f"{fmt(row['residual_background'], 4)} | {fmt(row['kept_share'], 2)} | "
-                         f"{fmt(row['metres_per_unit'], 2)} |")
+            lines.append(f"| {source} | {group} | {row['cars']} | {number(row['coverage'])} | {row['empty_warped']} | "
+                         f"{number(row['shift_px'], 2)} / {number(row['shift_px_median'], 2)} | "
+                         f"{number(row['raw_shift_px'], 2)} | "
+                         f"{number(row['object_flow_px'], 2)} / {number(row['object_flow_px_median'], 2)} / "
+                         f"{number(row['object_flow_over_1px'], 2)} | "
+                         f"{number(row['size_px'], 0)} | {number(row['gt_motion_m'])} | "
+                         f"{number(row['residual_rigid'], 4)} | "
+                         f"{number(row['residual_exact'], 4)} | {number(row['exact_lower_share'], 2)} | "
+                         f"{number(row['residual_background'], 4)} | {number(row['kept_share'], 2)} | "
+                         f"{number(row['metres_per_unit'], 2)} |")
     return '\n'.join(lines)
 
 
@@ -546,19 +544,19 @@ def part_b_table(part_b):
     lines = ['| step | train loss (mean since last) | photo | moving EPE (m) | moving rel | within 30 deg '
              '| parked EPE (m) |',
              '|---|---|---|---|---|---|---|',
-             f"| zero motion | | | {fmt(zero['epe'])} | {fmt(zero['rel'])} | {fmt(zero['within_30deg'], 2)} | "
-             f"{fmt(part_b['zero_motion']['parked']['epe'])} |"]
+             f"| zero motion | | | {number(zero['epe'])} | {number(zero['rel'])} | {number(zero['within_30deg'], 2)} | "
+             f"{number(part_b['zero_motion']['parked']['epe'])} |"]
     for entry in part_b['history']:
         moving, loss = entry['objects']['moving'], entry['loss'] or {}
-        lines.append(f"| {entry['step']} | {fmt(loss.get('total'), 4)} | {fmt(loss.get('photo'), 4)} | "
-                     f"{fmt(moving['epe'])} | {fmt(moving['rel'])} | {fmt(moving['within_30deg'], 2)} | "
-                     f"{fmt(entry['objects']['parked']['epe'])} |")
+        lines.append(f"| {entry['step']} | {number(loss.get('total'), 4)} | {number(loss.get('photo'), 4)} | "
+                     f"{number(moving['epe'])} | {number(moving['rel'])} | {number(moving['within_30deg'], 2)} | "
+                     f"{number(entry['objects']['parked']['epe'])} |")
     return '\n'.join(lines)
 
 
 def fmt_axes(values):
     """``x / y / z`` of three values to 2 decimals (``-`` for None)."""
-    return ' / '.join(fmt(v, 2) for v in values) if values is not None else '-'
+    return ' / '.join(number(v, 2) for v in values) if values is not None else '-'
 
 
 def descent_tables(descent):
@@ -571,8 +569,9 @@ def descent_tables(descent):
              '| car kind | instances | cosine mean | median | share within 90 deg | share within 30 deg '
              '| descent axes x / y / z | truth axes x / y / z | sign agreement x / y / z |',
              '|---|---|---|---|---|---|---|---|---|']
-    lines += [f"| {kind} | {d['cars']} | {fmt(d['cos_mean'])} | {fmt(d['cos_median'])} | {fmt(d['positive'], 2)} | "
-              f"{fmt(d['within_30deg'], 2)} | {fmt_axes(d['descent_axes'])} | {fmt_axes(d['truth_axes'])} | "
+    lines += [f"| {kind} | {d['cars']} | {number(d['cos_mean'])} | {number(d['cos_median'])} | "
+              f"{number(d['positive'], 2)} | "
+              f"{number(d['within_30deg'], 2)} | {fmt_axes(d['descent_axes'])} | {fmt_axes(d['truth_axes'])} | "
               f"{fmt_axes(d['sign_agreement'])} |" for kind, d in descent.items() if 'cos_mean' in d]
     lines += ['', 'axes: mean absolute component of the unit vector (x right, y down, z forward); sign agreement: '
               'share of the cars moving more than 0.1 m along the axis whose descent has the sign of the truth.', '',
@@ -582,7 +581,8 @@ def descent_tables(descent):
               'share of cars pushed down (+y).', '',
               '| car kind | term | mean length | mean unit vector x / y / z | share pushed down |',
               '|---|---|---|---|---|']
-    lines += [f"| {kind} | {term} | {fmt(t['norm'], 5)} | {fmt_axes(t['signed_axes'])} | {fmt(t['down_share'], 2)} |"
+    lines += [f"| {kind} | {term} | {number(t['norm'], 5)} | {fmt_axes(t['signed_axes'])} | "
+              f"{number(t['down_share'], 2)} |"
               for kind, d in descent.items() for term, t in d['by_term'].items()]
     return lines
 

@@ -67,6 +67,7 @@ from experiments import motion_metrics
 from experiments.eval_synthetic import (MAX_DEPTH, MIN_DEPTH, MIN_REGION_PIXELS, EvalError, ScaledDisparity,
                                         median_scale, print_warning, read_scene_truth, region_errors, region_masks,
                                         road_and_upper)
+from experiments.formatting import number
 from experiments.probe_object_input import load_batch, training_samples
 from fileio import atomic_open
 from loss_functions import expected_object_depths
@@ -323,10 +324,6 @@ def read_run_args(run_dir, keys=('mni', 'seed')):
     return run_args
 
 
-def fmt(value, digits=3):
-    return 'n/a' if value is None else f'{value:.{digits}f}'
-
-
 def pose_vs_bg(row):
     """``pose_unit / bg_unit``: 1 when the depth fits EgoPoseNet's translation, above 1 when the depth is too far
     for it (the photometric term then pulls the depth nearer)."""
@@ -347,7 +344,8 @@ def results_table(rows):
     lines = [header, '|' + '---|' * (3 + len(COLUMNS))]
     for row in rows:
         values = {**row, 'pose_vs_bg': pose_vs_bg(row)}
-        cells = [row['config'], str(row['seed']), row['checkpoint']] + [fmt(values.get(name), d) for name, d in COLUMNS]
+        cells = [row['config'], str(row['seed']), row['checkpoint']] + [number(values.get(name), d)
+                                                                          for name, d in COLUMNS]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 

@@ -44,6 +44,7 @@ from datasets.io import read_segmentation
 from datasets.scenes import read_scene_list
 from datasets.validation_folders import read_depth
 from experiments.eval_synthetic import EvalError
+from experiments.formatting import number
 from experiments.probe_object_size import checkpoint_labels, load_networks, read_run_args, run_folder
 from fileio import atomic_open
 from loss_functions import expected_object_depths
@@ -161,10 +162,6 @@ def pull_rows(args):
     return rows
 
 
-def fmt(value, digits=2):
-    return 'n/a' if value is None else f'{value:.{digits}f}'
-
-
 def results_markdown(results):
     bands = [f"{near}-{far} m" for near, far in DISTANCE_BANDS]
     lines = ['# Object-size target and pull by distance', '', f"Command ({results['seconds']:.0f} s):", '',
@@ -172,14 +169,14 @@ def results_markdown(results):
              '## Target: the height that makes a car of true depth d fit, d * h / f_y (m)', '',
              '| pixel height h | ' + ' | '.join(bands) + ' |', '|---|' + '---|' * len(bands)]
     for key, label in (('height_rows', 'rows covered (ours)'), ('height_span', 'max - min row (official)')):
-        lines.append(f'| {label} | ' + ' | '.join(fmt(r[key]) for r in results['target']) + ' |')
+        lines.append(f'| {label} | ' + ' | '.join(number(r[key], 2) for r in results['target']) + ' |')
     lines.append('| cars | ' + ' | '.join(str(r['cars']) for r in results['target']) + ' |')
     if results['pull']:
         lines += ['', '## Pull: predicted car depth / the depth the term asks (median; above 1: pulled nearer)', '',
                   '| config | seed | checkpoint | height prior | ' + ' | '.join(bands) + ' |',
                   '|---|---|---|---|' + '---|' * len(bands)]
         for row in results['pull']:
-            cells = [f"{fmt(b['median'])} ({b['count']})" for b in row['bands']]
+            cells = [f"{number(b['median'], 2)} ({b['count']})" for b in row['bands']]
             lines.append(f"| {row['config']} | {row['seed']} | {row['checkpoint']} | {row['height_prior']:.4f} | "
                          + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'

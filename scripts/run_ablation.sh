@@ -35,7 +35,8 @@
 # the depth of no configuration whose every seed was pruned).
 # Each evaluation also writes car_kinds.json beside metrics.json: depth and object motion by car kind. Each
 # finished run also keeps its per-epoch validation curve (validation_log.csv, train.py's progress_log_summary.csv)
-# and its trained steps (steps.txt) in its seed folder.
+# and its trained steps (steps.txt) in its seed folder, and every run its training wall time in seconds
+# (train_seconds.txt: summed over resumes; a training that was interrupted counts until its last checkpoint).
 set -eu
 cd "$(dirname "$0")/.."
 NAME=${NAME:-synthetic}
@@ -102,6 +103,25 @@ except (OSError, ValueError, KeyError, TypeError):
 
 trained_epochs() {
     checkpoint_set_field "$1" epoch
+}
+
+# the Unix time of the last change of file $1
+modified_at() {
+    $PY -c 'import os, sys; print(int(os.path.getmtime(sys.argv[1])))' "$1"
+}
+
+# close the training time of seed folder $1 (run folder $2): the training started at the time in
+# train_started.txt ended with the run's last save (its checkpoint_set.json; also after an interruption or a
+# crash): that time is added to train_seconds.txt
+close_training_time() {
+    [ -f "$1/train_started.txt" ] || return 0
+    STARTED_AT=$(cat "$1/train_started.txt")
+    ENDED_AT=$STARTED_AT
+    [ ! -f "$2/checkpoint_set.json" ] || ENDED_AT=$(modified_at "$2/checkpoint_set.json")
+    SPENT=$(cat "$1/train_seconds.txt" 2>/dev/null || echo 0)
+    [ "$ENDED_AT" -lt "$STARTED_AT" ] || SPENT=$(( SPENT + ENDED_AT - STARTED_AT ))
+    echo "$SPENT" > "$1/train_seconds.txt"
+    rm -f "$1/train_started.txt"
 }
 
 # the newest run folder of a seed that holds a training state (empty when none)
@@ -177,18 +197,23 @@ run_seed() {
     DIR=$OUT/runs/$1/seed$2
     mkdir -p "$DIR"
     RUN=$(last_run "$DIR")
+    [ -z "$RUN" ] || close_training_time "$DIR" "$RUN"
     if [ -n "$RUN" ] && [ "$(trained_epochs "$RUN")" -ge "$EPOCHS" ]; then
         echo "== $1 seed $2: trained ($RUN), evaluating"
     elif [ -n "$RUN" ]; then
         echo "== $1 seed $2: resuming $RUN"
+        date +%s > "$DIR/train_started.txt"
         # shellcheck disable=SC2086
         run_child $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$2" $COMMON $FLAGS \
             --resume "$RUN"
+        close_training_time "$DIR" "$RUN"
     else
         echo "== $1 seed $2: training ($STEPS steps, batch $BATCH, ${HEIGHT}x${WIDTH})"
+        date +%s > "$DIR/train_started.txt"
         # shellcheck disable=SC2086
         run_child $PY train.py "$DATA" --name run --checkpoint-root "$DIR/checkpoints" --seed "$2" $COMMON $FLAGS
         RUN=$(last_run "$DIR")
+        close_training_time "$DIR" "$RUN"
     fi
     echo "$RUN" > "$DIR/run_dir.txt"
     evaluate "$RUN" "$1" "$DATA" "$DIR/eval"

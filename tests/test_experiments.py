@@ -367,9 +367,15 @@ def test_ablation_runner_skips_finished_configurations_and_aggregates(world, tmp
     results = json.loads((out / 'results.json').read_text())
     assert set(results['configs']) == {'full', 'rigid'}
     assert results['configs']['full']['mean']['depth']['moving']['abs_rel'] == 0.5
-    assert results['configs']['full']['std']['depth']['moving']['abs_rel'] == 0.0
+    assert results['configs']['full']['std']['depth']['moving']['abs_rel'] is None      # one seed: no spread
     assert results['configs']['rigid']['flags'] == '-mni 0' and results['configs']['rigid']['steps'] == {'0': 1}
     assert results['configs']['rigid']['mean']['depth']['all']['images'] == 3
+    # the training's wall time is kept (the planted full run has none)
+    rigid_dir = out / 'runs' / 'rigid' / 'seed0'
+    assert int((rigid_dir / 'train_seconds.txt').read_text()) >= 0 and not (rigid_dir / 'train_started.txt').exists()
+    assert results['configs']['rigid']['train_seconds'] == {'0': int((rigid_dir / 'train_seconds.txt').read_text())}
+    assert results['configs']['full']['train_seconds'] == {'0': None}
+    assert 'Training wall time (min' in (out / 'results.md').read_text()
     assert (out / 'results.png').stat().st_size > 1000 and '| rigid |' in (out / 'results.md').read_text()
     assert 'EXTRA_FLAGS none;' in (out / 'results.md').read_text()
     assert 'By car kind' in (out / 'results.md').read_text()        # the rigid run's car_kinds.json
@@ -422,6 +428,7 @@ def test_seeds_are_the_numbered_seed_folders_in_numeric_order(tmp_path, capsys):
         (tmp_path / 'runs' / 'full' / name / 'metrics.json').write_text(json.dumps(planted_metrics(abs_rel)))
     config = ablation_results.collect(tmp_path, ['full'])['configs']['full']
     assert list(config['seeds']) == ['2', '10'] and config['mean']['depth']['moving']['abs_rel'] == pytest.approx(0.15)
+    assert config['std']['depth']['moving']['abs_rel'] == pytest.approx(0.05)         # population std (ddof 0)
     assert '| full | `` | 2, 10 | ' in ablation_results.format_markdown({'configs': {'full': config}})
     # a damaged metrics file: one line naming it
     (tmp_path / 'runs' / 'full' / 'seed2' / 'metrics.json').write_text('{"depth": ')
@@ -508,6 +515,10 @@ def test_ablation_runner_evaluates_a_finished_training_without_training_again(wo
     (run_dir / 'training_state.pth.tar').write_bytes(b'planted')
     (run_dir / 'checkpoint_set.json').write_text(json.dumps({'epoch': 1, 'n_iter': 1}))
     (run_dir / 'progress_log_summary.csv').write_text('epoch\ttrain_loss\tvalidation_loss\n1\t0.5\t0.4\n')
+    # a training interrupted after its last save: its time counts until that save
+    os.utime(run_dir / 'checkpoint_set.json', (1_700_000_000, 1_700_000_000))
+    (run_dir.parents[2] / 'train_started.txt').write_text('1699999910\n')
+    (run_dir.parents[2] / 'train_seconds.txt').write_text('10\n')
     calls = tmp_path / 'calls.txt'
     wrapper = tmp_path / 'python'
     wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
@@ -518,6 +529,8 @@ def test_ablation_runner_evaluates_a_finished_training_without_training_again(wo
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'full seed 0: trained' in result.stdout
+    assert (run_dir.parents[2] / 'train_seconds.txt').read_text() == '100\n'
+    assert not (run_dir.parents[2] / 'train_started.txt').exists()
     assert not [line for line in calls.read_text().splitlines() if line.startswith('train.py')]
     seed_dir = out / 'runs' / 'full' / 'seed0'
     assert json.loads((seed_dir / 'metrics.json').read_text())['depth']['all']['images'] == 3
@@ -527,7 +540,7 @@ def test_ablation_runner_evaluates_a_finished_training_without_training_again(wo
     held_out = json.loads((seed_dir / 'test' / 'metrics.json').read_text())
     assert held_out == json.loads((seed_dir / 'metrics.json').read_text())
     test_results = json.loads((out / 'test_results.json').read_text())['configs']['full']
-    assert test_results['kinds']['seeds'] == 1 and 'parked' in test_results['kinds']['mean']['depth']
+    assert test_results['kinds']['seeds'] == ['0'] and 'parked' in test_results['kinds']['mean']['depth']
     report = (out / 'test_results.md').read_text()
     assert 'held out' in report and 'By car kind' in report and (out / 'test_results.png').is_file()
     # the run's record stays in the seed folder: its validation curve and its steps
