@@ -108,20 +108,25 @@ def read_json(path):
     return value
 
 
+def read_count(path):
+    """The non-negative integer a one-line runner file (``steps.txt``, ``train_seconds.txt``) holds; None when
+    the file is missing or holds something else."""
+    text = path.read_text().strip() if path.is_file() else ''
+    return int(text) if text.isdigit() else None
+
+
 def training_seconds(seed_dir):
     """The training wall time of a seed's run in seconds: the runner's ``train_seconds.txt`` (None without one,
     e.g. a run older than it)."""
-    path = seed_dir / 'train_seconds.txt'
-    seconds = path.read_text().strip() if path.is_file() else ''
-    return int(seconds) if seconds.isdigit() else None
+    return read_count(seed_dir / 'train_seconds.txt')
 
 
 def training_steps(seed_dir):
     """Iterations the seed's run trained: the runner's ``steps.txt``, else the run's checkpoint-set manifest
     (None when neither can be read, e.g. an older run whose checkpoints were deleted)."""
-    steps = (seed_dir / 'steps.txt').read_text().strip() if (seed_dir / 'steps.txt').is_file() else ''
-    if steps.isdigit():
-        return int(steps)
+    steps = read_count(seed_dir / 'steps.txt')
+    if steps is not None:
+        return steps
     run_file = seed_dir / 'run_dir.txt'
     if not run_file.is_file():
         return None

@@ -78,16 +78,16 @@ def object_records(matches, obj_motion, truth, scales):
         if scales[t] is None:
             continue
         pairs = np.asarray(pairs).reshape(-1, 2)
-        channels = list(pairs[:, 0])
+        row_of_channel = {int(channel): row for row, channel in enumerate(pairs[:, 0])}
         for car, obj in enumerate(truth['objects']):
             if obj['mask_index'][t] < 1 or obj['mask_index'][t + 1] < 1:
                 continue
-            matched = obj['mask_index'][t] in channels
-            row = channels.index(obj['mask_index'][t]) if matched else None
+            row = row_of_channel.get(obj['mask_index'][t])
+            matched = row is not None
             pred = scales[t] * np.asarray(motion[row], float) if matched else np.zeros(3)
             records.append({'kind': obj['kind'], 'gt': gt_object_translation(truth, car, t, t + 1), 'pred': pred,
-                            'matched': bool(matched),
-                            'wrong_partner': bool(matched and pairs[row, 1] != obj['mask_index'][t + 1])})
+                            'matched': matched,
+                            'wrong_partner': matched and bool(pairs[row, 1] != obj['mask_index'][t + 1])})
     return records
 
 
