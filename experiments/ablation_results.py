@@ -10,10 +10,13 @@ Reads ``OUT/runs/CONFIG/flags.txt`` (the training flags of the configuration) an
 run folder).  Writes (``PREFIX`` = ``--prefix``, default ``results``)
 
 * ``OUT/PREFIX.json``: ``{"configs": {NAME: {"flags", "seeds": {S: metrics}, "mean", "std", "steps",
-  "train_seconds", "kinds"}}}``, ``mean``/``std`` having the shape of metrics.json (over the seeds; the std is the
-  population one, ddof 0; null where no seed has a number, the std also where only one has), ``steps`` and ``train_seconds`` per seed (the runner's ``steps.txt`` and
-  ``train_seconds.txt``), ``kinds`` ``{"mean", "std", "seeds"}`` of the seeds' car_kinds.json and the seeds
-  that have one (null without any);
+  "train_seconds", "machines", "kinds"}}, "train_settings": {"text", "unrecorded"}}``, ``mean``/``std`` having
+  the shape of metrics.json (over the seeds; the std is the population one, ddof 0; null where no seed has a
+  number, the std also where only one has), ``steps``, ``train_seconds`` and ``machines`` per seed (the runner's
+  ``steps.txt``, ``train_seconds.txt`` and ``machines.txt``), ``kinds`` ``{"mean", "std", "seeds"}`` of the
+  seeds' car_kinds.json and the seeds that have one (null without any); ``train_settings`` the
+  ``train_settings.txt`` every recorded seed shares (:mod:`experiments.run_record`; seeds trained with other
+  settings are an error naming the file) and the ``CONFIG/seedS`` folders without one;
 * ``OUT/PREFIX.md``: a table (mean +- std over seeds), the runs' training wall time, the bar of issue 18
   (moving-car Abs Rel of the full model at least 25 % below the rigid model's, background no more than 5 %
   worse) and, with car_kinds.json, the depth and object motion by car kind;
@@ -42,6 +45,7 @@ from datasets.validation_folders import read_depth
 from demo import to_network_input
 from experiments.eval_synthetic import EvalError, median_scale
 from experiments.formatting import mean_and_spread, number
+from experiments.run_record import RecordError, common_settings, read_machines, read_settings
 from fileio import atomic_open
 from models import ConfigError, depth_from_disparity, load_trained_networks
 
@@ -74,20 +78,22 @@ def combine(values, reduce):
 
 def read_config(folder, metrics_name='metrics.json'):
     """``{"flags", "seeds": {seed: metrics}, "steps": {seed: n_iter}, "train_seconds": {seed: seconds},
-    "kinds": {seed: car_kinds}}`` of one configuration folder (``metrics_name``: the metrics file's path in a seed
-    folder)."""
+    "machines": {seed: [line]}, "settings": {seed: text or None}, "kinds": {seed: car_kinds}}`` of one
+    configuration folder (``metrics_name``: the metrics file's path in a seed folder)."""
     flags_file = folder / 'flags.txt'
-    seeds, steps, seconds, kinds = {}, {}, {}, {}
+    seeds, steps, seconds, machines, settings, kinds = {}, {}, {}, {}, {}, {}
     for seed, seed_dir in seed_folders(folder):
         metrics = seed_dir / metrics_name
         if metrics.is_file():
             seeds[seed] = read_json(metrics)
             steps[seed] = training_steps(seed_dir)
             seconds[seed] = training_seconds(seed_dir)
+            machines[seed] = read_machines(seed_dir)
+            settings[seed] = read_settings(seed_dir)
             if (metrics.parent / 'car_kinds.json').is_file():
                 kinds[seed] = read_json(metrics.parent / 'car_kinds.json')
     return {'flags': flags_file.read_text().strip() if flags_file.is_file() else '', 'seeds': seeds, 'steps': steps,
-            'train_seconds': seconds, 'kinds': kinds}
+            'train_seconds': seconds, 'machines': machines, 'settings': settings, 'kinds': kinds}
 
 
 def seed_folders(folder):
@@ -138,13 +144,16 @@ def training_steps(seed_dir):
 
 
 def collect(out, configs=CONFIG_ORDER, metrics_name='metrics.json'):
-    """The results.json dict of the finished seeds of ``configs`` under ``OUT/runs``."""
-    results = {}
+    """The results.json dict of the finished seeds of ``configs`` under ``OUT/runs``: ``{"configs": {NAME:
+    ...}, "train_settings": {"text", "unrecorded"}}``, the settings every recorded seed shares (RecordError
+    naming a seed folder trained otherwise) and the ``CONFIG/seedS`` folders without a record."""
+    results, settings = {}, {}
     for name in configs:
         folder = Path(out) / 'runs' / name
         if not folder.is_dir():
             continue
         config = read_config(folder, metrics_name)
+        settings.update({folder / f'seed{seed}': text for seed, text in config.pop('settings').items()})
         seeds, kinds = list(config['seeds'].values()), list(config['kinds'].values())
         config['mean'] = combine(seeds, np.mean)
         config['std'] = combine(seeds, seed_spread)
@@ -152,7 +161,9 @@ def collect(out, configs=CONFIG_ORDER, metrics_name='metrics.json'):
         config['kinds'] = {'mean': combine(kinds, np.mean), 'std': combine(kinds, seed_spread),
                            'seeds': sorted(config['kinds'], key=int)} if kinds else None
         results[name] = config
-    return {'configs': results}
+    text, unrecorded = common_settings(settings)
+    return {'configs': results, 'train_settings': {'text': text, 'unrecorded': [
+        str(path.relative_to(Path(out) / 'runs')) for path in unrecorded]}}
 
 
 def lookup(tree, *keys):
@@ -240,8 +251,29 @@ def format_markdown(results, settings=''):
                                   lookup(std, 'objects', 'moving', 'within_30deg'), 2)]
         lines.append(f"| {name} | `{config['flags']}` | {seed_names(config['seeds'])} | "
                      f"{'/'.join(map(str, steps)) or 'n/a'} | " + ' | '.join(cells) + ' |')
-    lines += ['', *training_time_lines(results), bar_verdict(results), '']
+    lines += ['', *training_time_lines(results), *settings_lines(results), bar_verdict(results), '']
     return '\n'.join(lines + format_kinds_markdown(results))
+
+
+def settings_lines(results):
+    """The lines of the seeds' recorded training settings and machines (empty when no seed has a record)."""
+    settings = results.get('train_settings') or {}
+    machines = {}
+    for name, config in results['configs'].items():
+        for seed, lines in (config.get('machines') or {}).items():
+            for line in lines:
+                machines.setdefault(line, []).append(f'{name} {seed}')
+    lines = []
+    if settings.get('text'):
+        flags, world = (line.split(': ', 1)[1] for line in settings['text'].splitlines())
+        unrecorded = settings.get('unrecorded') or []
+        lines += [f"Training settings shared by every seed (train_settings.txt): flags `{flags}`; world `{world}`"
+                  + (f" (not recorded for {', '.join(unrecorded)}: runs older than the record)" if unrecorded
+                     else '') + '.', '']
+    if machines:
+        lines += ['Machines (machines.txt): ' + '; '.join(f"{', '.join(runs)}: `{line}`"
+                                                           for line, runs in machines.items()) + '.', '']
+    return lines
 
 
 def training_time_lines(results):
@@ -380,7 +412,7 @@ def main(argv=None):
         return 2
     try:
         results = write_results(args.out, args.data, args.configs.split(), args.settings, args.metrics, args.prefix)
-    except (EvalError, DatasetError, CheckpointError, ConfigError, OSError) as error:
+    except (EvalError, RecordError, DatasetError, CheckpointError, ConfigError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_markdown(results, args.settings))

@@ -14,7 +14,7 @@ import torch
 
 from checkpoint_io import save_checkpoint
 from data import synthetic
-from experiments import ablation_results, eval_synthetic, motion_metrics
+from experiments import ablation_results, eval_synthetic, motion_metrics, run_record
 from experiments.eval_synthetic import kind_masks, read_scene_truth, region_errors, region_masks
 from kitti_eval.odometry_metrics import chain_poses
 from models import DispResNet, EgoPoseNet, ObjPoseNet
@@ -379,6 +379,16 @@ def test_ablation_runner_skips_finished_configurations_and_aggregates(world, tmp
     assert (out / 'results.png').stat().st_size > 1000 and '| rigid |' in (out / 'results.md').read_text()
     assert 'EXTRA_FLAGS none;' in (out / 'results.md').read_text()
     assert 'By car kind' in (out / 'results.md').read_text()        # the rigid run's car_kinds.json
+    # what the rigid run was trained with (not where: no device, no loader workers) and on which machine
+    settings = (rigid_dir / 'train_settings.txt').read_text().splitlines()
+    assert settings[0].startswith('flags: --with-pretrain 0 -b 1 --epochs 1 --epoch-size 1 ') and settings[1:] == [
+        'world: none'] and '--device' not in settings[0] and ' -j ' not in settings[0] and '-mni' not in settings[0]
+    assert (rigid_dir / 'machines.txt').read_text().startswith('cpu: ')
+    assert results['train_settings'] == {'text': (rigid_dir / 'train_settings.txt').read_text(),
+                                         'unrecorded': ['full/seed0']}
+    assert results['configs']['rigid']['machines'] == {'0': (rigid_dir / 'machines.txt').read_text().splitlines()}
+    assert '(not recorded for full/seed0: runs older than the record)' in (out / 'results.md').read_text()
+    assert 'Machines (machines.txt): rigid 0: `cpu: ' in (out / 'results.md').read_text()
     calls.write_text('')
     second = run()
     assert second.returncode == 0, second.stderr[-2000:]
@@ -418,6 +428,69 @@ exec {sys.executable} "$@"
     assert list(results['full']['seeds']) == ['0', '1'] and list(results['rigid']['seeds']) == ['0']
     assert '| full | `-mni 3` | 0, 1 | ' in (out / 'results.md').read_text()
     assert 'seeds of this invocation 0 1,' in (out / 'results.md').read_text()
+
+
+def test_ablation_runner_refuses_to_add_seeds_trained_with_other_settings(world, tmp_path):
+    """A seed of OUT recorded with --amp bf16: a later invocation without it trains nothing and names the file."""
+    root, _ = world
+    out = tmp_path / 'ablation'
+    seed_dir = out / 'runs' / 'full' / 'seed0'
+    seed_dir.mkdir(parents=True)
+    (seed_dir / 'metrics.json').write_text(json.dumps(planted_metrics(0.5)))
+    calls = tmp_path / 'calls.txt'
+    wrapper = tmp_path / 'python'
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': str(wrapper), 'CONFIGS': 'full', 'SEEDS': '1',
+           'STEPS': '1', 'BATCH': '1', 'WORKERS': '0', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
+    flags = '--with-pretrain 0 -b 1 --epochs 1 --epoch-size 1 -p 2.0 -c 1.0 -s 0.1 -o 0.02 -mc 0.1 -hp 0 -dm 0 ' \
+            '--with-ssim --with-mask --with-auto-mask --with-gt --image-freq 0'
+    (seed_dir / 'train_settings.txt').write_text(f'flags: {flags} --amp bf16\nworld: none\n')
+    result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == (f"error: {seed_dir / 'train_settings.txt'}: this run was trained with other settings "
+                             "than this invocation's (flags differ: '--amp bf16' there, 'nothing' here); its seeds "
+                             "would be averaged with yours: use the same settings or another OUT\n")
+    assert 'train.py' not in calls.read_text()
+    # the same settings: the new seed trains, and both seeds share the record
+    (seed_dir / 'train_settings.txt').write_text(f'flags: {flags}\nworld: none\n')
+    result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((out / 'results.json').read_text())
+    assert list(results['configs']['full']['seeds']) == ['0', '1']
+    assert results['train_settings'] == {'text': f'flags: {flags}\nworld: none\n', 'unrecorded': []}
+
+
+def test_seeds_recorded_with_other_settings_are_not_averaged(tmp_path, capsys):
+    for seed, amp in (('0', ''), ('1', ' --amp bf16')):
+        seed_dir = tmp_path / 'runs' / 'full' / f'seed{seed}'
+        seed_dir.mkdir(parents=True)
+        (seed_dir / 'metrics.json').write_text(json.dumps(planted_metrics(0.5)))
+        (seed_dir / 'train_settings.txt').write_text(f'flags: -b 4{amp}\nworld: none\n')
+    assert ablation_results.main(['--out', str(tmp_path), '--configs', 'full']) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'runs' / 'full' / 'seed1' / 'train_settings.txt'}: trained with other settings than "
+        f"{tmp_path / 'runs' / 'full' / 'seed0'} (flags differ: 'nothing' there, '--amp bf16' here); they cannot be "
+        "averaged as one experiment\n")
+
+
+def test_the_recorded_world_is_the_generators_config_whatever_its_layout(tmp_path):
+    (tmp_path / 'synthetic_config.json').write_text('{\n "width": 320,\n "height": 96, "seed": 0\n}')
+    assert run_record.settings_text(['-b', '4'], tmp_path) == 'flags: -b 4\nworld: {"height":96,"seed":0,"width":320}\n'
+    (tmp_path / 'synthetic_config.json').write_text('{"width": ')
+    with pytest.raises(run_record.RecordError, match='synthetic_config.json: not readable JSON'):
+        run_record.settings_text([], tmp_path)
+    assert run_record.settings_text([], tmp_path / 'elsewhere') == 'flags: \nworld: none\n'
+
+
+def test_a_machine_is_recorded_once_per_seed(tmp_path):
+    run_record.write_record(tmp_path, 'flags: -b 4\nworld: none\n', torch.device('cpu'))
+    run_record.write_record(tmp_path, 'flags: -b 4\nworld: none\n', torch.device('cpu'))
+    machines = run_record.read_machines(tmp_path)
+    assert len(machines) == 1 and machines[0].startswith('cpu: ') and 'cpu capability ' in machines[0]
+    assert run_record.read_settings(tmp_path) == 'flags: -b 4\nworld: none\n'
 
 
 def test_seeds_are_the_numbered_seed_folders_in_numeric_order(tmp_path, capsys):

@@ -1,0 +1,172 @@
+"""What each run of ``scripts/run_ablation.sh`` was trained with, and on which machine.
+
+    python -m experiments.run_record check --out OUT --data VIS_ROOT -- TRAIN_FLAGS...
+    python -m experiments.run_record write --seed-dir OUT/runs/CONFIG/seedS --data VIS_ROOT --device auto \
+        -- TRAIN_FLAGS...
+
+An ablation's seeds are averaged together and often trained over several invocations (and machines), so each
+seed folder keeps
+
+* ``train_settings.txt``: the settings every configuration and seed of an OUT shares (the configuration's own
+  flags are in ``OUT/runs/CONFIG/flags.txt``), two lines::
+
+      flags: <train.py flags: losses, batch, steps, EXTRA_FLAGS ...; not the device or the loader workers>
+      world: <the training world's synthetic_config.json, compact with sorted keys; "none" for other data>
+
+* ``machines.txt``: one line per machine that trained it (``cuda: GPU NAME ...`` or ``cpu: MODEL (vector units,
+  bf16 instructions, threads) ...``), a line per resume on another machine.
+
+``check`` (run by the runner before it starts anything) exits 2 with a one-line error naming the first seed folder
+whose ``train_settings.txt`` differs from the settings of this invocation: seeds trained otherwise would be averaged
+as if they were one experiment.  ``write`` records a seed whose training starts (or resumes).
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+import precision
+from devices import select_device
+from fileio import atomic_open
+
+SETTINGS_FILE = 'train_settings.txt'
+MACHINES_FILE = 'machines.txt'
+
+
+class RecordError(ValueError):
+    """A seed folder trained with other settings (one-line message naming its file)."""
+
+
+def world_text(data):
+    """The training world as a line: ``DATA/synthetic_config.json`` compact with sorted keys, ``none`` without
+    one (data not written by ``data.synthetic``)."""
+    config = Path(data) / 'synthetic_config.json'
+    if not config.is_file():
+        return 'none'
+    try:
+        return json.dumps(json.loads(config.read_text()), sort_keys=True, separators=(',', ':'))
+    except (OSError, ValueError) as error:
+        raise RecordError(f"{config}: not readable JSON ({type(error).__name__}: {error})") from None
+
+
+def settings_text(flags, data):
+    """The two lines of ``train_settings.txt`` for ``flags`` (a list of train.py arguments) and the world at
+    ``data``."""
+    return f"flags: {' '.join(flags)}\nworld: {world_text(data)}\n"
+
+
+def read_settings(seed_dir):
+    """The text of a seed folder's ``train_settings.txt``; None without one (a run older than the record)."""
+    path = Path(seed_dir) / SETTINGS_FILE
+    return path.read_text() if path.is_file() else None
+
+
+def read_machines(seed_dir):
+    """The lines of a seed folder's ``machines.txt`` (``[]`` without one)."""
+    path = Path(seed_dir) / MACHINES_FILE
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def settings_difference(recorded, current):
+    """One phrase on how two settings texts differ: the first line that does, with the words only one side has."""
+    for old, new in zip(recorded.splitlines(), current.splitlines()):
+        if old != new:
+            field = old.split(':', 1)[0]
+            old_words, new_words = old.split()[1:], new.split()[1:]
+            only_old = ' '.join(w for w in old_words if w not in new_words) or 'nothing'
+            only_new = ' '.join(w for w in new_words if w not in old_words) or 'nothing'
+            return f"{field} differ: {only_old!r} there, {only_new!r} here"
+    return 'the record is damaged'
+
+
+def seed_dirs(out):
+    """Every ``OUT/runs/CONFIG/seedS`` folder (S a number), in path order."""
+    return sorted(path for path in Path(out).glob('runs/*/seed*') if path.is_dir() and path.name[4:].isdigit())
+
+
+def check_settings(out, current):
+    """Raise RecordError naming the first seed folder of ``out`` whose recorded settings are not ``current``."""
+    for seed_dir in seed_dirs(out):
+        recorded = read_settings(seed_dir)
+        if recorded is not None and recorded != current:
+            raise RecordError(f"{seed_dir / SETTINGS_FILE}: this run was trained with other settings than this "
+                              f"invocation's ({settings_difference(recorded, current)}); its seeds would be "
+                              "averaged with yours: use the same settings or another OUT")
+
+
+def common_settings(seed_settings):
+    """``(text, unrecorded)`` of ``{seed folder: settings text or None}``: the one text the recorded seed folders
+    share (None when none has one) and the folders without a record; RecordError naming a folder's
+    ``train_settings.txt`` that differs from another's."""
+    recorded = {seed_dir: text for seed_dir, text in seed_settings.items() if text is not None}
+    texts = list(dict.fromkeys(recorded.values()))
+    if len(texts) > 1:
+        first, other = (next(seed_dir for seed_dir, text in recorded.items() if text == t) for t in texts[:2])
+        raise RecordError(f"{Path(other) / SETTINGS_FILE}: trained with other settings than {first} "
+                          f"({settings_difference(texts[0], texts[1])}); they cannot be averaged as one experiment")
+    return (texts[0] if texts else None), [seed_dir for seed_dir, text in seed_settings.items() if text is None]
+
+
+def machine_line(device):
+    """One line on the machine that trains on ``device``: the GPU's name, or the CPU's model and vector units."""
+    versions = f"torch {torch.__version__}"
+    if device.type == 'cuda':
+        return f"cuda: {torch.cuda.get_device_name(device)}, {versions}"
+    return f"cpu: {cpu_model()}, {os.cpu_count()} cores ({precision.cpu_capability()}), {versions}"
+
+
+def cpu_model():
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor string elsewhere)."""
+    try:
+        with open('/proc/cpuinfo') as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown CPU'
+
+
+def write_record(seed_dir, current, device):
+    """Write ``train_settings.txt`` (``current``) and add this machine's line to ``machines.txt`` if new."""
+    seed_dir = Path(seed_dir)
+    with atomic_open(seed_dir / SETTINGS_FILE) as handle:
+        handle.write(current.encode())
+    machines = read_machines(seed_dir)
+    line = machine_line(device)
+    if line not in machines:
+        with atomic_open(seed_dir / MACHINES_FILE) as handle:
+            handle.write(''.join(f'{m}\n' for m in machines + [line]).encode())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('action', choices=('check', 'write'))
+    parser.add_argument('--out', type=Path, help='check: the OUT folder of run_ablation.sh')
+    parser.add_argument('--seed-dir', type=Path, help='write: the seed folder OUT/runs/CONFIG/seedS')
+    parser.add_argument('--data', required=True, type=Path, help='the training world (a KITTI-VIS folder)')
+    parser.add_argument('--device', default='auto', help='write: the device of the training')
+    parser.epilog = 'The shared train.py flags follow a --.'
+    argv = sys.argv[1:] if argv is None else list(argv)
+    end = argv.index('--') if '--' in argv else len(argv)
+    args, flags = parser.parse_args(argv[:end]), argv[end + 1:]
+    if (args.out if args.action == 'check' else args.seed_dir) is None:
+        parser.error(f"{args.action} needs {'--out' if args.action == 'check' else '--seed-dir'}")
+    try:
+        current = settings_text(flags, args.data)
+        if args.action == 'check':
+            check_settings(args.out, current)
+        else:
+            write_record(args.seed_dir, current, select_device(args.device))
+    except (RecordError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
