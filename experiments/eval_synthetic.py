@@ -26,7 +26,8 @@ cars, image half and true depth: :func:`summarise_kinds`), and prints both as ta
   median scale, and rotation error in degrees.
 * **Object motion**: first projection + ObjPoseNet through ``projection.py`` (the code path of
   training, via ``demo.run_networks``) on every consecutive pair, against the GT translation of each
-  car visible in both frames, in the view camera, scaled by the frame's depth median scale.  A car that
+  car visible in both frames as the motion field adds it to the ego motion (its displacement in the axes of
+  the source camera, frame t+1), scaled by the frame's depth median scale.  A car that
   the association did not match (or beyond ``--mni``) gets the zero motion the motion field gives it; one
   matched to another car of the next frame keeps ObjPoseNet's motion and is counted as ``wrong_partner``.
 """
