@@ -10,11 +10,15 @@ seed folder keeps
 * ``train_settings.txt``: the settings every configuration and seed of an OUT shares (the configuration's own
   flags are in ``OUT/runs/CONFIG/flags.txt``), two lines::
 
-      flags: <train.py flags: losses, batch, steps, EXTRA_FLAGS ...; not the device or the loader workers>
+      flags: <train.py flags: losses, batch, steps, precision, EXTRA_FLAGS ...>
       world: <the training world's synthetic_config.json, compact with sorted keys; "none" for other data>
 
+  without the flags that change how a run is executed but not what it learns (:data:`EXECUTION_SWITCHES`,
+  :data:`EXECUTION_OPTIONS`: the device, the loader workers, the memory layout, compilation, logging and
+  checkpoint frequencies);
 * ``machines.txt``: one line per machine that trained it (``cuda: GPU NAME ...`` or ``cpu: MODEL (vector units,
-  bf16 instructions, threads) ...``), a line per resume on another machine.
+  bf16 instructions, threads) ...``, with those execution flags), a line per resume on another machine or with
+  other execution flags.
 
 ``check`` (run by the runner before it starts anything) exits 2 with a one-line error naming the first seed folder
 whose ``train_settings.txt`` differs from the settings of this invocation: seeds trained otherwise would be averaged
@@ -35,6 +39,9 @@ from fileio import atomic_open
 
 SETTINGS_FILE = 'train_settings.txt'
 MACHINES_FILE = 'machines.txt'
+EXECUTION_SWITCHES = ('--channels-last', '--compile', '--no-cache')
+EXECUTION_OPTIONS = ('--device', '-j', '--workers', '--lean-activations', '--mmap-threshold', '--print-freq',
+                     '--save-freq', '--image-freq')
 
 
 class RecordError(ValueError):
@@ -53,10 +60,21 @@ def world_text(data):
         raise RecordError(f"{config}: not readable JSON ({type(error).__name__}: {error})") from None
 
 
+def split_execution_flags(flags):
+    """``(learning, execution)``: train.py arguments ``flags`` (a list) without and with the execution flags."""
+    learning, execution = [], []
+    i = 0
+    while i < len(flags):
+        width = 2 if flags[i] in EXECUTION_OPTIONS else 1
+        (execution if flags[i] in EXECUTION_OPTIONS + EXECUTION_SWITCHES else learning).extend(flags[i:i + width])
+        i += width
+    return learning, execution
+
+
 def settings_text(flags, data):
-    """The two lines of ``train_settings.txt`` for ``flags`` (a list of train.py arguments) and the world at
-    ``data``."""
-    return f"flags: {' '.join(flags)}\nworld: {world_text(data)}\n"
+    """The two lines of ``train_settings.txt`` for ``flags`` (a list of train.py arguments; the execution flags
+    are left out) and the world at ``data``."""
+    return f"flags: {' '.join(split_execution_flags(flags)[0])}\nworld: {world_text(data)}\n"
 
 
 def read_settings(seed_dir):
@@ -111,12 +129,13 @@ def common_settings(seed_settings):
     return (texts[0] if texts else None), [seed_dir for seed_dir, text in seed_settings.items() if text is None]
 
 
-def machine_line(device):
-    """One line on the machine that trains on ``device``: the GPU's name, or the CPU's model and vector units."""
-    versions = f"torch {torch.__version__}"
+def machine_line(device, execution=()):
+    """One line on the machine that trains on ``device``: the GPU's name, or the CPU's model and vector units;
+    the torch version and the execution flags (a list) of the training."""
+    run = f"torch {torch.__version__}" + (f", run with {' '.join(execution)}" if execution else '')
     if device.type == 'cuda':
-        return f"cuda: {torch.cuda.get_device_name(device)}, {versions}"
-    return f"cpu: {cpu_model()}, {os.cpu_count()} cores ({precision.cpu_capability()}), {versions}"
+        return f"cuda: {torch.cuda.get_device_name(device)}, {run}"
+    return f"cpu: {cpu_model()}, {os.cpu_count()} cores ({precision.cpu_capability()}), {run}"
 
 
 def cpu_model():
@@ -131,13 +150,14 @@ def cpu_model():
     return platform.processor() or 'unknown CPU'
 
 
-def write_record(seed_dir, current, device):
-    """Write ``train_settings.txt`` (``current``) and add this machine's line to ``machines.txt`` if new."""
+def write_record(seed_dir, flags, data, device):
+    """Write ``train_settings.txt`` of ``flags`` (train.py's, a list) and the world at ``data``, and add this
+    machine's line to ``machines.txt`` if new."""
     seed_dir = Path(seed_dir)
     with atomic_open(seed_dir / SETTINGS_FILE) as handle:
-        handle.write(current.encode())
+        handle.write(settings_text(flags, data).encode())
     machines = read_machines(seed_dir)
-    line = machine_line(device)
+    line = machine_line(device, split_execution_flags(flags)[1])
     if line not in machines:
         with atomic_open(seed_dir / MACHINES_FILE) as handle:
             handle.write(''.join(f'{m}\n' for m in machines + [line]).encode())
@@ -149,7 +169,7 @@ def main(argv=None):
     parser.add_argument('--out', type=Path, help='check: the OUT folder of run_ablation.sh')
     parser.add_argument('--seed-dir', type=Path, help='write: the seed folder OUT/runs/CONFIG/seedS')
     parser.add_argument('--data', required=True, type=Path, help='the training world (a KITTI-VIS folder)')
-    parser.add_argument('--device', default='auto', help='write: the device of the training')
+    parser.add_argument('--device', default='auto', help="write: the device of the training (train.py's --device)")
     parser.epilog = 'The shared train.py flags follow a --.'
     argv = sys.argv[1:] if argv is None else list(argv)
     end = argv.index('--') if '--' in argv else len(argv)
@@ -157,11 +177,10 @@ def main(argv=None):
     if (args.out if args.action == 'check' else args.seed_dir) is None:
         parser.error(f"{args.action} needs {'--out' if args.action == 'check' else '--seed-dir'}")
     try:
-        current = settings_text(flags, args.data)
         if args.action == 'check':
-            check_settings(args.out, current)
+            check_settings(args.out, settings_text(flags, args.data))
         else:
-            write_record(args.seed_dir, current, select_device(args.device))
+            write_record(args.seed_dir, flags, args.data, select_device(args.device))
     except (RecordError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -38,8 +38,8 @@
 # and its trained steps (steps.txt) in its seed folder, and every run its training wall time in seconds
 # (train_seconds.txt: summed over resumes; a training that was interrupted counts until its last checkpoint).
 # Each seed folder records what its training was run with (train_settings.txt: the train.py flags shared by every
-# configuration and seed, not the device or the loader workers, and the training world) and where (machines.txt:
-# a line per machine); the runner stops before it starts anything when a seed folder of OUT was trained with
+# configuration and seed, without those of how it runs: device, workers, --channels-last, --compile, ...; and the
+# training world) and where (machines.txt: a line per machine, with those flags); the runner stops before it starts anything when a seed folder of OUT was trained with
 # other settings than this invocation's (python -m experiments.run_record).
 set -eu
 cd "$(dirname "$0")/.."
@@ -76,11 +76,10 @@ esac
 [ "$DEPTH_SCALE" = 1 ] || EXTRA_FLAGS="$EXTRA_FLAGS --depth-scale $DEPTH_SCALE"
 [ "$ANTISYMMETRIC" = 0 ] || EXTRA_FLAGS="$EXTRA_FLAGS --antisymmetric-ego-pose"
 EPOCHS=$(( (STEPS + EPOCH_SIZE - 1) / EPOCH_SIZE ))
-# the train.py flags every configuration and seed shares (what a run learns, not where it runs): recorded with the
-# training world in each seed folder (train_settings.txt, experiments/run_record.py)
-SHARED_FLAGS=$(echo --with-pretrain 0 -b "$BATCH" --epochs "$EPOCHS" --epoch-size "$EPOCH_SIZE" -p 2.0 -c 1.0 -s 0.1 \
-    -o 0.02 -mc 0.1 -hp 0 -dm 0 --with-ssim --with-mask --with-auto-mask --with-gt --image-freq 0 $EXTRA_FLAGS)
-COMMON="$SHARED_FLAGS -j $WORKERS --device $DEVICE"
+# the train.py flags every configuration and seed shares: recorded with the training world in each seed folder
+# (train_settings.txt, without the flags of how it runs: device, workers, ...; experiments/run_record.py)
+COMMON="--with-pretrain 0 -b $BATCH -j $WORKERS --epochs $EPOCHS --epoch-size $EPOCH_SIZE -p 2.0 -c 1.0 -s 0.1 \
+-o 0.02 -mc 0.1 -hp 0 -dm 0 --with-ssim --with-mask --with-auto-mask --with-gt --device $DEVICE --image-freq 0 $EXTRA_FLAGS"
 
 config_flags() {
     case "$1" in
@@ -151,7 +150,7 @@ fi
     echo "error: TEST_DATA=$TEST_DATA: no val.txt (a synthetic KITTI-VIS folder is expected)" >&2; exit 2; }
 for CONFIG in $CONFIGS; do config_flags "$CONFIG" > /dev/null; done
 # shellcheck disable=SC2086
-$PY -m experiments.run_record check --out "$OUT" --data "$DATA" -- $SHARED_FLAGS || exit 2
+$PY -m experiments.run_record check --out "$OUT" --data "$DATA" -- $COMMON || exit 2
 
 # evaluate the checkpoints of run folder $1 (mni of configuration $2) on the validation scenes of $3 into $4
 evaluate() {
@@ -203,7 +202,7 @@ run_child() {
 # record in seed folder $1 the settings and the machine of a training that starts or resumes
 record_training() {
     # shellcheck disable=SC2086
-    $PY -m experiments.run_record write --seed-dir "$1" --data "$DATA" --device "$DEVICE" -- $SHARED_FLAGS
+    $PY -m experiments.run_record write --seed-dir "$1" --data "$DATA" --device "$DEVICE" -- $COMMON
     date +%s > "$1/train_started.txt"
 }
 

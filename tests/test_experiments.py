@@ -383,7 +383,8 @@ def test_ablation_runner_skips_finished_configurations_and_aggregates(world, tmp
     settings = (rigid_dir / 'train_settings.txt').read_text().splitlines()
     assert settings[0].startswith('flags: --with-pretrain 0 -b 1 --epochs 1 --epoch-size 1 ') and settings[1:] == [
         'world: none'] and '--device' not in settings[0] and ' -j ' not in settings[0] and '-mni' not in settings[0]
-    assert (rigid_dir / 'machines.txt').read_text().startswith('cpu: ')
+    machines = (rigid_dir / 'machines.txt').read_text()
+    assert machines.startswith('cpu: ') and machines.endswith(', run with -j 0 --device cpu --image-freq 0\n')
     assert results['train_settings'] == {'text': (rigid_dir / 'train_settings.txt').read_text(),
                                          'unrecorded': ['full/seed0']}
     assert results['configs']['rigid']['machines'] == {'0': (rigid_dir / 'machines.txt').read_text().splitlines()}
@@ -444,7 +445,7 @@ def test_ablation_runner_refuses_to_add_seeds_trained_with_other_settings(world,
     env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': str(wrapper), 'CONFIGS': 'full', 'SEEDS': '1',
            'STEPS': '1', 'BATCH': '1', 'WORKERS': '0', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
     flags = '--with-pretrain 0 -b 1 --epochs 1 --epoch-size 1 -p 2.0 -c 1.0 -s 0.1 -o 0.02 -mc 0.1 -hp 0 -dm 0 ' \
-            '--with-ssim --with-mask --with-auto-mask --with-gt --image-freq 0'
+            '--with-ssim --with-mask --with-auto-mask --with-gt'
     (seed_dir / 'train_settings.txt').write_text(f'flags: {flags} --amp bf16\nworld: none\n')
     result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
                             capture_output=True, text=True)
@@ -483,14 +484,21 @@ def test_the_recorded_world_is_the_generators_config_whatever_its_layout(tmp_pat
     with pytest.raises(run_record.RecordError, match='synthetic_config.json: not readable JSON'):
         run_record.settings_text([], tmp_path)
     assert run_record.settings_text([], tmp_path / 'elsewhere') == 'flags: \nworld: none\n'
+    # how a run is executed is not what it learns: no device, workers, memory layout, compilation, logging
+    flags = '-b 4 -j 2 --channels-last --amp bf16 --compile --device cuda --image-freq 0 -mni 3 --save-freq 5'.split()
+    assert run_record.settings_text(flags, tmp_path / 'elsewhere') == 'flags: -b 4 --amp bf16 -mni 3\nworld: none\n'
 
 
 def test_a_machine_is_recorded_once_per_seed(tmp_path):
-    run_record.write_record(tmp_path, 'flags: -b 4\nworld: none\n', torch.device('cpu'))
-    run_record.write_record(tmp_path, 'flags: -b 4\nworld: none\n', torch.device('cpu'))
+    for _ in range(2):
+        run_record.write_record(tmp_path, ['-b', '4', '--channels-last'], tmp_path / 'none', torch.device('cpu'))
     machines = run_record.read_machines(tmp_path)
     assert len(machines) == 1 and machines[0].startswith('cpu: ') and 'cpu capability ' in machines[0]
+    assert machines[0].endswith(', run with --channels-last')
     assert run_record.read_settings(tmp_path) == 'flags: -b 4\nworld: none\n'
+    # a resume without --channels-last: the same settings, a second line
+    run_record.write_record(tmp_path, ['-b', '4'], tmp_path / 'none', torch.device('cpu'))
+    assert len(run_record.read_machines(tmp_path)) == 2 and run_record.read_settings(tmp_path) == 'flags: -b 4\nworld: none\n'
 
 
 def test_seeds_are_the_numbered_seed_folders_in_numeric_order(tmp_path, capsys):
