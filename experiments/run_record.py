@@ -89,15 +89,28 @@ def read_machines(seed_dir):
     return path.read_text().splitlines() if path.is_file() else []
 
 
+def flag_groups(words):
+    """Command-line words grouped as each flag with its values, e.g. ``['-b 4', '--with-ssim']`` (the world's
+    one word stays one group)."""
+    groups = []
+    for word in words:
+        if groups and not (word.startswith('-') and not word[1:2].isdigit()):
+            groups[-1] += f' {word}'
+        else:
+            groups.append(word)
+    return groups
+
+
 def settings_difference(recorded, current):
-    """One phrase on how two settings texts differ: the first line that does, with the words only one side has."""
+    """One phrase on how two settings texts differ: the first line that does, with the flags (and their values)
+    only one side has."""
     for old, new in zip(recorded.splitlines(), current.splitlines()):
         if old != new:
             field = old.split(':', 1)[0]
-            old_words, new_words = old.split()[1:], new.split()[1:]
-            only_old = ' '.join(w for w in old_words if w not in new_words) or 'nothing'
-            only_new = ' '.join(w for w in new_words if w not in old_words) or 'nothing'
-            return f"{field} differ: {only_old!r} there, {only_new!r} here"
+            old_groups, new_groups = flag_groups(old.split()[1:]), flag_groups(new.split()[1:])
+            only_old = ' '.join(g for g in old_groups if g not in new_groups) or 'nothing'
+            only_new = ' '.join(g for g in new_groups if g not in old_groups) or 'nothing'
+            return f"{field} differ{'' if field == 'flags' else 's'}: {only_old!r} there, {only_new!r} here"
     return 'the record is damaged'
 
 

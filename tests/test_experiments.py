@@ -489,6 +489,14 @@ def test_the_recorded_world_is_the_generators_config_whatever_its_layout(tmp_pat
     assert run_record.settings_text(flags, tmp_path / 'elsewhere') == 'flags: -b 4 --amp bf16 -mni 3\nworld: none\n'
 
 
+def test_a_settings_difference_names_each_differing_flag_with_its_value():
+    difference = run_record.settings_difference('flags: -b 4 --with-ssim -o 0.02 --amp bf16\nworld: none\n',
+                                                'flags: -b 8 --with-ssim -o 0.02\nworld: none\n')
+    assert difference == "flags differ: '-b 4 --amp bf16' there, '-b 8' here"
+    assert run_record.settings_difference('flags: -b 4\nworld: {"seed":0}\n', 'flags: -b 4\nworld: none\n') == \
+        'world differs: \'{"seed":0}\' there, \'none\' here'
+
+
 def test_a_machine_is_recorded_once_per_seed(tmp_path):
     for _ in range(2):
         run_record.write_record(tmp_path, ['-b', '4', '--channels-last'], tmp_path / 'none', torch.device('cpu'))
