@@ -46,8 +46,9 @@ import models
 import network_input
 import rerun_recording
 from checkpoint_io import CheckpointError
+from cli_types import float_in
 from devices import select_device
-from fileio import new_run_folder
+from fileio import OutputError, check_writable_folder, new_run_folder
 from ground_plane import DEFAULT_CAMERA_HEIGHT, backproject, describe_scales, metric_scales
 from datasets.association import associate_stored, binary_instances, pack_pairs
 from datasets.io import DatasetError, read_image, read_segmentation
@@ -87,7 +88,7 @@ def build_parser():
     parser.add_argument('--max-frames', type=int, default=0, help='use only the first N >= 2 frames (0: all)')
     parser.add_argument('--arrow-frames', type=float, default=5.0,
                         help='motion arrows show the per-frame object motion extrapolated over this many frames')
-    parser.add_argument('--fps', type=float, default=5.0, help='frame rate of the animation')
+    parser.add_argument('--fps', type=float_in(0, include_low=False), default=5.0, help='frame rate of the animation')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto', help='where to run the networks')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random initialisation of untrained networks')
     return parser
@@ -385,6 +386,7 @@ def run_demo(args):
         rerun_recording.import_rerun()
     if args.camera_height <= 0:
         raise ValueError(f"--camera-height {args.camera_height}: must be positive (metres)")
+    check_writable_folder(Path(args.output_dir) / args.name, '--output-dir')
     scene = find_scene(args.data, args.scene, args.max_frames)
     read_frame(scene.frames[0])
     if scene.segmentations is None:
@@ -430,7 +432,7 @@ def main(argv=None):
         raise SystemExit("error: --max-frames 1: the demo needs at least 2 frames (0 = all)")
     try:
         return run_demo(args)
-    except (DatasetError, CheckpointError, ValueError, rerun_recording.RerunUnavailable) as error:
+    except (DatasetError, CheckpointError, OutputError, ValueError, rerun_recording.RerunUnavailable) as error:
         raise SystemExit(f"error: {error}") from None
 
 

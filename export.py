@@ -24,7 +24,7 @@ import models
 from checkpoint_io import CheckpointError, load_network_weights
 from exported_models import (NETWORK_IO, ExportError, OnnxNetwork, check_difference, compare_outputs, export_onnx,
                              export_torchscript, load_torchscript, temporary_path)
-from fileio import atomic_open
+from fileio import OutputError, atomic_open, check_writable_folder
 from network_input import check_size_flags, load_network_input, to_network_input
 
 SUFFIXES = {'onnx': '.onnx', 'torchscript': '.pt'}
@@ -125,6 +125,7 @@ def run(args):
     """Export every requested network; returns the written ``export.json`` content."""
     check_arguments(args)
     out_dir = Path(args.output_dir)
+    check_writable_folder(out_dir, '--output-dir')
     out_dir.mkdir(parents=True, exist_ok=True)
     networks = requested_networks(args)
     frames = real_frames(args)
@@ -143,7 +144,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (CheckpointError, ExportError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, ExportError, FileNotFoundError, OutputError, ValueError) as exc:
         sys.exit(f"error: {exc}")
 
 

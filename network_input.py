@@ -1,7 +1,7 @@
 """What a frame must be to enter the networks: its size and its normalisation, in one place.
 
 The networks take float tensors ``[B,3,H,W]`` normalised with mean 0.5, std 0.5 (range -1..1), with
-``H`` and ``W`` multiples of 32 (the ResNet encoder halves the resolution five times).  Training (the
+``H`` and ``W`` multiples of 32 (the ResNet encoder halves the resolution five times), at least 64.  Training (the
 transforms of :mod:`datasets.custom_transforms`), validation, ``test_disp.py``, ``test_pose.py``,
 ``export.py`` and the demo prepare frames with the functions below; frames are decoded with OpenCV
 (:func:`datasets.io.read_image`) and resized as data preparation resizes them (:func:`resize_frame`).
@@ -16,26 +16,30 @@ from datasets.io import read_image
 IMAGE_MEAN = 0.5
 IMAGE_STD = 0.5
 SIZE_MULTIPLE = 32
+# DispResNet's decoder reflection-pads the 1/32-resolution features by one pixel, which needs at least two
+# of them: a 32-pixel side passes the encoder and then fails inside PyTorch's padding.
+MIN_SIDE = 2 * SIZE_MULTIPLE
 
 
 def is_network_side(length):
-    """True when an image side of ``length`` pixels can enter the networks (a positive multiple of 32)."""
-    return length > 0 and length % SIZE_MULTIPLE == 0
+    """True when an image side of ``length`` pixels can enter the networks (a multiple of 32, at least 64)."""
+    return length >= MIN_SIDE and length % SIZE_MULTIPLE == 0
 
 
 def size_problem(height, width):
     """``None`` when ``height x width`` frames can enter the networks, else a message fragment naming the size."""
     if is_network_side(height) and is_network_side(width):
         return None
-    return (f"{height}x{width} (HxW); the networks need sides that are positive multiples of {SIZE_MULTIPLE} "
-            f"(e.g. 256x832, 128x416)")
+    return (f"{height}x{width} (HxW); the networks need sides that are positive multiples of {SIZE_MULTIPLE}, "
+            f"at least {MIN_SIDE} (e.g. 256x832, 128x416)")
 
 
 def check_size_flags(flags):
     """One-line ValueError for the first ``{'--img-height': value, ...}`` that is not a network side (None: not given)."""
     for flag, value in flags.items():
         if value is not None and not is_network_side(value):
-            raise ValueError(f"{flag} {value}: must be a positive multiple of {SIZE_MULTIPLE} (e.g. 256x832)")
+            raise ValueError(f"{flag} {value}: must be a positive multiple of {SIZE_MULTIPLE}, at least {MIN_SIDE} "
+                             f"(e.g. 256x832)")
 
 
 def resize_frame(rgb, height, width):

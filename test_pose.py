@@ -34,7 +34,7 @@ from tqdm import tqdm
 from checkpoint_io import CheckpointError
 from demo_odometry import pose_vectors_to_matrices
 from devices import select_device, synchronize
-from fileio import atomic_open
+from fileio import OutputError, atomic_open, check_writable_folder
 from kitti_eval.eval_odometry import CLI_ERRORS, evaluate_trajectory
 from kitti_eval.kitti_odometry import PoseFileError, ground_truth_path, read_poses, sequence_frames, write_poses
 from kitti_eval.odometry_metrics import ALIGNMENTS, chain_poses, snippet_ate
@@ -196,6 +196,7 @@ def run(args):
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.sequence_length < 2:
         raise ValueError(f"--sequence-length {args.sequence_length}: must be at least 2")
+    check_writable_folder(args.output_dir, '--output-dir')
     for sequence in args.sequences:
         sequence_frames(args.dataset_dir, sequence)
     device = select_device(args.device)
@@ -210,7 +211,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (CheckpointError, ConfigError, *CLI_ERRORS) as exc:
+    except (CheckpointError, ConfigError, OutputError, *CLI_ERRORS) as exc:
         sys.exit(f"error: {exc}")
 
 

@@ -7,7 +7,7 @@ from datasets.custom_transforms import train_transform, valid_transform
 from datasets.io import DatasetError, read_image_size
 from datasets.samplers import EpochSampler
 from datasets.sequence_folders import SequenceFolder
-from datasets.validation_folders import ValidationSet
+from datasets.validation_folders import ValidationSet, check_depth_range
 from network_input import size_problem
 from preemption import ignore_stop_signals
 
@@ -59,6 +59,7 @@ def make_loaders(args, dist_ctx):
     if args.with_gt:
         val_set = ValidationSet(args.data, transform=valid_transform())
         check_frame_sizes(val_set.frames)
+        check_depth_range(val_set.depths[0], val_set.frames[0])
     else:
         val_set = SequenceFolder(args.data, train=False, seed=args.seed, shuffle=not args.no_shuffle,
                                  max_num_instances=args.mni, sequence_length=args.sequence_length,

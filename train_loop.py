@@ -135,6 +135,9 @@ def train(args, device, dist_ctx, run_dir):
     """
     torch.manual_seed(args.seed)
     train_loader, val_loader = make_loaders(args, dist_ctx)
+    if not len(train_loader.dataset):
+        raise RunError(f"--begin-idx {args.begin_idx}: no training sample is left (the training set holds at most "
+                       f"{args.begin_idx})" if args.begin_idx else f"{args.data}: no training sample")
     config = model_config(args, read_image_size(train_loader.dataset.scenes[0].frames[0]))
     nets = build_networks(args, device, config)
     optimizer = build_optimizer(args, nets)

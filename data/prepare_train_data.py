@@ -25,11 +25,14 @@ import numpy as np
 from tqdm import tqdm
 
 from data.prepare_models import MASKRCNN_WEIGHTS, RAFT_WEIGHTS, MissingWeightsError, find_weights
-from data.prepare_run import Settings, is_prepared, read_prepared_frames, run_scenes, scene_list_bytes
+from data.prepare_run import (MARKER_DIR, SCENE_KINDS, Settings, is_prepared, read_prepared_frames, run_scenes,
+                              scene_list_bytes)
 from data.prepare_sources import (CITYSCAPES_KEEP_FRACTION, DEFAULT_STATIC_FRAMES, DEFAULT_TEST_SCENES,
                                    KITTI_CAMERAS, MIN_SCENE_FRAMES, PrepareError, cityscapes_scenes,
                                    frame_folder_scenes, intrinsics_matrix, kitti_scenes, video_scenes)
 from datasets.io import DatasetError, atomic_write_bytes
+from fileio import OutputError, check_writable_folder
+from network_input import size_problem
 
 DEFAULT_SIZE = (256, 832)
 SPLIT_SEED = 8964
@@ -139,6 +142,21 @@ def make_settings(args):
                     jpeg_quality=args.jpeg_quality, device=args.device)
 
 
+def check_output(root):
+    """Refuse an ``--output`` this tool would damage: one it cannot write, or a dataset it did not write (no
+    ``.prepare/`` folder, e.g. a downloaded KITTI-VIS), whose frames, masks, flows and scene lists it would replace."""
+    try:
+        check_writable_folder(root, '--output')
+    except OutputError as error:
+        raise PrepareError(str(error)) from None
+    if (Path(root) / MARKER_DIR).is_dir():
+        return
+    found = [name for name in SCENE_KINDS + ('train.txt', 'val.txt') if (Path(root) / name).exists()]
+    if found:
+        raise PrepareError(f"--output {root}: holds a dataset ({found[0]}) that data.prepare_train_data did not write "
+                           f"(no {MARKER_DIR}/ folder) and would replace: choose a new or empty folder")
+
+
 def collect_scenes(args):
     """The :class:`SceneJob` list of the input (sorted by name; names checked to be unique)."""
     intrinsics = intrinsics_matrix(*args.intrinsics) if args.intrinsics is not None else None
@@ -198,21 +216,22 @@ def write_scene_lists(root, train, val, frames):
 def prepare(args):
     """Run the whole preparation for parsed ``args``; returns ``(train, val)`` scene names."""
     check_arguments(args)
+    check_output(args.output)
     settings = make_settings(args)
     jobs = collect_scenes(args)
     val_groups = split_groups([job.group for job in jobs], args.val_scenes)
     train, val = split_scenes(jobs, val_groups)
     with_depth = {job.name: bool(args.val_depth and job.name in val) for job in jobs}
     root = args.output
-    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER_DIR).mkdir(parents=True, exist_ok=True)   # ours from now on, also if interrupted
     pending = [(job, with_depth[job.name]) for job in jobs
                if not is_prepared(root, job.name, settings, with_depth[job.name])]
     skipped = len(jobs) - len(pending)
     if settings.masks == 'none':
         print(NO_MASKS_NOTE)
-    if args.img_width % 32 or args.img_height % 32:
-        print(f"note: {args.img_width}x{args.img_height} is not a multiple of 32 in both sides; the networks "
-              f"need multiples of 32 (832x256, 416x128, ...)")
+    problem = size_problem(args.img_height, args.img_width)
+    if problem:
+        print(f"note: the stored frames will be {problem}: train.py will refuse them")
     print(f"{len(jobs)} scene(s) from {args.input}: {skipped} already prepared, {len(pending)} to prepare "
           f"at {args.img_width}x{args.img_height} with {args.workers} worker(s)")
     total = sum(job.expected_frames for job, _ in pending)

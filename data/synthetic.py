@@ -75,6 +75,7 @@ from data.synthetic_truth import (CAM2_FROM_CAM0, devkit_projection, motion_fiel
                                   relative_pose, render_lidar)
 from data.synthetic_writers import (CONFIG_FILE, WRITERS, raw_gt_depth_path, split_scenes, write_kitti_vis,
                                     write_odometry, write_raw_kitti)
+from fileio import OutputError, check_writable_folder
 
 __all__ = ['CAM2_FROM_CAM0', 'CONFIG_FILE', 'DATE', 'LAYOUTS', 'ObjectTrack', 'SyntheticError', 'SyntheticScene',
            'contact_sheet', 'depth_to_colour', 'devkit_projection', 'drive_name', 'flow_to_colour', 'generate',
@@ -131,6 +132,14 @@ def generate(out, scenes=4, frames=20, height=128, width=416, seed=0, layout='bo
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SyntheticError(f"{out} exists and is not a folder")
+    if preview is not None and Path(preview).is_dir():
+        raise SyntheticError(f"--preview {preview}: is a folder; give the PNG file to write")
+    try:
+        check_writable_folder(out, '--out')
+        if preview is not None:
+            check_writable_folder(Path(preview).parent, '--preview')
+    except OutputError as error:
+        raise SyntheticError(str(error)) from None
     targets = {'vis': [out / 'vis'], 'raw': [out / 'raw'], 'both': [out / 'vis', out / 'raw'],
                'odometry': [out / 'odometry']}[layout]
     for target in targets:

@@ -105,6 +105,8 @@ def read_segmentation(path, expected_hw=None):
         raise DatasetError(path, "file not found") from None
     except (OSError, ValueError, EOFError) as error:
         raise DatasetError(path, f"not a readable .npy array ({error})") from None
+    if not (np.issubdtype(seg.dtype, np.number) or seg.dtype == bool):
+        raise DatasetError(path, f"segmentation must be a numeric or bool array, got dtype {seg.dtype}")
     if seg.ndim != 3 or seg.shape[0] < 1:
         raise DatasetError(path, f"segmentation must have shape [1+N,H,W], got {list(seg.shape)}")
     if expected_hw is not None and tuple(seg.shape[1:]) != tuple(expected_hw):
@@ -169,6 +171,8 @@ def read_image(path):
         ``[H,W,3]`` uint8 array (grey images are expanded to three channels).
     """
     data = _read_bytes(path)
+    if not data:
+        raise DatasetError(path, "empty file (0 bytes): not a jpg/png image")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise DatasetError(path, "cannot decode the image (not a valid jpg/png file)")

@@ -57,7 +57,12 @@ def read_scene_list(root, train):
     list_path = Path(root) / ('train.txt' if train else 'val.txt')
     if not list_path.is_file():
         raise DatasetError(list_path, "scene list not found")
-    names = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
+    try:
+        text = list_path.read_text(encoding='utf-8-sig')   # -sig: a BOM (Windows Notepad) is not part of a name
+    except UnicodeDecodeError as error:
+        raise DatasetError(list_path, f"not a UTF-8 text file (byte {error.start}: {error.reason}); "
+                                      "write one scene name per line in UTF-8") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise DatasetError(list_path, "the scene list is empty")
     return list_path, names

@@ -14,7 +14,7 @@ import torch.utils.data
 
 from datasets.association import associate_stored, binary_instances, compose_flows, drop_empty_pairs, pack_pairs
 from datasets.association_cache import DEFAULT_SUBDIR, AssociationCache
-from datasets.io import DatasetError, read_image, read_segmentation
+from datasets.io import DatasetError, read_image, read_image_size, read_segmentation
 from datasets.scenes import read_flow, read_scene, read_scene_list
 
 
@@ -130,12 +130,14 @@ class SequenceFolder(torch.utils.data.Dataset):
                 tgt_insts, ref_insts)
 
     def _read_frames(self, scene, frame_indices):
+        """The frames, each checked to have the size of the scene's first frame (the size its ``cam.txt`` is
+        for, and, by ``train_data.check_frame_sizes``, the size of every scene's first frame)."""
         images = [read_image(scene.frames[k]).astype(np.float32) for k in frame_indices]
-        size = images[0].shape
+        height, width = read_image_size(scene.frames[0])
         for k, image in zip(frame_indices, images):
-            if image.shape != size:
-                raise DatasetError(scene.frames[k], f"frame is {image.shape[0]}x{image.shape[1]} (HxW), "
-                                                    f"{scene.frames[frame_indices[0]].name} is {size[0]}x{size[1]}")
+            if image.shape[:2] != (height, width):
+                raise DatasetError(scene.frames[k], f"frame is {image.shape[0]}x{image.shape[1]} (HxW), the first "
+                                                    f"frame of its scene, {scene.frames[0].name}, is {height}x{width}")
         return images
 
     def _pair_matches(self, scene, first, second, masks_first, masks_second, frame_hw):

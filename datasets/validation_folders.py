@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch.utils.data
 
-from datasets.io import DatasetError, read_image, read_segmentation
+from datasets.io import DatasetError, read_image, read_image_size, read_segmentation
 from datasets.scenes import read_scene, read_scene_list
+from kitti_eval.depth_metrics import evaluation_mask
 
 
 def crawl_validation(root):
@@ -35,11 +36,24 @@ def read_depth(path, expected_hw):
         depth = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise DatasetError(path, f"not a readable .npy array ({error})") from None
+    if not (np.issubdtype(depth.dtype, np.number) or depth.dtype == bool):
+        raise DatasetError(path, f"depth must be a numeric array, got dtype {depth.dtype}")
     depth = np.squeeze(depth)
     if depth.shape != tuple(expected_hw):
         raise DatasetError(path, f"depth has shape {list(depth.shape)}, "
                                  f"the frame is {expected_hw[0]}x{expected_hw[1]} (HxW)")
     return depth.astype(np.float32)
+
+
+def check_depth_range(path, frame):
+    """Raise DatasetError when the depth map ``path`` (of the image ``frame``) has no pixel the metrics use
+    (``1e-3 < depth < 80`` inside the Garg crop): depth in other units than metres (millimetres, the 1/256 m
+    of KITTI's depth PNGs) leaves validation with nothing to measure."""
+    depth = read_depth(path, read_image_size(frame))
+    if not evaluation_mask(torch.from_numpy(depth)).any():
+        raise DatasetError(path, f"no depth value in (0.001, 80) inside the evaluation crop (values "
+                                 f"{np.nanmin(depth):.4g}..{np.nanmax(depth):.4g}): ground truth must be in metres, "
+                                 f"0 = no measurement")
 
 
 class ValidationSet(torch.utils.data.Dataset):

@@ -187,7 +187,12 @@ def read_file_list(path):
     path = Path(path)
     if not path.is_file():
         raise missing_file(path, 'file list')
-    entries = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding='utf-8-sig')   # -sig: a BOM (Windows Notepad) is not part of a name
+    except UnicodeDecodeError as error:
+        raise KittiFormatError(f"{path}: not a UTF-8 text file (byte {error.start}: {error.reason}); "
+                               f"write one entry per line in UTF-8") from None
+    entries = [line.strip() for line in text.splitlines() if line.strip()]
     if not entries:
         raise KittiFormatError(f"{path}: file list is empty")
     return entries

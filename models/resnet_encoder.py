@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from checkpoint_io import CheckpointError, check_state_dict_fits, load_file
+
 from . import lean_ops
 
 RESNET_WEIGHTS = {
@@ -27,7 +29,8 @@ def imagenet_weights_path(num_layers):
 def load_imagenet_state_dict(num_layers, weights_path=None):
     """Load torchvision's ImageNet ResNet weights from ``weights_path`` or the torch hub cache.
 
-    Never downloads: when the file is missing, raise a FileNotFoundError that says where to put it.
+    Never downloads: when the file is missing, raise a FileNotFoundError that says where to put it; a damaged
+    file (an interrupted download) raises a one-line :class:`checkpoint_io.CheckpointError`.
     """
     path = weights_path or imagenet_weights_path(num_layers)
     if not os.path.isfile(path):
@@ -35,7 +38,10 @@ def load_imagenet_state_dict(num_layers, weights_path=None):
             f"ImageNet weights for ResNet-{num_layers} not found at {path}: download "
             f"{RESNET_WEIGHTS[num_layers].url} to that path (or give the file's path), "
             f"or train from scratch with --with-pretrain 0")
-    return torch.load(path, map_location='cpu', weights_only=True)
+    state_dict = load_file(path)
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{path}: not a state dict of ResNet-{num_layers} weights")
+    return state_dict
 
 
 def build_resnet(num_layers, num_input_images=1, pretrained=False):
@@ -50,12 +56,17 @@ def build_resnet(num_layers, num_input_images=1, pretrained=False):
     if num_layers not in RESNET_BUILDERS:
         raise ValueError(f"num_layers must be 18 or 50, got {num_layers}")
     resnet = RESNET_BUILDERS[num_layers](weights=None)
-    if num_input_images > 1:
-        resnet.conv1 = nn.Conv2d(3 * num_input_images, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        nn.init.kaiming_normal_(resnet.conv1.weight, mode='fan_out', nonlinearity='relu')
+    state_dict = None
     if pretrained:
         weights_path = pretrained if isinstance(pretrained, (str, os.PathLike)) else None
         state_dict = load_imagenet_state_dict(num_layers, weights_path)
+        # a file without the BatchNorm counters (older torchvision files) loads: they are not weights
+        counters = {k: v for k, v in resnet.state_dict().items() if k.endswith('num_batches_tracked')}
+        check_state_dict_fits(resnet, {**counters, **state_dict}, weights_path or imagenet_weights_path(num_layers))
+    if num_input_images > 1:
+        resnet.conv1 = nn.Conv2d(3 * num_input_images, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(resnet.conv1.weight, mode='fan_out', nonlinearity='relu')
+    if state_dict is not None:
         state_dict['conv1.weight'] = state_dict['conv1.weight'].repeat(1, num_input_images, 1, 1) / num_input_images
         resnet.load_state_dict(state_dict)
     return resnet

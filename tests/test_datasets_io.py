@@ -131,3 +131,19 @@ def test_undecodable_image(tmp_path):
     with pytest.raises(DatasetError) as excinfo:
         read_image(path)
     assert_one_line_error(excinfo, path, 'cannot decode')
+
+
+def test_non_numeric_segmentation(tmp_path):
+    path = tmp_path / 's.npy'
+    np.save(path, np.full((2, 4, 6), 'x'))
+    with pytest.raises(DatasetError) as excinfo:
+        read_segmentation(path, (4, 6))
+    assert_one_line_error(excinfo, path, 'numeric or bool array', '<U1')
+
+
+def test_empty_image_file(tmp_path):
+    path = tmp_path / 'f.jpg'
+    path.write_bytes(b'')
+    with pytest.raises(DatasetError) as excinfo:
+        read_image(path)
+    assert_one_line_error(excinfo, path, 'empty file')

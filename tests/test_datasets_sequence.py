@@ -9,8 +9,9 @@ import torch
 
 from datasets import DatasetError, SequenceFolder, ValidationSet
 from datasets.custom_transforms import train_transform, valid_transform
-from datasets.io import read_image, read_segmentation, save_npy, write_flo
+from datasets.io import read_image, read_segmentation, save_npy, write_flo, write_image
 from datasets.toy_data import write_toy_kitti_vis
+from datasets.validation_folders import check_depth_range
 
 H, W = 64, 96
 
@@ -204,6 +205,20 @@ def test_missing_scene_list_and_scene_folder(fresh):
     assert_error(excinfo, fresh.root / 'flow_b' / 'scene_00', 'not found')
 
 
+def test_scene_list_not_in_utf8(fresh):
+    """A list saved as UTF-16 (Windows PowerShell's ``>``) is one line naming it, not a UnicodeDecodeError."""
+    (fresh.root / 'train.txt').write_text('scene_00\n', encoding='utf-16')
+    with pytest.raises(DatasetError) as excinfo:
+        SequenceFolder(fresh.root)
+    assert_error(excinfo, fresh.root / 'train.txt', 'not a UTF-8 text file')
+
+
+def test_scene_list_with_a_byte_order_mark(fresh):
+    """A list saved as 'UTF-8 with BOM' (Windows Notepad) reads as the names it shows."""
+    (fresh.root / 'train.txt').write_text('scene_00\r\nscene_01\r\n', encoding='utf-8-sig')
+    assert [scene.name for scene in SequenceFolder(fresh.root, cache=False).scenes] == ['scene_00', 'scene_01']
+
+
 def test_missing_or_bad_cam(fresh):
     cam = fresh.root / 'image' / fresh.scenes[0] / 'cam.txt'
     cam.write_text('1 0 0\n0 1 0\n')
@@ -261,6 +276,20 @@ def test_flow_size_different_from_the_frames(fresh):
     assert_error(excinfo, path, f'flow is {H}x{W - 2} (HxW), the frames are {H}x{W}')
 
 
+def test_frames_of_another_size_than_the_scenes_first_frame(fresh):
+    """A sample whose frames all have another size than frame 0 (whose size cam.txt is for) is refused, not
+    batched with the others (torch.stack's 'stack expects each tensor to be equal size') or trained on silently."""
+    for k in (1, 2, 3):
+        path = frame_path(fresh, 'image', fresh.scenes[0], k, 'jpg')
+        write_image(path, np.repeat(read_image(path), 2, axis=0))
+    dataset = SequenceFolder(fresh.root, shuffle=False, cache=False, max_num_instances=0)
+    assert [target for _, target in dataset.samples[:2]] == [1, 2]
+    with pytest.raises(DatasetError) as excinfo:
+        dataset[1]
+    assert_error(excinfo, frame_path(fresh, 'image', fresh.scenes[0], 2, 'jpg'),
+                 f'frame is {2 * H}x{W} (HxW), the first frame of its scene, 0000000000.jpg, is {H}x{W}')
+
+
 @pytest.mark.parametrize('array, fragment', [
     (np.zeros((2, H, W + 1), np.uint8), f'the frame is {H}x{W}'),
     (np.ones((2, H, W), np.uint8), 'channel 0'),
@@ -291,6 +320,26 @@ def test_validation_set_returns_depth_and_foreground(toy):
     assert np.all(depth[~fg_mask] == 30) and np.all(depth[fg_mask] < 30)
     raw_img, *_ = ValidationSet(toy.root)[2]
     assert raw_img.shape == (H, W, 3) and raw_img.max() > 200
+
+
+def test_validation_set_non_numeric_depth(fresh):
+    for k in range(4):
+        save_npy(frame_path(fresh, 'image', fresh.scenes[-1], k, 'npy'), np.full((H, W), 'x'))
+    dataset = ValidationSet(fresh.root)
+    with pytest.raises(DatasetError) as excinfo:
+        dataset[0]
+    assert_error(excinfo, frame_path(fresh, 'image', fresh.scenes[-1], 0, 'npy'), 'depth must be a numeric array')
+
+
+def test_depth_in_other_units_than_metres_is_refused(toy, tmp_path):
+    """Millimetres leave no pixel in (1e-3, 80): validation would end in a KeyError after a training epoch."""
+    frame = frame_path(toy, 'image', toy.scenes[-1], 0, 'jpg')
+    check_depth_range(frame.with_suffix('.npy'), frame)
+    millimetres = tmp_path / 'depth.npy'
+    save_npy(millimetres, np.load(frame.with_suffix('.npy')) * 1000)
+    with pytest.raises(DatasetError) as excinfo:
+        check_depth_range(millimetres, frame)
+    assert_error(excinfo, millimetres, 'no depth value in (0.001, 80) inside the evaluation crop')
 
 
 def test_validation_set_missing_depth(fresh):

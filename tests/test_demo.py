@@ -214,6 +214,24 @@ def test_missing_scene_folder_is_one_clear_line(tmp_path):
     assert str(tmp_path / 'nowhere') in message and 'scene folder not found' in message
 
 
+def test_output_dir_that_is_a_file_is_refused_before_any_work(vis_root, tmp_path):
+    blocker = tmp_path / 'results'
+    blocker.write_text('my notes\n')
+    message = _error_of(['--data', str(vis_root / 'image' / SCENE), '--max-frames', '2', '--device', 'cpu',
+                         '--output-dir', str(blocker)])
+    assert f'--output-dir {blocker / "demo"}' in message and 'is an existing file, not a folder' in message
+    assert blocker.read_text() == 'my notes\n'
+
+
+def test_a_frame_rate_that_is_not_positive_is_refused_when_parsed(vis_root, capsys):
+    """``--fps 0`` would end a --video gif run, after all its work, in a ZeroDivisionError."""
+    for fps in ('0', '-2', 'nan'):
+        with pytest.raises(SystemExit) as info:
+            demo.main(['--data', str(vis_root / 'image' / SCENE), '--save-fig', '--video', 'gif', '--fps', fps])
+        assert info.value.code == 2
+        assert f"--fps: must be a finite number > 0, got '{fps}'" in capsys.readouterr().err
+
+
 def test_scene_with_fewer_than_two_frames_is_one_clear_line(vis_root, tmp_path):
     scene = _copy_scene(vis_root, tmp_path, [], frames=1)
     message = _error_of(['--data', str(scene)])

@@ -12,6 +12,7 @@ import torch
 import test_disp
 from checkpoint_io import save_checkpoint
 from kitti_eval import eval_depth, save_depth
+from kitti_eval.kitti_raw import read_file_list
 from models import CONFIG_KEY, DispResNet, EgoPoseNet, ModelConfig
 from test_eval_fixtures import raw_drive  # noqa: F401  (fixture)
 
@@ -101,6 +102,17 @@ def test_missing_image(raw_drive, checkpoint, tmp_path):
     (root / entries[1]).unlink()
     message = one_line_error(lambda: run_test_disp(root, checkpoint, tmp_path / 'out'))
     assert message == f"error: {root / entries[1]}: listed image not found"
+
+
+def test_file_list_not_in_utf8(raw_drive, checkpoint, tmp_path):
+    """A list saved as UTF-16 (Windows PowerShell's ``>``) is refused naming the list, not a bare codec error."""
+    root, _ = raw_drive
+    listed = tmp_path / 'list.txt'
+    listed.write_text((root / 'test_files.txt').read_text(), encoding='utf-16')
+    message = one_line_error(lambda: run_test_disp(root, checkpoint, tmp_path / 'out', '--dataset-list', str(listed)))
+    assert message.startswith(f"error: {listed}: not a UTF-8 text file")
+    listed.write_text((root / 'test_files.txt').read_text(), encoding='utf-8-sig')   # Windows Notepad's BOM
+    assert read_file_list(listed) == read_file_list(root / 'test_files.txt')
 
 
 def test_some_velodyne_scans_missing(raw_drive, checkpoint, tmp_path):

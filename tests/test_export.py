@@ -89,6 +89,16 @@ def test_export_arguments_are_checked(checkpoints, tmp_path):
         export.main(['--pretrained-dispnet', str(tmp_path / 'missing.tar'), '--output-dir', str(tmp_path)])
 
 
+def test_export_output_dir_that_is_a_file_is_refused(checkpoints, tmp_path):
+    blocker = tmp_path / 'exports'
+    blocker.write_text('my notes\n')
+    for out in (blocker, blocker / 'sub'):
+        with pytest.raises(SystemExit) as info:
+            export.main(['--pretrained-dispnet', str(checkpoints / 'disp.pth.tar'), '--output-dir', str(out)])
+        assert str(info.value.code) == f"error: --output-dir {out}: {blocker} is an existing file, not a folder"
+    assert blocker.read_text() == 'my notes\n'
+
+
 @pytest.fixture(scope='module')
 def raw_drive(tmp_path_factory):
     root = tmp_path_factory.mktemp('raw')

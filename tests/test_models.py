@@ -134,11 +134,35 @@ def test_size_not_multiple_of_32_is_refused_with_the_size():
         DispResNet(18)(torch.zeros(1, 3, 100, 128))
 
 
+def test_side_of_32_is_refused_with_the_size():
+    """A 32-pixel side is a multiple of 32, but the decoder's reflection padding needs 2 pixels at 1/32."""
+    with pytest.raises(ValueError, match=r'32x96 \(HxW\); the networks need sides that are positive multiples of '
+                                         r'32, at least 64'):
+        DispResNet(18)(torch.zeros(1, 3, 32, 96))
+    assert DispResNet(18)(torch.zeros(1, 3, 64, 96)).shape == (1, 1, 64, 96)
+
+
 def test_imagenet_weights_missing_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
     expected = os.path.join(str(tmp_path), 'hub', 'checkpoints', 'resnet18-f37072fd.pth')
     with pytest.raises(FileNotFoundError, match=f'not found at {expected}: download https://'):
         DispResNet(18, pretrained=True)
+
+
+def test_damaged_or_foreign_imagenet_weights_are_one_line(tmp_path):
+    """An interrupted download, or the weights of another ResNet under the file name, name the file."""
+    path = tmp_path / 'resnet18-f37072fd.pth'
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    path.write_bytes(path.read_bytes()[:100_000])
+    with pytest.raises(CheckpointError, match=f'^{path}: not a readable PyTorch checkpoint'):
+        DispResNet(18, pretrained=str(path))
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(CheckpointError, match=f'^{path}: does not fit ResNet: unexpected keys: layer1.2'):
+        EgoPoseNet(18, pretrained=str(path))
+    without_counters = {k: v for k, v in torchvision.models.resnet18(weights=None).state_dict().items()
+                        if not k.endswith('num_batches_tracked')}
+    torch.save(without_counters, path)
+    assert DispResNet(18, pretrained=str(path)).encoder.encoder.bn1.num_batches_tracked.item() == 0
 
 
 def test_imagenet_weights_from_file_initialise_pose_encoder(tmp_path):

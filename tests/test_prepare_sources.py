@@ -226,3 +226,24 @@ def test_short_sub_folders_are_skipped(tmp_path, capsys):
     assert prepare_train_data.main(argv) == 0
     assert 'short skipped: 2 frames' in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / 'out' / 'image').iterdir()) == ['long']
+
+
+def test_an_output_holding_a_dataset_it_did_not_write_is_left_alone(tmp_path, capsys):
+    """A downloaded KITTI-VIS in --output (no .prepare/) is refused: its frames, masks and lists would be replaced."""
+    for k in range(3):
+        save_rgb(tmp_path / 'clips' / 'scene' / f'{k}.png', textured(k, 32, 64))
+    theirs = tmp_path / 'kitti_256'
+    (theirs / 'segmentation' / 'scene').mkdir(parents=True)
+    np.save(theirs / 'segmentation' / 'scene' / '0000000000.npy', np.ones((2, 4, 4), np.uint8))
+    (theirs / 'train.txt').write_text('scene\nother\n')
+    files = {path: path.read_bytes() for path in theirs.rglob('*') if path.is_file()}
+    argv = ['--source', 'frames', '--input', str(tmp_path / 'clips'), '--img-width', '64', '--img-height', '32',
+            '--intrinsics', '50', '50', '32', '16', '--masks', 'none', '--output']
+    assert prepare_train_data.main(argv + [str(theirs)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and f'--output {theirs}: holds a dataset (segmentation)' in errors[0], errors
+    assert {path: path.read_bytes() for path in theirs.rglob('*') if path.is_file()} == files
+    # its own output is prepared again (and resumed) as before
+    assert prepare_train_data.main(argv + [str(tmp_path / 'mine')]) == 0
+    assert prepare_train_data.main(argv + [str(tmp_path / 'mine')]) == 0
+    assert '1 already prepared' in capsys.readouterr().out

@@ -307,6 +307,19 @@ def test_cli_refuses_foreign_folders_and_bad_settings(tmp_path, capsys):
     assert 'at least 2' in capsys.readouterr().err
 
 
+def test_cli_refuses_unwritable_outputs_before_rendering(tmp_path, capsys):
+    blocker = tmp_path / 'notes.txt'
+    blocker.write_text('keep me')
+    tiny = ['--scenes', '1', '--frames', '2', '--height', '32', '--width', '96', '--layout', 'vis']
+    assert synthetic.main(['--out', str(blocker / 'out')] + tiny) == 2
+    assert f'--out {blocker / "out"}: {blocker} is an existing file' in capsys.readouterr().err
+    assert synthetic.main(['--out', str(tmp_path / 'a'), '--preview', str(tmp_path)] + tiny) == 2
+    assert f'--preview {tmp_path}: is a folder' in capsys.readouterr().err
+    assert synthetic.main(['--out', str(tmp_path / 'b'), '--preview', str(blocker / 'p.png')] + tiny) == 2
+    assert f'{blocker} is an existing file' in capsys.readouterr().err
+    assert blocker.read_text() == 'keep me' and sorted(p.name for p in tmp_path.iterdir()) == ['notes.txt']
+
+
 def test_preview_is_a_contact_sheet(tmp_path):
     scene = synthetic.render_scene(seed=2, index=0, height=32, width=96, frames=3)
     sheet = synthetic.contact_sheet(scene, rows=2)

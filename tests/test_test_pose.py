@@ -111,6 +111,15 @@ def test_test_pose_bad_input(drive, checkpoint, tmp_path):
     assert message == f"error: {BUNDLED_GT_DIR / '09.txt'}: 1591 poses, but sequence 09 has {FRAMES} frames"
 
 
+def test_an_output_dir_that_is_a_file_is_refused_before_any_work(drive, checkpoint, tmp_path):
+    root, _ = drive
+    blocker = tmp_path / 'results'
+    blocker.write_text('my notes\n')
+    message = one_line_error(lambda: run_test_pose(root, checkpoint, blocker))
+    assert message == f"error: --output-dir {blocker}: {blocker} is an existing file, not a folder"
+    assert blocker.read_text() == 'my notes\n'
+
+
 def test_a_sequence_without_ground_truth_gives_the_prediction_only(drive, checkpoint, tmp_path, capsys):
     root, _ = drive
     other = tmp_path / 'data'

@@ -166,6 +166,13 @@ def test_missing_dataset_is_one_clear_line(tmp_path, monkeypatch):
         train.main([str(tmp_path / 'nowhere'), '--name', 'x'] + FAST)
 
 
+def test_begin_idx_past_the_last_sample_is_one_clear_line(toy_root, tmp_path):
+    """It used to train zero steps and save the untrained networks as the run's best model, train loss nan."""
+    with pytest.raises(SystemExit, match=r'^error: --begin-idx 1000: no training sample is left'):
+        train.main([toy_root, '--name', 'x', '--checkpoint-root', str(tmp_path), '--begin-idx', '1000'] + FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
 def data_parallel_reference(root, initial, num_samples):
     """The mean of the per-sample gradients at ``initial`` (what DDP must compute) and one Adam step with it.
 
