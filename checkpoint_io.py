@@ -63,6 +63,8 @@ def load_file(path, map_location='cpu', mmap=None):
     """``torch.load(path, weights_only=True)`` with one-line :class:`CheckpointError` messages (``mmap=True``:
     the tensors memory-mapped, read only when used; a file of the legacy, non-zip format, which cannot be
     mapped, is read whole; ``None``: torch's own default)."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found")
     if mmap and not zipfile.is_zipfile(path):

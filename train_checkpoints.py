@@ -126,6 +126,23 @@ def resume_run(run_dir, nets, optimizer, state, device, config=None, scaler=None
         setattr(state, name, saved.get(name, default))
 
 
+def read_resume_history(path):
+    """The list of earlier resumes in ``args_resume.json`` (``[]`` without the file); a damaged file is a one-line
+    CheckpointError, and is left as it is."""
+    if not os.path.isfile(path):
+        return []
+    try:
+        with open(path) as f:
+            history = json.load(f)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not readable JSON ({type(error).__name__}: {error}); repair it or move it "
+                              "aside to resume") from None
+    if not isinstance(history, list):
+        raise CheckpointError(f"{path}: not a list of resumes (a {type(history).__name__}); repair it or move it "
+                              "aside to resume")
+    return history
+
+
 def record_arguments(run_dir, args, state):
     """Write ``args.json`` for a new run; a resume appends its arguments to ``args_resume.json`` instead,
     so the run's original configuration is never overwritten."""
@@ -134,10 +151,7 @@ def record_arguments(run_dir, args, state):
         path, content = os.path.join(run_dir, 'args.json'), arguments
     else:
         path = os.path.join(run_dir, RESUME_ARGS_FILE)
-        history = []
-        if os.path.isfile(path):
-            with open(path) as f:
-                history = json.load(f)
+        history = read_resume_history(path)
         content = history + [{'resumed_at_epoch': state.epoch, 'resumed_at_iteration': state.n_iter,
                               'time': datetime.datetime.now().isoformat(timespec='seconds'), 'args': arguments}]
     with atomic_open(path) as handle:

@@ -65,6 +65,11 @@ def read_scene_list(root, train):
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise DatasetError(list_path, "the scene list is empty")
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise DatasetError(list_path, f"scene '{name}' is listed twice (its samples would count twice)")
+        seen.add(name)
     return list_path, names
 
 

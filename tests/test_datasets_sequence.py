@@ -219,6 +219,13 @@ def test_scene_list_with_a_byte_order_mark(fresh):
     assert [scene.name for scene in SequenceFolder(fresh.root, cache=False).scenes] == ['scene_00', 'scene_01']
 
 
+def test_a_scene_listed_twice_is_refused(fresh):
+    (fresh.root / 'train.txt').write_text('scene_00\nscene_01\nscene_00\n')
+    with pytest.raises(DatasetError) as excinfo:
+        SequenceFolder(fresh.root)
+    assert_error(excinfo, fresh.root / 'train.txt', "scene 'scene_00' is listed twice")
+
+
 def test_missing_or_bad_cam(fresh):
     cam = fresh.root / 'image' / fresh.scenes[0] / 'cam.txt'
     cam.write_text('1 0 0\n0 1 0\n')

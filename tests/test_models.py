@@ -98,6 +98,8 @@ def test_corrupt_checkpoint_gives_one_clear_line(tmp_path):
     assert '\n' not in str(info.value)
     with pytest.raises(CheckpointError, match='checkpoint file not found'):
         load_network_weights(DispResNet(18), str(tmp_path / 'missing.pth'))
+    with pytest.raises(CheckpointError, match=f'^{tmp_path}: a folder, not a checkpoint file$'):
+        load_network_weights(DispResNet(18), str(tmp_path))
 
 
 def test_checkpoint_of_another_network_names_the_keys(tmp_path):

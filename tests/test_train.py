@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import train
-from checkpoint_io import load_network_weights
+from checkpoint_io import CheckpointError, load_network_weights
 from datasets.custom_transforms import valid_transform
 from datasets.io import read_image_size
 from datasets.sequence_folders import SequenceFolder
 from models import DispResNet, EgoPoseNet, InstaDM, ObjPoseNet
 from projection import LossOptions, run_step
-from train_checkpoints import TrainingState, load_optimizer_state
+from train_checkpoints import TrainingState, load_optimizer_state, read_resume_history
 from train_distributed import Distributed
 from train_logs import Logs
 from train_loop import train_one_epoch
@@ -122,6 +122,18 @@ def test_resume_continues_counters_and_optimizer(toy_root, tmp_path, monkeypatch
     assert (second['epoch'], second['n_iter']) == (2, 4)
     assert second['optimizer']['state'][0]['step'] == 4
     assert len(read_tsv(os.path.join(run_dir, 'progress_log_summary.csv'))) == 3
+
+
+def test_a_damaged_resume_history_is_one_line_and_left_as_it_is(tmp_path):
+    path = tmp_path / 'args_resume.json'
+    assert read_resume_history(path) == []
+    for content, problem in (('[{"resumed_at_epoch": 1', 'not readable JSON (JSONDecodeError: '),
+                             ('{}', 'not a list of resumes (a dict)')):
+        path.write_text(content)
+        with pytest.raises(CheckpointError) as excinfo:
+            read_resume_history(path)
+        assert str(excinfo.value).startswith(f'{path}: {problem}') and '\n' not in str(excinfo.value)
+        assert path.read_text() == content
 
 
 def test_resumed_optimizer_keeps_the_kernel_chosen_for_this_device():
