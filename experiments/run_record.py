@@ -31,10 +31,6 @@ import platform
 import sys
 from pathlib import Path
 
-import torch
-
-import precision
-from devices import select_device
 from fileio import atomic_open
 
 SETTINGS_FILE = 'train_settings.txt'
@@ -145,6 +141,10 @@ def common_settings(seed_settings):
 def machine_line(device, execution=()):
     """One line on the machine that trains on ``device``: the GPU's name, or the CPU's model and vector units;
     the torch version and the execution flags (a list) of the training."""
+    # torch is imported here, not above: ``check`` runs before every ablation and must not wait seconds for it
+    import torch
+
+    import precision
     run = f"torch {torch.__version__}" + (f", run with {' '.join(execution)}" if execution else '')
     if device.type == 'cuda':
         return f"cuda: {torch.cuda.get_device_name(device)}, {run}"
@@ -193,6 +193,7 @@ def main(argv=None):
         if args.action == 'check':
             check_settings(args.out, settings_text(flags, args.data))
         else:
+            from devices import select_device    # imports torch (see machine_line)
             write_record(args.seed_dir, flags, args.data, select_device(args.device))
     except (RecordError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -432,7 +432,8 @@ exec {sys.executable} "$@"
 
 
 def test_ablation_runner_refuses_to_add_seeds_trained_with_other_settings(world, tmp_path):
-    """A seed of OUT recorded with --amp bf16: a later invocation without it trains nothing and names the file."""
+    """A seed of OUT recorded with --amp bf16: a later invocation without it trains nothing and names the file;
+    with the same settings the new seed starts training (here a planted failure of train.py) and is recorded."""
     root, _ = world
     out = tmp_path / 'ablation'
     seed_dir = out / 'runs' / 'full' / 'seed0'
@@ -440,7 +441,13 @@ def test_ablation_runner_refuses_to_add_seeds_trained_with_other_settings(world,
     (seed_dir / 'metrics.json').write_text(json.dumps(planted_metrics(0.5)))
     calls = tmp_path / 'calls.txt'
     wrapper = tmp_path / 'python'
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} "$@"\n')
+    wrapper.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+case "$*" in
+    *train.py*) echo "planted failure" >&2; exit 3 ;;
+esac
+exec {sys.executable} "$@"
+""")
     wrapper.chmod(0o755)
     env = {**os.environ, 'DATA': str(root), 'OUT': str(out), 'PY': str(wrapper), 'CONFIGS': 'full', 'SEEDS': '1',
            'STEPS': '1', 'BATCH': '1', 'WORKERS': '0', 'DEVICE': 'cpu', 'OMP_NUM_THREADS': '1'}
@@ -453,15 +460,15 @@ def test_ablation_runner_refuses_to_add_seeds_trained_with_other_settings(world,
     assert result.stderr == (f"error: {seed_dir / 'train_settings.txt'}: this run was trained with other settings "
                              "than this invocation's (flags differ: '--amp bf16' there, 'nothing' here); its seeds "
                              "would be averaged with yours: use the same settings or another OUT\n")
-    assert 'train.py' not in calls.read_text()
-    # the same settings: the new seed trains, and both seeds share the record
+    assert 'train.py' not in calls.read_text() and not (out / 'runs' / 'full' / 'seed1').exists()
     (seed_dir / 'train_settings.txt').write_text(f'flags: {flags}\nworld: none\n')
     result = subprocess.run(['sh', str(REPO / 'scripts' / 'run_ablation.sh')], env=env, cwd=REPO,
                             capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    results = json.loads((out / 'results.json').read_text())
-    assert list(results['configs']['full']['seeds']) == ['0', '1']
-    assert results['train_settings'] == {'text': f'flags: {flags}\nworld: none\n', 'unrecorded': []}
+    assert result.returncode != 0 and 'planted failure' in result.stderr
+    assert [line for line in calls.read_text().splitlines() if line.startswith('train.py')]
+    new_seed = out / 'runs' / 'full' / 'seed1'
+    assert (new_seed / 'train_settings.txt').read_text() == f'flags: {flags}\nworld: none\n'
+    assert (new_seed / 'machines.txt').read_text().startswith('cpu: ')
 
 
 def test_seeds_recorded_with_other_settings_are_not_averaged(tmp_path, capsys):
