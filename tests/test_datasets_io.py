@@ -125,12 +125,13 @@ def test_png_round_trip_is_exact_and_rgb(tmp_path):
     assert read_image(tmp_path / 'r.jpg')[..., 0].min() > 240
 
 
-def test_undecodable_image(tmp_path):
+@pytest.mark.parametrize('content, fragment', [(b'garbage', 'cannot decode'), (b'', 'empty file')])
+def test_undecodable_or_empty_image(tmp_path, content, fragment):
     path = tmp_path / 'f.jpg'
-    path.write_bytes(b'garbage')
+    path.write_bytes(content)
     with pytest.raises(DatasetError) as excinfo:
         read_image(path)
-    assert_one_line_error(excinfo, path, 'cannot decode')
+    assert_one_line_error(excinfo, path, fragment)
 
 
 def test_non_numeric_segmentation(tmp_path):
@@ -139,11 +140,3 @@ def test_non_numeric_segmentation(tmp_path):
     with pytest.raises(DatasetError) as excinfo:
         read_segmentation(path, (4, 6))
     assert_one_line_error(excinfo, path, 'numeric or bool array', '<U1')
-
-
-def test_empty_image_file(tmp_path):
-    path = tmp_path / 'f.jpg'
-    path.write_bytes(b'')
-    with pytest.raises(DatasetError) as excinfo:
-        read_image(path)
-    assert_one_line_error(excinfo, path, 'empty file')
