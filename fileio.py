@@ -1,5 +1,5 @@
 """Atomic file writing shared by every writer of the project (checkpoints, datasets, demo outputs),
-and the check that an output folder can be written before any work starts."""
+the check that an output folder can be written before any work starts, and the reader of list files."""
 import contextlib
 import datetime
 import errno
@@ -91,3 +91,15 @@ def new_run_folder(parent, create=False):
     if create:
         folder.mkdir(parents=True)
     return folder
+
+
+def read_list_lines(path):
+    """The stripped, non-empty lines of a list file (scene lists, file lists), read as UTF-8 with any byte-order
+    mark (Windows Notepad's) dropped, so that it is not part of the first name.  A file in another encoding (e.g.
+    the UTF-16 of PowerShell's ``>``) raises a ValueError whose message the callers put after the path."""
+    try:
+        text = Path(path).read_text(encoding='utf-8-sig')
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not a UTF-8 text file (byte {error.start}: {error.reason}); write one entry per line "
+                         "in UTF-8") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]

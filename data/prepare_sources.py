@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from datasets.io import DatasetError, read_image
+from fileio import read_list_lines
 from kitti_eval.kitti_raw import calib_entry, image_size, read_calib_file
 from network_input import resize_frame
 
@@ -166,7 +167,10 @@ def read_name_list(path, what):
     path = Path(path)
     if not path.is_file():
         raise PrepareError(f"{path}: {what} not found")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return read_list_lines(path)
+    except ValueError as error:
+        raise PrepareError(f"{path}: {error}") from None
 
 
 def read_static_frames(path):

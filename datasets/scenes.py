@@ -20,6 +20,7 @@ from typing import List, Optional
 import numpy as np
 
 from datasets.io import DatasetError, read_cam, read_flo
+from fileio import read_list_lines
 
 COMPANIONS = {'segmentation': '*.npy', 'flow_f': '*.flo', 'flow_b': '*.flo'}
 
@@ -58,11 +59,9 @@ def read_scene_list(root, train):
     if not list_path.is_file():
         raise DatasetError(list_path, "scene list not found")
     try:
-        text = list_path.read_text(encoding='utf-8-sig')   # -sig: a BOM (Windows Notepad) is not part of a name
-    except UnicodeDecodeError as error:
-        raise DatasetError(list_path, f"not a UTF-8 text file (byte {error.start}: {error.reason}); "
-                                      "write one scene name per line in UTF-8") from None
-    names = [line.strip() for line in text.splitlines() if line.strip()]
+        names = read_list_lines(list_path)
+    except ValueError as error:
+        raise DatasetError(list_path, str(error)) from None
     if not names:
         raise DatasetError(list_path, "the scene list is empty")
     seen = set()

@@ -63,6 +63,8 @@ class SequenceFolder(torch.utils.data.Dataset):
         self.transform = transform
         self.shifts = reference_shifts(sequence_length)
         self.scenes = self._crawl(train, sequence_length)
+        # the size each scene's cam.txt is for (its first frame's), read once: every sampled frame must have it
+        self.scene_sizes = [read_image_size(scene.frames[0]) for scene in self.scenes]
         samples = [(s, t) for s, scene in enumerate(self.scenes)
                    for t in range(-self.shifts[0], len(scene.frames) - self.shifts[-1])]
         if shuffle:
@@ -108,7 +110,7 @@ class SequenceFolder(torch.utils.data.Dataset):
         scene_index, target = self.samples[index]
         scene = self.scenes[scene_index]
         frame_indices = [target] + [target + s for s in self.shifts]
-        images = self._read_frames(scene, frame_indices)
+        images = self._read_frames(scene, self.scene_sizes[scene_index], frame_indices)
         height, width = images[0].shape[:2]
         masks = {k: binary_instances(read_segmentation(scene.segmentations[k], (height, width)))
                  for k in frame_indices}
@@ -129,11 +131,12 @@ class SequenceFolder(torch.utils.data.Dataset):
         return (images[0], images[1:], intrinsics.astype(np.float32), np.linalg.inv(intrinsics).astype(np.float32),
                 tgt_insts, ref_insts)
 
-    def _read_frames(self, scene, frame_indices):
-        """The frames, each checked to have the size of the scene's first frame (the size its ``cam.txt`` is
-        for, and, by ``train_data.check_frame_sizes``, the size of every scene's first frame)."""
+    @staticmethod
+    def _read_frames(scene, size, frame_indices):
+        """The frames, each checked to have ``size`` ``(height, width)``, that of the scene's first frame (the
+        size its ``cam.txt`` is for, and, by ``train_data.check_frame_sizes``, that of every scene's first frame)."""
         images = [read_image(scene.frames[k]).astype(np.float32) for k in frame_indices]
-        height, width = read_image_size(scene.frames[0])
+        height, width = size
         for k, image in zip(frame_indices, images):
             if image.shape[:2] != (height, width):
                 raise DatasetError(scene.frames[k], f"frame is {image.shape[0]}x{image.shape[1]} (HxW), the first "

@@ -45,7 +45,7 @@ from datasets.validation_folders import read_depth
 from demo import to_network_input
 from experiments.eval_synthetic import EvalError, median_scale
 from experiments.formatting import mean_and_spread, number
-from experiments.run_record import RecordError, common_settings, read_machines, read_settings
+from experiments.run_record import RecordError, common_settings, read_machines, read_settings, seed_folders
 from fileio import atomic_open
 from models import ConfigError, depth_from_disparity, load_trained_networks
 
@@ -78,10 +78,10 @@ def combine(values, reduce):
 
 def read_config(folder, metrics_name='metrics.json'):
     """``{"flags", "seeds": {seed: metrics}, "steps": {seed: n_iter}, "train_seconds": {seed: seconds},
-    "machines": {seed: [line]}, "settings": {seed: text or None}, "kinds": {seed: car_kinds}}`` of one
-    configuration folder (``metrics_name``: the metrics file's path in a seed folder)."""
+    "machines": {seed: [line]}, "kinds": {seed: car_kinds}}`` of one configuration folder (``metrics_name``: the
+    metrics file's path in a seed folder)."""
     flags_file = folder / 'flags.txt'
-    seeds, steps, seconds, machines, settings, kinds = {}, {}, {}, {}, {}, {}
+    seeds, steps, seconds, machines, kinds = {}, {}, {}, {}, {}
     for seed, seed_dir in seed_folders(folder):
         metrics = seed_dir / metrics_name
         if metrics.is_file():
@@ -89,18 +89,10 @@ def read_config(folder, metrics_name='metrics.json'):
             steps[seed] = training_steps(seed_dir)
             seconds[seed] = training_seconds(seed_dir)
             machines[seed] = read_machines(seed_dir)
-            settings[seed] = read_settings(seed_dir)
             if (metrics.parent / 'car_kinds.json').is_file():
                 kinds[seed] = read_json(metrics.parent / 'car_kinds.json')
     return {'flags': flags_file.read_text().strip() if flags_file.is_file() else '', 'seeds': seeds, 'steps': steps,
-            'train_seconds': seconds, 'machines': machines, 'settings': settings, 'kinds': kinds}
-
-
-def seed_folders(folder):
-    """``[(seed, path)]`` of a configuration folder's ``seedS`` folders (S a number; others, e.g. a backup
-    ``seed0.old``, are not seeds), in numeric order."""
-    found = [(path.name[len('seed'):], path) for path in folder.glob('seed*') if path.is_dir()]
-    return sorted(((seed, path) for seed, path in found if seed.isdigit()), key=lambda item: int(item[0]))
+            'train_seconds': seconds, 'machines': machines, 'kinds': kinds}
 
 
 def read_json(path):
@@ -153,7 +145,7 @@ def collect(out, configs=CONFIG_ORDER, metrics_name='metrics.json'):
         if not folder.is_dir():
             continue
         config = read_config(folder, metrics_name)
-        settings.update({folder / f'seed{seed}': text for seed, text in config.pop('settings').items()})
+        settings.update({folder / f'seed{seed}': read_settings(folder / f'seed{seed}') for seed in config['seeds']})
         seeds, kinds = list(config['seeds'].values()), list(config['kinds'].values())
         config['mean'] = combine(seeds, np.mean)
         config['std'] = combine(seeds, seed_spread)

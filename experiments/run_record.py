@@ -110,9 +110,16 @@ def settings_difference(recorded, current):
     return 'the record is damaged'
 
 
+def seed_folders(folder):
+    """``[(seed, path)]`` of a configuration folder's ``seedS`` folders (S a number; others, e.g. a backup
+    ``seed0.old``, are not seeds), in numeric order."""
+    found = [(path.name[len('seed'):], path) for path in Path(folder).glob('seed*') if path.is_dir()]
+    return sorted(((seed, path) for seed, path in found if seed.isdigit()), key=lambda item: int(item[0]))
+
+
 def seed_dirs(out):
-    """Every ``OUT/runs/CONFIG/seedS`` folder (S a number), in path order."""
-    return sorted(path for path in Path(out).glob('runs/*/seed*') if path.is_dir() and path.name[4:].isdigit())
+    """Every ``OUT/runs/CONFIG/seedS`` folder, configuration by configuration."""
+    return [path for config in sorted(Path(out).glob('runs/*')) for _, path in seed_folders(config)]
 
 
 def check_settings(out, current):
@@ -128,14 +135,16 @@ def check_settings(out, current):
 def common_settings(seed_settings):
     """``(text, unrecorded)`` of ``{seed folder: settings text or None}``: the one text the recorded seed folders
     share (None when none has one) and the folders without a record; RecordError naming a folder's
-    ``train_settings.txt`` that differs from another's."""
-    recorded = {seed_dir: text for seed_dir, text in seed_settings.items() if text is not None}
-    texts = list(dict.fromkeys(recorded.values()))
-    if len(texts) > 1:
-        first, other = (next(seed_dir for seed_dir, text in recorded.items() if text == t) for t in texts[:2])
-        raise RecordError(f"{Path(other) / SETTINGS_FILE}: trained with other settings than {first} "
-                          f"({settings_difference(texts[0], texts[1])}); they cannot be averaged as one experiment")
-    return (texts[0] if texts else None), [seed_dir for seed_dir, text in seed_settings.items() if text is None]
+    ``train_settings.txt`` that differs from the first recorded one's."""
+    first, shared = None, None
+    for seed_dir, text in seed_settings.items():
+        if text is None or text == shared:
+            continue
+        if shared is not None:
+            raise RecordError(f"{Path(seed_dir) / SETTINGS_FILE}: trained with other settings than {first} "
+                              f"({settings_difference(shared, text)}); they cannot be averaged as one experiment")
+        first, shared = seed_dir, text
+    return shared, [seed_dir for seed_dir, text in seed_settings.items() if text is None]
 
 
 def machine_line(device, execution=()):

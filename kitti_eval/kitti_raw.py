@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fileio import read_list_lines
+
 CAMERA_FOLDERS = {'image_02': 2, 'image_03': 3}
 VELODYNE_FIELDS = 4  # x, y, z, reflectance (float32 each)
 
@@ -188,11 +190,9 @@ def read_file_list(path):
     if not path.is_file():
         raise missing_file(path, 'file list')
     try:
-        text = path.read_text(encoding='utf-8-sig')   # -sig: a BOM (Windows Notepad) is not part of a name
-    except UnicodeDecodeError as error:
-        raise KittiFormatError(f"{path}: not a UTF-8 text file (byte {error.start}: {error.reason}); "
-                               f"write one entry per line in UTF-8") from None
-    entries = [line.strip() for line in text.splitlines() if line.strip()]
+        entries = read_list_lines(path)
+    except ValueError as error:
+        raise KittiFormatError(f"{path}: {error}") from None
     if not entries:
         raise KittiFormatError(f"{path}: file list is empty")
     return entries

@@ -10,7 +10,7 @@ import pytest
 
 from data import prepare_train_data
 from data.prepare_models import read_instance_file
-from data.prepare_sources import FrameGeometry, PrepareError
+from data.prepare_sources import FrameGeometry, PrepareError, read_name_list
 from datasets.io import read_cam, read_flo, read_image
 from datasets.sequence_folders import SequenceFolder
 
@@ -247,3 +247,12 @@ def test_an_output_holding_a_dataset_it_did_not_write_is_left_alone(tmp_path, ca
     assert prepare_train_data.main(argv + [str(tmp_path / 'mine')]) == 0
     assert prepare_train_data.main(argv + [str(tmp_path / 'mine')]) == 0
     assert '1 already prepared' in capsys.readouterr().out
+
+
+def test_a_reference_list_not_in_utf8_is_one_line_and_a_bom_is_dropped(tmp_path):
+    path = tmp_path / 'static_frames.txt'
+    path.write_text('2011_09_26_drive_0001_sync 02 0000000001\n', encoding='utf-16')
+    with pytest.raises(PrepareError, match=f'^{path}: not a UTF-8 text file \\(byte 0: '):
+        read_name_list(path, 'static frames')
+    path.write_text('2011_09_26 02\r\n\r\n', encoding='utf-8-sig')
+    assert read_name_list(path, 'static frames') == ['2011_09_26 02']
